@@ -1,0 +1,5 @@
+"""Entry point for ``python -m pseudovideo``."""
+
+from pseudovideo.cli import main
+
+raise SystemExit(main())
