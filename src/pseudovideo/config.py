@@ -1,0 +1,449 @@
+"""Typed run configuration: dataclasses, YAML loading, ``key.sub=value`` overrides, validation.
+
+Every run (train, eval, show, diagnose, demo, experiment) is described by one :class:`RunConfig`.
+It is read from a YAML file, overridden from the command line, checked *before* any work starts
+(unknown keys, ill-typed values and impossible choices are rejected with a message naming the key),
+and saved as ``config.yaml`` next to the run's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message names the key and the expectation."""
+
+
+def _choices(*values: str) -> dict[str, tuple[str, ...]]:
+    return {"choices": values}
+
+
+@dataclass
+class CorruptionConfig:
+    """One corruption operator of a pseudo video and its level schedule over frames."""
+
+    name: str = field(default="blur", metadata=_choices("blur", "noise", "downsample", "mask"))
+    schedule: str = field(default="linear", metadata=_choices("linear", "cosine", "geometric", "explicit"))
+    max_level: float = 2.0  # level of frame 0 (the most corrupted); the last frame has level 0
+    min_level: float | None = None  # smallest non-zero level, for the geometric schedule
+    levels: list[float] | None = None  # explicit levels of frames 0..T-2 (schedule: explicit)
+    patch_size: int = 4  # mask only: side of a masked square patch
+    fill_value: float = 0.0  # mask only: value written into masked patches
+
+
+@dataclass
+class PseudoVideoConfig:
+    """How clean images become pseudo videos of ``num_frames`` frames (last frame clean)."""
+
+    num_frames: int = 8
+    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order"))
+    corruptions: list[CorruptionConfig] = field(
+        default_factory=lambda: [
+            CorruptionConfig(name="blur", schedule="linear", max_level=2.0),
+            CorruptionConfig(name="noise", schedule="linear", max_level=0.2),
+        ]
+    )
+    # Image-model training on pseudo-video frames as extra samples (the "data-control" experiment):
+    # every frame of the pseudo video becomes an independent training image.
+    frames_as_images: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Which images to train and evaluate on."""
+
+    dataset: str = "digits"  # digits | cifar10 | mnist | celeba | folder:PATH
+    root: str | None = None  # local root for torchvision datasets (their own layout)
+    resolution: int = 16
+    channels: int | None = None  # 1 or 3 to convert; None keeps the dataset's own
+    random_flip: bool = False
+    download: bool = False
+    skip_bad_files: bool = False
+    max_images: int | None = None  # deterministic subset of the training split
+    train_split: str = "train"
+    eval_split: str = "test"
+
+
+@dataclass
+class VQVAEConfig:
+    """Convolutional VQVAE (the image tokenizer); frames are encoded independently."""
+
+    base_channels: int = 64
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2])
+    num_res_blocks: int = 1
+    codebook_size: int = 512
+    codebook_dim: int = 64
+    commitment_weight: float = 0.25
+    ema_codebook: bool = True
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.0
+
+
+@dataclass
+class CViViTConfig:
+    """C-ViViT (Phenaki's causal video tokenizer)."""
+
+    patch_size: int = 4
+    temporal_patch_size: int = 1
+    dim: int = 128
+    spatial_depth: int = 2
+    temporal_depth: int = 2
+    heads: int = 4
+    dim_head: int = 32
+    mlp_ratio: float = 4.0
+    codebook_size: int = 512
+    codebook_dim: int = 32
+    commitment_weight: float = 0.25
+    ema_codebook: bool = True
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.0
+    max_frames: int = 32
+
+
+@dataclass
+class UNetConfig:
+    """DDPM UNet; with ``model.family: video_unet`` it gets temporal attention layers."""
+
+    base_channels: int = 64
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 2
+    attention_resolutions: list[int] = field(default_factory=lambda: [16])
+    dropout: float = 0.0
+    num_heads: int = 4
+    causal_temporal: bool = False
+    max_frames: int = 32
+    frame_position: str = field(default="learned", metadata=_choices("learned", "relative"))
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train; only the section of the chosen family is used."""
+
+    family: str = field(default="vqvae", metadata=_choices("vqvae", "cvivit", "unet", "video_unet"))
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    cvivit: CViViTConfig = field(default_factory=CViViTConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+
+@dataclass
+class LossConfig:
+    """Tokenizer losses: reconstruction, VQ (inside the model), perceptual, adversarial."""
+
+    reconstruction: str = field(default="l1", metadata=_choices("l1", "l2", "l1+l2"))
+    last_frame_weight: float = 4.0  # weight of the clean frame relative to each corrupted frame
+    perceptual_weight: float = 0.0
+    perceptual_net: str = field(default="vgg", metadata=_choices("vgg", "alex"))
+    perceptual_weights: str | None = None  # local path of the backbone's ImageNet weights
+    gan_weight: float = 0.0
+    gan_start_step: int = 0
+    discriminator_channels: int = 64
+    discriminator_layers: int = 2
+
+
+@dataclass
+class DiffusionConfig:
+    """Gaussian diffusion process and sampler for the unet / video_unet families."""
+
+    num_timesteps: int = 1000
+    beta_schedule: str = field(default="cosine", metadata=_choices("linear", "cosine"))
+    prediction: str = field(default="eps", metadata=_choices("eps", "v"))
+    sampler: str = field(default="ddim", metadata=_choices("ddpm", "ddim"))
+    sample_steps: int = 50
+    eta: float = 0.0
+    clip_x0: bool = True
+    sampling_mode: str = field(default="joint", metadata=_choices("joint", "autoregressive"))
+    autoregressive_first_frames: int = 1
+    guidance: str = field(default="replacement", metadata=_choices("replacement", "reconstruction"))
+    guidance_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of the training loop."""
+
+    steps: int = 1000
+    batch_size: int = 32  # global batch (split over DDP ranks)
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    lr_schedule: str = field(default="cosine", metadata=_choices("cosine", "constant"))
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999  # 0 disables the EMA copy
+    mixed_precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp16", "off"))
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    image_every: int = 500
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """How a run is evaluated; the protocol is written beside every number."""
+
+    num_images: int = 1000  # held-out images reconstructed, or images generated
+    batch_size: int = 100
+    use_ema: bool = True
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid"])
+    inception_weights: str | None = None  # local path of torch-fidelity's Inception weights
+    lpips_weights: str | None = None  # local path of the LPIPS backbone's ImageNet weights
+    cache_dir: str = "~/.cache/pseudovideo"  # reference statistics for FID/KID
+    seed: int = 1234
+
+
+@dataclass
+class RunConfig:
+    """Everything that describes one run; saved as ``config.yaml`` in its run folder."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    pseudo_video: PseudoVideoConfig = field(default_factory=PseudoVideoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """Folder holding this run's checkpoints, logs, pictures and results."""
+        return Path(self.out_dir) / self.name
+
+
+# --------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with type checks that name the offending key.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and returns it converted (int -> float, ...)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin in (list, tuple, Sequence):
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item, item_tp, f"{key}.{i}") for i, item in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Builds dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}; valid keys here: {', '.join(fields)}")
+        value = _coerce(value, hints[key], full)
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{full}: expected one of {', '.join(choices)}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (what is saved as YAML)."""
+    return dataclasses.asdict(config)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        where = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {text!r}: '{where}' is not an index of a list of {len(node)}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                raise ConfigError(f"override {text!r}: unknown config key '{where}'")
+            node = node[part]
+        else:
+            raise ConfigError(f"override {text!r}: '{where}' is a value, not a section")
+    last = path[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override {text!r}: '{'.'.join(path)}' is not an index of a list of {len(node)}")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value  # unknown keys are caught by _from_dict with a did-you-mean hint
+    else:
+        raise ConfigError(f"override {text!r}: '{'.'.join(path[:-1])}' is a value, not a section")
+
+
+def merge_config_dict(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merges ``update`` into a copy of ``base`` (lists are replaced, not merged)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config_dict(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping; a missing or malformed file raises ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Builds and validates a RunConfig from defaults, a nested dict, then ``key=value`` overrides."""
+    tree = merge_config_dict(config_to_dict(RunConfig()), data or {})
+    for text in overrides:
+        path, value = _parse_override(text)
+        _set_path(tree, path, value, text)
+    config = _from_dict(RunConfig, tree)
+    validate_config(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Loads a YAML config file (or the defaults when ``path`` is None) and applies overrides."""
+    return build_config(read_yaml(path) if path is not None else {}, overrides)
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Writes the resolved config as YAML (key order as in the dataclasses)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_config(config: RunConfig) -> None:
+    """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
+    pv, data, train = config.pseudo_video, config.data, config.train
+    _require(pv.num_frames >= 1, f"pseudo_video.num_frames: expected >= 1, got {pv.num_frames}")
+    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1,
+             "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1")
+    for i, corruption in enumerate(pv.corruptions):
+        key = f"pseudo_video.corruptions.{i}"
+        _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
+        if corruption.schedule == "explicit":
+            _require(corruption.levels is not None, f"{key}.levels: required by schedule 'explicit'")
+        if corruption.schedule == "geometric":
+            _require(corruption.min_level is not None and corruption.min_level > 0,
+                     f"{key}.min_level: schedule 'geometric' needs a positive min_level, got {corruption.min_level}")
+        if corruption.name == "mask":
+            _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
+    _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
+    _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
+    _require(train.steps >= 1, f"train.steps: expected >= 1, got {train.steps}")
+    _require(train.batch_size >= 1, f"train.batch_size: expected >= 1, got {train.batch_size}")
+    _require(train.lr > 0, f"train.lr: expected > 0, got {train.lr}")
+    _require(len(train.betas) == 2 and all(0 <= b < 1 for b in train.betas),
+             f"train.betas: expected two numbers in [0, 1), got {train.betas}")
+    _require(0 <= train.ema_decay < 1, f"train.ema_decay: expected in [0, 1), got {train.ema_decay}")
+    _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
+    _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
+    _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
+    _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
+             f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
+    family = config.model.family
+    if family == "cvivit":
+        tp = config.model.cvivit.temporal_patch_size
+        _require((pv.num_frames - 1) % tp == 0,
+                 f"pseudo_video.num_frames={pv.num_frames} does not fit model.cvivit.temporal_patch_size={tp}: "
+                 f"C-ViViT embeds the first frame alone and the other T-1={pv.num_frames - 1} frames in groups of {tp}, "
+                 f"so T-1 must be divisible by {tp}")
+    if family in ("unet", "video_unet"):
+        steps = config.diffusion.sample_steps
+        _require(1 <= steps <= config.diffusion.num_timesteps,
+                 f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
+    for metric in config.eval.metrics:
+        _require(metric in ("psnr", "ssim", "swd", "lpips", "fid", "kid"),
+                 f"eval.metrics: unknown metric {metric!r}; valid: psnr, ssim, swd, lpips, fid, kid")
