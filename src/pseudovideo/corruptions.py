@@ -1,0 +1,299 @@
+"""Image corruption operators used to build pseudo videos.
+
+Every operator corrupts a batch x of shape (N, C, H, W) with one level per sample, level of shape
+(N,), so frames of different levels are corrupted in one batched call. Level 0 returns the sample
+bit-identical. ``increment(level_from, level_to)`` gives the level to apply to a frame that is
+already at ``level_from`` so the result is at ``level_to``; it is what the first-order (recursive)
+pseudo video construction uses. Randomness comes only from the ``torch.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor
+
+
+def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tensor:
+    """Validate x (N, C, H, W) and level (N,); return level as a float32 tensor on x's device."""
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name}: x must be a 4-D tensor (N, C, H, W), got shape {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: x must be a floating-point tensor, got dtype {x.dtype}")
+    level = torch.as_tensor(level, device=x.device).to(torch.float32)
+    if level.dim() == 0:
+        level = level.expand(x.shape[0])
+    if level.shape != (x.shape[0],):
+        raise ValueError(f"{name}: level must have shape (N,) = ({x.shape[0]},), got {tuple(level.shape)}")
+    if not bool(torch.isfinite(level).all()) or bool((level < 0).any()) or bool((level > max_level).any()):
+        raise ValueError(f"{name}: levels must lie in [0, {max_level}], got {level.tolist()}")
+    return level
+
+
+def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise of ``shape`` with like's dtype/device, drawn on the generator's device."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+def _rand(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform [0, 1) samples of ``shape`` in float32 on like's device, drawn on the generator's device."""
+    device = generator.device if generator is not None else like.device
+    return torch.rand(tuple(shape), generator=generator, device=device, dtype=torch.float32).to(like.device)
+
+
+class Corruption(ABC):
+    """Abstract corruption operator: ``apply(x (N, C, H, W), level (N,)) -> (N, C, H, W)``.
+
+    Subclasses implement ``_apply`` (levels already validated) and ``increment``. ``apply`` keeps
+    level-0 samples bit-identical to the input whatever the backend does (e.g. TF32 convolutions).
+    """
+
+    name: str = "corruption"
+    #: largest valid level (e.g. 1 for a masking probability)
+    max_level: float = math.inf
+
+    def apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Corrupt each sample x[n] (N, C, H, W) at level[n] (N,); returns (N, C, H, W), same dtype/device."""
+        level = _check_batch(x, level, self.name, self.max_level)
+        out = self._apply(x, level, generator)
+        return torch.where(rearrange(level, "n -> n 1 1 1") > 0, out, x)
+
+    @abstractmethod
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Corrupt x (N, C, H, W) with validated float32 levels (N,); returns (N, C, H, W)."""
+
+    @abstractmethod
+    def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
+        """Level that takes a frame at level_from to level_to (level_to >= level_from); same shape as inputs."""
+
+    def __call__(self, x: Tensor, level: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Alias of ``apply``."""
+        return self.apply(x, level, generator)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+def _quadrature_increment(level_from: Tensor, level_to: Tensor) -> Tensor:
+    """sqrt(to^2 - from^2), clamped at 0: the increment of Gaussian-variance semigroups."""
+    level_from = torch.as_tensor(level_from, dtype=torch.float32)
+    level_to = torch.as_tensor(level_to, dtype=torch.float32, device=level_from.device)
+    return torch.sqrt(torch.clamp(level_to.square() - level_from.square(), min=0.0))
+
+
+def gaussian_kernels_1d(sigma: Tensor, radius: int, truncate: float = 3.0) -> Tensor:
+    """Normalised sampled Gaussian kernels, one per sigma (N,) -> (N, 2 * radius + 1); sigma 0 gives a delta.
+
+    Each kernel is cut at its own radius ceil(truncate * sigma) (and at ``radius``), so a sample's
+    result does not depend on the other sigmas in the batch.
+    """
+    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)  # (K,)
+    safe_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+    weights = torch.exp(-0.5 * (offsets[None, :] / safe_sigma[:, None]) ** 2)  # (N, K)
+    own_radius = torch.ceil(truncate * sigma)[:, None]  # (N, 1)
+    weights = torch.where(offsets[None, :].abs() <= own_radius, weights, torch.zeros_like(weights))
+    delta = (offsets == 0).to(torch.float32).expand_as(weights)
+    weights = torch.where(sigma[:, None] > 0, weights, delta)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+class GaussianBlur(Corruption):
+    """Gaussian blur, level = sigma in pixels; separable, reflect padding, one grouped conv per axis.
+
+    Each sample's kernel has radius ceil(truncate * sigma), clamped to size - 1 per axis so reflect
+    padding stays valid on small images (the truncated kernel is renormalised, so the mean of a
+    constant image is kept); the conv uses the largest radius in the batch, zero-padded kernels. increment = sqrt(to^2 - from^2) (Gaussian semigroup; exact up to
+    kernel sampling and truncation).
+    """
+
+    name = "blur"
+
+    def __init__(self, truncate: float = 3.0) -> None:
+        if not truncate > 0:
+            raise ValueError(f"blur: truncate must be > 0, got {truncate!r}")
+        self.truncate = float(truncate)
+
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+        n, c, h, w = x.shape
+        radius = int(torch.ceil(self.truncate * level).max()) if n > 0 else 0  # same rounding as the kernels
+        radius_h, radius_w = min(radius, h - 1), min(radius, w - 1)
+        flat = rearrange(x, "n c h w -> 1 (n c) h w")
+        if radius_h > 0:
+            k_h = repeat(gaussian_kernels_1d(level, radius_h, self.truncate).to(x.dtype), "n k -> (n c) 1 k 1", c=c)
+            flat = F.conv2d(F.pad(flat, (0, 0, radius_h, radius_h), mode="reflect"), k_h, groups=n * c)
+        if radius_w > 0:
+            k_w = repeat(gaussian_kernels_1d(level, radius_w, self.truncate).to(x.dtype), "n k -> (n c) 1 1 k", c=c)
+            flat = F.conv2d(F.pad(flat, (radius_w, radius_w, 0, 0), mode="reflect"), k_w, groups=n * c)
+        return rearrange(flat, "1 (n c) h w -> n c h w", n=n, c=c)
+
+    def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
+        """sqrt(to^2 - from^2): blurring sigma_a then sigma_b equals blurring sqrt(a^2 + b^2)."""
+        return _quadrature_increment(level_from, level_to)
+
+
+class GaussianNoise(Corruption):
+    """Additive Gaussian noise, level = standard deviation; increment = sqrt(to^2 - from^2) (exact)."""
+
+    name = "noise"
+
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+        noise = _randn(x.shape, x, generator)
+        return x + rearrange(level.to(x.dtype), "n -> n 1 1 1") * noise
+
+    def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
+        """sqrt(to^2 - from^2): independent Gaussian variances add."""
+        return _quadrature_increment(level_from, level_to)
+
+
+class Downsample(Corruption):
+    """Pixelation: area-downsample by 2**level (size round(H / 2**level), >= 1), nearest-upsample back.
+
+    Levels may be fractional. increment(from, to) = to: for integer levels on sizes divisible by
+    2**to the block averages nest (averaging 2**to blocks of an image already averaged over
+    aligned 2**from blocks gives the 2**to average of the clean image), so the first-order chain
+    reproduces the higher-order frames exactly; for fractional levels it is an approximation.
+    Samples are grouped by unique level (a loop over distinct levels, not over samples).
+    """
+
+    name = "downsample"
+
+    @staticmethod
+    def _size(size: int, level: float) -> int:
+        """Downsampled size round_half_up(size / 2**level), at least 1."""
+        return max(1, int(math.floor(size / 2.0**level + 0.5)))
+
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+        _, _, h, w = x.shape
+        out = x.clone()
+        for value in torch.unique(level).tolist():
+            if value == 0:
+                continue
+            idx = torch.nonzero(level == value).squeeze(1)
+            small = F.adaptive_avg_pool2d(x[idx], (self._size(h, value), self._size(w, value)))
+            out[idx] = F.interpolate(small, size=(h, w), mode="nearest")
+        return out
+
+    def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
+        """level_to: dyadic block averages nest, so the target factor is applied directly."""
+        level_from = torch.as_tensor(level_from, dtype=torch.float32)
+        return torch.as_tensor(level_to, dtype=torch.float32, device=level_from.device).clone()
+
+
+class PatchMask(Corruption):
+    """Random patch masking: each patch_size x patch_size patch is replaced by fill_value with prob. level.
+
+    Masks are Bernoulli per patch (shared across channels), so masking composes: masking a frame at
+    level p_from again with (p_to - p_from) / (1 - p_from) leaves each patch visible with
+    probability 1 - p_to, the exact marginal of level p_to.
+    """
+
+    name = "mask"
+    max_level = 1.0
+
+    def __init__(self, patch_size: int = 4, fill_value: float = 0.0) -> None:
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"mask: patch_size must be an integer >= 1, got {patch_size!r}")
+        if not math.isfinite(fill_value):
+            raise ValueError(f"mask: fill_value must be finite, got {fill_value!r}")
+        self.patch_size = patch_size
+        self.fill_value = float(fill_value)
+
+    def patch_mask(self, shape: Sequence[int], level: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Boolean mask (N, 1, H, W), True where masked, from Bernoulli(level[n]) per patch."""
+        n, _, h, w = shape
+        ps = self.patch_size
+        grid_h, grid_w = -(-h // ps), -(-w // ps)
+        masked = _rand((n, 1, grid_h, grid_w), like, generator) < rearrange(level, "n -> n 1 1 1")
+        masked = repeat(masked, "n 1 gh gw -> n 1 (gh ph) (gw pw)", ph=ps, pw=ps)  # (N, 1, gh*ps, gw*ps)
+        return masked[:, :, :h, :w]
+
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+        masked = self.patch_mask(x.shape, level, x, generator)
+        return torch.where(masked, torch.full((), self.fill_value, dtype=x.dtype, device=x.device), x)
+
+    def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
+        """(to - from) / (1 - from): the fraction of still-visible patches to mask; 1 when from == 1."""
+        level_from = torch.as_tensor(level_from, dtype=torch.float32)
+        level_to = torch.as_tensor(level_to, dtype=torch.float32, device=level_from.device)
+        denom = torch.clamp(1.0 - level_from, min=1e-12)
+        inc = torch.clamp((level_to - level_from) / denom, 0.0, 1.0)
+        return torch.where(level_from >= 1.0, torch.ones_like(inc), inc)
+
+
+class Compose:
+    """Apply K operators in order, one level per operator: ``apply(x (N, C, H, W), levels (N, K))``.
+
+    Not a ``Corruption`` itself because its level has one column per operator.
+    """
+
+    def __init__(self, operators: Sequence[Corruption]) -> None:
+        operators = tuple(operators)
+        if not operators:
+            raise ValueError("Compose needs at least one operator, got an empty sequence")
+        for op in operators:
+            if not isinstance(op, Corruption):
+                raise ValueError(f"Compose operators must be Corruption instances, got {type(op).__name__}")
+        self.operators = operators
+
+    @property
+    def num_operators(self) -> int:
+        """Number K of composed operators."""
+        return len(self.operators)
+
+    def apply(self, x: Tensor, levels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Corrupt x (N, C, H, W) with operator k at levels[:, k] (N, K), in order; returns (N, C, H, W)."""
+        levels = torch.as_tensor(levels)
+        if levels.dim() != 2 or levels.shape[1] != self.num_operators:
+            raise ValueError(
+                f"Compose: levels must have shape (N, K={self.num_operators}), got {tuple(levels.shape)}"
+            )
+        for k, op in enumerate(self.operators):
+            x = op.apply(x, levels[:, k], generator)
+        return x
+
+    __call__ = apply
+
+    def increment(self, levels_from: Tensor, levels_to: Tensor) -> Tensor:
+        """Per-operator increments, shapes (..., K) -> (..., K)."""
+        levels_from = torch.as_tensor(levels_from, dtype=torch.float32)
+        levels_to = torch.as_tensor(levels_to, dtype=torch.float32, device=levels_from.device)
+        return torch.stack(
+            [op.increment(levels_from[..., k], levels_to[..., k]) for k, op in enumerate(self.operators)], dim=-1
+        )
+
+
+CORRUPTIONS: dict[str, type[Corruption]] = {
+    "blur": GaussianBlur,
+    "noise": GaussianNoise,
+    "downsample": Downsample,
+    "mask": PatchMask,
+}
+
+
+def corruption_params(name: str) -> tuple[str, ...]:
+    """Names of the constructor parameters accepted by operator ``name``."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; expected one of {sorted(CORRUPTIONS)}")
+    cls = CORRUPTIONS[name]
+    if cls.__init__ is object.__init__:
+        return ()
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def build_corruption(name: str, **params: object) -> Corruption:
+    """Build a corruption operator by registry name ("blur", "noise", "downsample", "mask")."""
+    valid = corruption_params(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"corruption {name!r} got unknown parameter(s) {unknown}; valid parameters: {list(valid)}")
+    return CORRUPTIONS[name](**params)

@@ -1,0 +1,147 @@
+"""Turn a batch of images into pseudo videos whose last frame is the clean image.
+
+A pseudo video of an image x (C, H, W) is a clip (T, C, H, W) whose frame T-1 is exactly x and
+whose earlier frames are progressively more corrupted (frame 0 the most). Two constructions
+(paper section 4.1):
+
+- ``first_order``: a Markov chain like a diffusion forward process; frame t-1 is made from frame t
+  by applying each operator with the increment that takes level(t) to level(t-1), with fresh
+  randomness each step. Given frame t, earlier frames carry no more information about x.
+- ``higher_order``: every corrupted frame is made directly from x with independent randomness,
+  frame t = op(x, level(t)), so earlier frames add information about x.
+
+For a single blur, noise, mask or dyadic downsample operator both constructions give every frame
+the same marginal distribution. For composed operators they can differ: with blur followed by
+noise, the first-order chain also blurs the noise added at later frames, so its frames carry less
+(and spatially correlated) noise than the higher-order frames at the same levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from pseudovideo.corruptions import Compose, Corruption, build_corruption
+from pseudovideo.schedules import level_schedule
+
+CONSTRUCTIONS = ("first_order", "higher_order")
+SCHEDULE_KEYS = ("name", "schedule", "max_level", "min_level", "levels")
+
+
+class PseudoVideoBuilder:
+    """Build pseudo videos (B, T, C, H, W) from images (B, C, H, W) with K operators and levels (T, K).
+
+    levels[t, k] is the level of operator k at frame t; row T-1 must be all zeros (the clean frame)
+    and levels must be non-negative and non-increasing in t. construction is "first_order" or
+    "higher_order" (see the module docstring for how their marginals compare). No clamping is done.
+    """
+
+    def __init__(self, operators: Sequence[Corruption], levels: Tensor, construction: str) -> None:
+        self.compose = Compose(operators)
+        if construction not in CONSTRUCTIONS:
+            raise ValueError(f"unknown construction {construction!r}; expected one of {list(CONSTRUCTIONS)}")
+        levels = torch.as_tensor(levels, dtype=torch.float32).detach().cpu().clone()
+        if levels.dim() == 1 and self.compose.num_operators == 1:
+            levels = rearrange(levels, "t -> t 1")
+        if levels.dim() != 2 or levels.shape[0] < 1 or levels.shape[1] != self.compose.num_operators:
+            raise ValueError(
+                f"levels must have shape (T, K={self.compose.num_operators}) with T >= 1, got {tuple(levels.shape)}"
+            )
+        if not bool(torch.isfinite(levels).all()) or bool((levels < 0).any()):
+            raise ValueError(f"levels must be finite and non-negative, got {levels.tolist()}")
+        if bool((levels[-1] != 0).any()):
+            raise ValueError(f"the last row of levels (frame T-1, the clean image) must be all zeros, got {levels[-1].tolist()}")
+        if bool((levels[1:] > levels[:-1]).any()):
+            raise ValueError(f"levels must be non-increasing in t (frame 0 most corrupted), got {levels.tolist()}")
+        for k, op in enumerate(self.compose.operators):
+            if bool((levels[:, k] > op.max_level).any()):
+                raise ValueError(f"levels for operator {op.name!r} must be <= {op.max_level}, got {levels[:, k].tolist()}")
+        self.levels = levels  # (T, K)
+        self.construction = construction
+        # increments[t] takes frame t+1 to frame t: (T-1, K)
+        self.increments = self.compose.increment(levels[1:], levels[:-1])
+
+    @property
+    def operators(self) -> tuple[Corruption, ...]:
+        """The K operators, applied in order."""
+        return self.compose.operators
+
+    @property
+    def num_frames(self) -> int:
+        """Number T of frames in each pseudo video (the last one is the clean image)."""
+        return int(self.levels.shape[0])
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Build pseudo videos from images x (B, C, H, W); returns (B, T, C, H, W) with [:, -1] == x exactly."""
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a 4-D image batch (B, C, H, W), got shape {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if self.num_frames == 1:
+            return rearrange(x, "b c h w -> b 1 c h w").clone()
+        if self.construction == "higher_order":
+            return self._higher_order(x, generator)
+        return self._first_order(x, generator)
+
+    def _higher_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Frame t = ops(x, levels[t]) with independent randomness; all T-1 frames in one batched call."""
+        b, t_corrupt = x.shape[0], self.num_frames - 1
+        clean = repeat(x, "b c h w -> (t b) c h w", t=t_corrupt)  # (T-1)*B copies of x
+        levels = repeat(self.levels[:-1].to(x.device), "t k -> (t b) k", b=b)  # ((T-1)*B, K)
+        corrupted = self.compose.apply(clean, levels, generator)
+        corrupted = rearrange(corrupted, "(t b) c h w -> b t c h w", t=t_corrupt)  # (B, T-1, C, H, W)
+        return torch.cat([corrupted, rearrange(x, "b c h w -> b 1 c h w")], dim=1)  # (B, T, C, H, W)
+
+    def _first_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Frame t-1 = ops(frame t, increments[t-1]) with fresh randomness each step (Markov chain)."""
+        b = x.shape[0]
+        increments = self.increments.to(x.device)  # (T-1, K)
+        frames = [x]
+        for t in range(self.num_frames - 2, -1, -1):
+            frames.append(self.compose.apply(frames[-1], increments[t].expand(b, -1), generator))
+        return torch.stack(frames[::-1], dim=1)  # (B, T, C, H, W)
+
+    def __repr__(self) -> str:
+        return (
+            f"PseudoVideoBuilder(operators={list(self.operators)}, num_frames={self.num_frames}, "
+            f"construction={self.construction!r})"
+        )
+
+
+def corruption_levels(spec: Mapping[str, object], num_frames: int) -> Tensor:
+    """Per-frame levels (T,) of one corruption spec dict (keys schedule, max_level, min_level, levels)."""
+    kind = spec.get("schedule", "linear")
+    levels = spec.get("levels")
+    max_level = spec.get("max_level")
+    if max_level is None:
+        if kind == "explicit" and levels:
+            max_level = float(list(levels)[0])
+        else:
+            raise ValueError(f"corruption {spec.get('name')!r} needs max_level (schedule {kind!r}), got {dict(spec)}")
+    return level_schedule(kind, num_frames, float(max_level), min_level=spec.get("min_level"), levels=levels)
+
+
+def build_pseudo_video_builder(
+    corruptions: Sequence[Mapping[str, object]], num_frames: int, construction: str
+) -> PseudoVideoBuilder:
+    """Build a PseudoVideoBuilder from plain config dicts, one per operator (applied in order).
+
+    Each dict: {"name": "blur", "schedule": "linear", "max_level": 2.0, "min_level": None,
+    "levels": None, **operator params}; schedule defaults to "linear". Levels are (T, K).
+    """
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"unknown construction {construction!r}; expected one of {list(CONSTRUCTIONS)}")
+    if not corruptions:
+        raise ValueError("corruptions must list at least one operator, got an empty list")
+    operators, columns = [], []
+    for spec in corruptions:
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ValueError(f"each corruption must be a dict with a 'name' key, got {spec!r}")
+        params = {key: value for key, value in spec.items() if key not in SCHEDULE_KEYS}
+        operators.append(build_corruption(str(spec["name"]), **params))
+        columns.append(corruption_levels(spec, num_frames))
+    return PseudoVideoBuilder(operators, torch.stack(columns, dim=1), construction)  # levels (T, K)

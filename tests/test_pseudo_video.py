@@ -1,0 +1,168 @@
+"""Tests for pseudo video construction (first-order and higher-order)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pseudovideo.corruptions import GaussianBlur, GaussianNoise, PatchMask
+from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder
+
+SPECS = {
+    "blur": {"name": "blur", "max_level": 2.0},
+    "noise": {"name": "noise", "max_level": 0.5},
+    "downsample": {"name": "downsample", "max_level": 2.0},
+    "mask": {"name": "mask", "max_level": 0.8, "patch_size": 2},
+    "blur+noise": [{"name": "blur", "max_level": 1.0}, {"name": "noise", "schedule": "cosine", "max_level": 0.2}],
+}
+CONSTRUCTIONS = ["first_order", "higher_order"]
+
+
+def _builder(key: str, num_frames: int, construction: str) -> PseudoVideoBuilder:
+    spec = SPECS[key]
+    return build_pseudo_video_builder(spec if isinstance(spec, list) else [spec], num_frames, construction)
+
+
+def _images(n: int = 3, c: int = 3, h: int = 8, w: int = 8, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    return (torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1).to(dtype)
+
+
+@pytest.mark.parametrize("key", sorted(SPECS))
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+@pytest.mark.parametrize("num_frames", [1, 2, 5])
+def test_last_frame_is_input_exactly(key: str, construction: str, num_frames: int) -> None:
+    x = _images()
+    video = _builder(key, num_frames, construction)(x, torch.Generator().manual_seed(0))
+    assert video.shape == (3, num_frames, 3, 8, 8)
+    assert torch.equal(video[:, -1], x)
+    if num_frames > 1:
+        assert not torch.equal(video[:, 0], x)
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_dtype_device_and_num_frames(construction: str) -> None:
+    x = _images(n=2, c=1, h=6, w=10, dtype=torch.float64)
+    builder = _builder("blur+noise", 4, construction)
+    video = builder(x, torch.Generator().manual_seed(0))
+    assert builder.num_frames == 4
+    assert video.shape == (2, 4, 1, 6, 10) and video.dtype == torch.float64 and video.device == x.device
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_seeded_generator_is_deterministic(construction: str) -> None:
+    x = _images()
+    builder = _builder("blur+noise", 5, construction)
+    a = builder(x, torch.Generator().manual_seed(3))
+    b = builder(x, torch.Generator().manual_seed(3))
+    c = builder(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a[:, :-1], c[:, :-1])
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_noise_marginals_match_the_schedule(construction: str) -> None:
+    x = _images(n=32, c=1, h=16, w=16)
+    builder = _builder("noise", 5, construction)  # levels [0.5, 0.375, 0.25, 0.125, 0]
+    video = builder(x, torch.Generator().manual_seed(0))
+    residual = video - x[:, None]  # (B, T, C, H, W)
+    std = residual.transpose(0, 1).flatten(1).std(dim=1)
+    mean = residual.transpose(0, 1).flatten(1).mean(dim=1)
+    torch.testing.assert_close(std[:-1], torch.tensor([0.5, 0.375, 0.25, 0.125]), rtol=0.03, atol=0)
+    levels = torch.tensor([0.5, 0.375, 0.25, 0.125, 0.0])
+    assert (mean.abs() <= 4 * levels / residual[:, 0].numel() ** 0.5).all()  # within 4 standard errors
+    assert std[-1].item() == 0.0
+
+
+def test_noise_residual_covariance_first_vs_higher_order() -> None:
+    x = _images(n=64, c=1, h=16, w=16)
+    levels = torch.tensor([0.5, 0.375, 0.25, 0.125, 0.0])
+    for construction in CONSTRUCTIONS:
+        video = _builder("noise", 5, construction)(x, torch.Generator().manual_seed(1))
+        residual = (video - x[:, None]).transpose(0, 1).flatten(1)  # (T, B*C*H*W)
+        cov_next = (residual[:-2] * residual[1:-1]).mean(dim=1)  # E[r_t r_{t+1}], t = 0..T-3
+        if construction == "first_order":
+            # r_t = r_{t+1} + independent noise, so E[r_t r_{t+1}] = level_{t+1}^2
+            torch.testing.assert_close(cov_next, levels[1:-1] ** 2, rtol=0.08, atol=0)
+        else:
+            # independent draws: covariance ~ 0 (within 4 standard errors level_t level_{t+1} / sqrt(n))
+            assert (cov_next.abs() < 4 * levels[:-2] * levels[1:-1] / residual.shape[1] ** 0.5).all()
+
+
+def test_blur_first_order_matches_higher_order_up_to_discretisation() -> None:
+    coarse = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    x = F.interpolate(coarse, size=(40, 40), mode="bicubic", align_corners=True)
+    first = _builder("blur", 5, "first_order")(x)
+    higher = _builder("blur", 5, "higher_order")(x)
+    interior = (slice(None), slice(None), slice(None), slice(10, -10), slice(10, -10))
+    assert (first - higher)[interior].abs().max() < 3e-3
+    assert (higher[:, 0] - x)[interior[:1] + interior[2:]].abs().max() > 3e-2
+
+
+def test_dyadic_downsample_first_order_equals_higher_order() -> None:
+    x = _images(n=2, c=2, h=16, w=16)
+    spec = [{"name": "downsample", "max_level": 3.0}]  # linear T=4: levels 3, 2, 1, 0
+    first = build_pseudo_video_builder(spec, 4, "first_order")(x)
+    higher = build_pseudo_video_builder(spec, 4, "higher_order")(x)
+    torch.testing.assert_close(first, higher)
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_mask_marginal_fraction_matches_levels(construction: str) -> None:
+    x = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0)) + 0.5  # never equals fill 0
+    builder = PseudoVideoBuilder([PatchMask(patch_size=2)], torch.tensor([[0.8], [0.5], [0.2], [0.0]]), construction)
+    video = builder(x, torch.Generator().manual_seed(0))
+    fraction = (video == 0).transpose(0, 1).flatten(1).float().mean(dim=1)
+    torch.testing.assert_close(fraction, torch.tensor([0.8, 0.5, 0.2, 0.0]), atol=0.03, rtol=0)
+    if construction == "first_order":  # masks are nested: whatever is masked stays masked
+        masked = video == 0
+        assert bool((masked[:, 1:] <= masked[:, :-1]).all())
+
+
+def test_composed_blur_noise_first_order_has_less_noise_than_schedule() -> None:
+    # documented difference: the first-order chain blurs the noise added at later frames
+    x = torch.zeros(16, 1, 32, 32)
+    levels = torch.tensor([[2.0, 0.3], [1.0, 0.3], [0.0, 0.0]])
+    first = PseudoVideoBuilder([GaussianBlur(), GaussianNoise()], levels, "first_order")(x, torch.Generator().manual_seed(0))
+    higher = PseudoVideoBuilder([GaussianBlur(), GaussianNoise()], levels, "higher_order")(x, torch.Generator().manual_seed(0))
+    assert abs(higher[:, 0].std().item() - 0.3) < 0.01
+    assert first[:, 0].std().item() < 0.8 * 0.3
+
+
+def test_builder_levels_from_specs() -> None:
+    builder = build_pseudo_video_builder(
+        [
+            {"name": "blur", "schedule": "linear", "max_level": 2.0, "min_level": None, "levels": None},
+            {"name": "mask", "schedule": "explicit", "levels": [0.5, 0.5, 0.25], "patch_size": 4},
+            {"name": "noise", "schedule": "geometric", "max_level": 0.4, "min_level": 0.1},
+        ],
+        4,
+        "first_order",
+    )
+    expected = torch.tensor([[2.0, 0.5, 0.4], [4 / 3, 0.5, 0.2], [2 / 3, 0.25, 0.1], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(builder.levels, expected)
+    assert [op.name for op in builder.operators] == ["blur", "mask", "noise"]
+    assert builder.operators[1].patch_size == 4
+
+
+def test_bad_inputs_raise() -> None:
+    ops = [GaussianNoise()]
+    with pytest.raises(ValueError, match=r"last row of levels .* must be all zeros, got \[0.5\]"):
+        PseudoVideoBuilder(ops, torch.tensor([[1.0], [0.5]]), "first_order")
+    with pytest.raises(ValueError, match=r"unknown construction 'second_order'.*first_order.*higher_order"):
+        PseudoVideoBuilder(ops, torch.tensor([[1.0], [0.0]]), "second_order")
+    with pytest.raises(ValueError, match=r"levels must have shape \(T, K=1\)"):
+        PseudoVideoBuilder(ops, torch.zeros(3, 2), "first_order")
+    with pytest.raises(ValueError, match=r"non-increasing"):
+        PseudoVideoBuilder(ops, torch.tensor([[0.5], [1.0], [0.0]]), "higher_order")
+    with pytest.raises(ValueError, match=r"operator 'mask' must be <= 1.0"):
+        PseudoVideoBuilder([PatchMask()], torch.tensor([[1.5], [0.0]]), "higher_order")
+    builder = PseudoVideoBuilder(ops, torch.tensor([[1.0], [0.0]]), "first_order")
+    with pytest.raises(ValueError, match=r"x must be a 4-D image batch \(B, C, H, W\), got shape \(3, 8, 8\)"):
+        builder(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match=r"unknown corruption 'jpeg'"):
+        build_pseudo_video_builder([{"name": "jpeg", "max_level": 1.0}], 4, "first_order")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['sigma'\]"):
+        build_pseudo_video_builder([{"name": "blur", "max_level": 1.0, "sigma": 2}], 4, "first_order")
+    with pytest.raises(ValueError, match=r"needs max_level"):
+        build_pseudo_video_builder([{"name": "blur"}], 4, "first_order")
