@@ -1,0 +1,689 @@
+"""Datasets of clean images: the last frames of the pseudo videos every model trains on.
+
+Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels dropped),
+with ``R`` the requested resolution. Entry point: :func:`build_dataset`, driven by a spec string:
+
+- ``"digits"``: scikit-learn's bundled 8x8 handwritten digits, upsampled; needs no network or files.
+- ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
+  classes, reading ``root`` in torchvision's layout or downloading into it.
+- ``"folder:PATH"``: any folder tree of image files, decoded once up front into memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageFile, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DATASET_NAMES",
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_ROOT",
+    "ImageDataset",
+    "TensorImageDataset",
+    "LazyImageDataset",
+    "build_dataset",
+    "parse_dataset_spec",
+    "check_dataset_spec",
+    "resize_center_crop",
+    "list_image_files",
+    "read_idx_images",
+]
+
+DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
+VALID_SPECS = ("digits", "cifar10[:ROOT]", "mnist[:ROOT]", "celeba[:ROOT]", "folder:PATH")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_ROOT = "data"  # where torchvision datasets live (or are downloaded to) when no root is given
+
+SPLITS = {
+    "digits": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "mnist": ("train", "test"),
+    "celeba": ("train", "valid", "test"),
+    "folder": ("train", "valid", "test"),
+}
+DIGITS_TRAIN_SIZE = 1500  # of the 1797 bundled digits; the remaining 297 are the test split
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = {
+    "train": [f"data_batch_{i}" for i in range(1, 6)],
+    "test": ["test_batch"],
+}
+CIFAR10_META = "batches.meta"
+MNIST_PREFIX = {"train": "train", "test": "t10k"}
+CELEBA_FOLDER = "celeba"
+CELEBA_FILES = (
+    "list_eval_partition.txt",
+    "list_attr_celeba.txt",
+    "identity_CelebA.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
+)
+
+# Truncated files must raise, never decode to half-grey pictures that silently poison training.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset classes
+# ----------------------------------------------------------------------------------------------
+
+
+class ImageDataset(Dataset):
+    """Base class of all clean-image datasets: items are float32 ``(C, R, R)`` tensors in [-1, 1].
+
+    Attributes: ``name`` (the spec it was built from), ``resolution`` (R), ``channels`` (C, 1 or 3),
+    ``random_flip`` (horizontal flip with probability 0.5 per item, drawn from torch's global RNG so
+    a seeded training loop stays deterministic) and ``bad_files`` (files skipped as unreadable).
+    Subclasses implement ``__len__`` and :meth:`load`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        resolution: int,
+        channels: int,
+        random_flip: bool = False,
+        bad_files: Sequence[str] = (),
+    ) -> None:
+        _check_resolution(resolution)
+        _check_channels(channels, allow_none=False)
+        self.name = name
+        self.resolution = resolution
+        self.channels = channels
+        self.random_flip = bool(random_flip)
+        self.bad_files: list[str] = list(bad_files)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Tensor:
+        """Item ``index`` without augmentation: float32 ``(C, R, R)`` in [-1, 1]."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Item ``index`` as float32 ``(C, R, R)`` in [-1, 1], flipped left-right at random if enabled."""
+        image = self.load(index)
+        if self.random_flip and torch.rand(()).item() < 0.5:
+            image = image.flip(-1)
+        return image
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, len={len(self)}, resolution={self.resolution}, "
+            f"channels={self.channels}, random_flip={self.random_flip})"
+        )
+
+
+class TensorImageDataset(ImageDataset):
+    """Images held in memory as one tensor ``images`` of shape ``(N, C0, h, w)``.
+
+    ``images`` is uint8 in [0, 255] or floating in [-1, 1]. Items whose size differs from R are
+    resized (shorter side) and centre-cropped on access; channels are converted to ``channels``
+    (grey -> RGB by repetition, RGB -> grey by ITU-R 601 luma).
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        *,
+        name: str,
+        resolution: int,
+        channels: int | None = None,
+        random_flip: bool = False,
+        bad_files: Sequence[str] = (),
+    ) -> None:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+        super().__init__(
+            name=name,
+            resolution=resolution,
+            channels=images.shape[1] if channels is None else channels,
+            random_flip=random_flip,
+            bad_files=bad_files,
+        )
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load(self, index: int) -> Tensor:
+        """Item ``index`` without augmentation: float32 ``(C, R, R)`` in [-1, 1]."""
+        image = self.images[index]  # (C0, h, w)
+        if image.shape[-2:] != (self.resolution, self.resolution):
+            image = resize_center_crop(image, self.resolution)
+        return _convert_channels(_to_signed_unit(image), self.channels)
+
+
+class LazyImageDataset(ImageDataset):
+    """Images decoded on access from a sequence of PIL images (e.g. torchvision's CelebA, 200k files).
+
+    ``source[i]`` returns a PIL image; ``describe(i)`` names item i in error messages.
+    """
+
+    def __init__(
+        self,
+        source: Sequence[Image.Image],
+        *,
+        name: str,
+        resolution: int,
+        channels: int,
+        random_flip: bool = False,
+        describe: Callable[[int], str] | None = None,
+    ) -> None:
+        super().__init__(name=name, resolution=resolution, channels=channels, random_flip=random_flip)
+        self.source = source
+        self.describe = describe or (lambda i: f"item {i} of {name}")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, index: int) -> Tensor:
+        """Item ``index`` without augmentation: float32 ``(C, R, R)`` in [-1, 1]."""
+        try:
+            pil = self.source[index]
+            pil.load()
+            image = _pil_to_uint8(pil, self.channels)  # (C, h, w)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"cannot decode image {self.describe(index)}: {err}") from err
+        return _to_signed_unit(resize_center_crop(image, self.resolution))
+
+
+# ----------------------------------------------------------------------------------------------
+# Spec parsing and cheap validation
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
+    """Split a dataset spec into ``(name, argument)``.
+
+    ``"digits"`` -> ``("digits", None)``; ``"folder:PATH"`` -> ``("folder", "PATH")``;
+    ``"cifar10"`` / ``"cifar10:ROOT"`` -> ``("cifar10", None | "ROOT")`` (same for mnist, celeba).
+    Raises ValueError for unknown names or a missing/unexpected argument.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"dataset spec must be a non-empty string, got {spec!r}; valid specs: {', '.join(VALID_SPECS)}")
+    name, sep, arg = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset spec {spec!r}; valid specs: {', '.join(VALID_SPECS)}")
+    if name == "folder":
+        if not arg.strip():
+            raise ValueError(f"dataset spec {spec!r} needs a path: 'folder:PATH'")
+        return name, arg.strip()
+    if name == "digits":
+        if sep:
+            raise ValueError(f"dataset spec {spec!r}: 'digits' is embedded and takes no argument")
+        return name, None
+    return name, (arg.strip() or None) if sep else None
+
+
+def check_dataset_spec(
+    spec: str, root: str | None = None, split: str = "train", *, download: bool = False
+) -> tuple[str, str | None]:
+    """Validate a spec, split and the files it needs without decoding anything (cheap, for the CLI).
+
+    Returns ``parse_dataset_spec(spec)``. Raises ValueError (bad name/split, empty folder) or
+    FileNotFoundError (missing path or dataset files, unless ``download`` will fetch them).
+    """
+    name, arg = parse_dataset_spec(spec)
+    _check_split(name, split)
+    if name == "folder":
+        folder = _split_folder(Path(arg), split, warn=False)
+        list_image_files(folder)
+    elif name != "digits":
+        data_root = _resolve_root(name, arg, root)
+        if not download:
+            if name == "cifar10":
+                _check_cifar10_files(data_root, split)
+            elif name == "mnist":
+                _find_mnist_source(data_root, split)
+            else:
+                _check_celeba_files(data_root)
+    return name, arg
+
+
+# ----------------------------------------------------------------------------------------------
+# Builder
+# ----------------------------------------------------------------------------------------------
+
+
+def build_dataset(
+    spec: str,
+    *,
+    resolution: int,
+    split: str = "train",
+    root: str | None = None,
+    channels: int | None = None,
+    random_flip: bool = False,
+    download: bool = False,
+    skip_bad_files: bool = False,
+    max_images: int | None = None,
+) -> ImageDataset:
+    """Build the clean-image dataset named by ``spec`` (see :func:`parse_dataset_spec`).
+
+    Items are float32 ``(C, R, R)`` tensors in [-1, 1] with R = ``resolution`` (>= 4); ``channels``
+    (1 or 3, default: the data's own) converts grey <-> RGB; ``max_images`` keeps the first N images
+    in a fixed order; ``root`` is where torchvision datasets live (default ``"data"``), downloaded
+    there when ``download``; ``skip_bad_files`` skips unreadable files of a folder (listed in
+    ``.bad_files``) instead of raising.
+    """
+    _check_resolution(resolution)
+    _check_channels(channels, allow_none=True)
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
+    name, arg = parse_dataset_spec(spec)
+    _check_split(name, split)
+    common = dict(resolution=resolution, channels=channels, random_flip=random_flip)
+
+    if name == "digits":
+        return TensorImageDataset(_load_digits(split, resolution)[:max_images], name="digits", **common)
+    if name == "folder":
+        return _build_folder(arg, split, max_images=max_images, skip_bad_files=skip_bad_files, **common)
+
+    data_root = _resolve_root(name, arg, root)
+    if name == "cifar10":
+        images = _load_cifar10(data_root, split, download)
+    elif name == "mnist":
+        images = _load_mnist(data_root, split, download)
+    else:
+        return _build_celeba(data_root, split, download, max_images=max_images, **common)
+    return TensorImageDataset(images[:max_images], name=name, **common)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def resize_center_crop(image: Tensor, resolution: int) -> Tensor:
+    """Resize ``image`` (..., C, h, w) so its shorter side is ``resolution``, then centre-crop to square.
+
+    Bilinear with antialiasing; keeps dtype (uint8 or float). Returns (..., C, R, R).
+    """
+    if image.shape[-2:] != (resolution, resolution):
+        if min(image.shape[-2:]) != resolution:
+            image = TF.resize(image, [resolution], antialias=True)
+        image = TF.center_crop(image, [resolution, resolution])
+    return image
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """All image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, in sorted order.
+
+    Hidden files and folders (name starting with '.', e.g. macOS '._x.jpg') are ignored.
+    Raises FileNotFoundError if ``folder`` is missing, ValueError if it holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"image folder {str(folder)!r} is a file, expected a folder of images")
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, folder)
+        for fname in filenames:
+            if not fname.startswith(".") and fname.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(fname if rel == "." else os.path.join(rel, fname))
+    if not found:
+        raise ValueError(
+            f"image folder {str(folder)!r} holds no image files (accepted extensions, any case, "
+            f"searched recursively: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return [folder / rel for rel in sorted(found)]
+
+
+def read_idx_images(path: str | os.PathLike) -> Tensor:
+    """Read an IDX image file (MNIST's raw format, optionally gzipped) into uint8 ``(N, H, W)``."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read IDX file {str(path)!r}: {err}") from err
+    if len(data) < 16:
+        raise ValueError(f"IDX file {str(path)!r} is too short ({len(data)} bytes)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim != 3:
+        raise ValueError(
+            f"IDX file {str(path)!r} is not a uint8 image file (magic {data[:4].hex()}, expected 00000803)"
+        )
+    n, h, w = struct.unpack(">III", data[4:16])
+    if len(data) - 16 != n * h * w:
+        raise ValueError(f"IDX file {str(path)!r} is truncated: header says {n}x{h}x{w}, got {len(data) - 16} bytes")
+    return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).reshape(n, h, w)  # (N, H, W)
+
+
+def _to_signed_unit(image: Tensor) -> Tensor:
+    """uint8 [0, 255] or float [-1, 1] -> float32 in [-1, 1]."""
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).div_(127.5).sub_(1.0)
+    return image.to(torch.float32)
+
+
+def _convert_channels(image: Tensor, channels: int) -> Tensor:
+    """(C0, H, W) -> (channels, H, W): grey -> RGB by repetition, RGB -> grey by luma."""
+    if image.shape[-3] == channels:
+        return image
+    if channels == 3:
+        return image.expand(3, *image.shape[-2:]).contiguous()  # (3, H, W)
+    return TF.rgb_to_grayscale(image, num_output_channels=1)  # (1, H, W)
+
+
+_GREY_BANDS = {("L",), ("L", "A"), ("1",), ("I",), ("F",), ("La",)}
+
+
+def _pil_is_grey(img: Image.Image) -> bool:
+    return img.getbands() in _GREY_BANDS or img.mode.startswith("I;16")
+
+
+def _pil_to_uint8(img: Image.Image, channels: int | None) -> Tensor:
+    """A loaded PIL image -> uint8 (C, h, w) with C = ``channels`` (None: 1 for grey modes, else 3)."""
+    ImageOps.exif_transpose(img, in_place=True)
+    if channels is None:
+        channels = 1 if _pil_is_grey(img) else 3
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img).astype(np.float64)  # 16-bit grey: map 0..65535 -> 0..255
+        if img.mode.startswith("I;16") or arr.max() > 255:
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
+    return TF.pil_to_tensor(img)  # (C, h, w)
+
+
+class _BadImage(Exception):
+    """A file that could not be decoded; carries the reason."""
+
+
+def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
+    """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # a full decode: truncated files raise here
+            if img.format == "PNG" and data.rfind(b"IEND") < 0:
+                raise OSError("PNG file is truncated (no IEND chunk)")
+            image = _pil_to_uint8(img, channels)  # (C, h, w)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means a bad file; reported by name
+        raise _BadImage(f"{type(err).__name__}: {err}") from err
+    return resize_center_crop(image, resolution)
+
+
+def _decode_or_error(args: tuple[Path, int, int | None]) -> Tensor | str:
+    try:
+        return _decode_file(*args)
+    except _BadImage as err:
+        return str(err)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-dataset loaders
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_resolution(resolution: int) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4:
+        raise ValueError(f"resolution must be a positive int >= 4, got {resolution!r}")
+
+
+def _check_channels(channels: int | None, *, allow_none: bool) -> None:
+    if channels is None and allow_none:
+        return
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1 or 3{' or None' if allow_none else ''}, got {channels!r}")
+
+
+def _check_split(name: str, split: str) -> None:
+    if split not in SPLITS[name]:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; expected one of {SPLITS[name]}")
+
+
+def _resolve_root(name: str, arg: str | None, root: str | None) -> Path:
+    if arg is not None and root is not None and Path(arg) != Path(root):
+        raise ValueError(f"dataset spec '{name}:{arg}' names a root that differs from root={root!r}; give only one")
+    return Path(arg or root or DEFAULT_ROOT)
+
+
+def _load_digits(split: str, resolution: int) -> Tensor:
+    """scikit-learn's bundled digits, float32 (N, 1, R, R) in [-1, 1]; train = first 1500, test = rest."""
+    from sklearn.datasets import load_digits
+
+    pixels = torch.from_numpy(load_digits().images).to(torch.float32)  # (1797, 8, 8), values 0..16
+    pixels = pixels[:DIGITS_TRAIN_SIZE] if split == "train" else pixels[DIGITS_TRAIN_SIZE:]
+    images = (pixels / 16.0 * 2.0 - 1.0).unsqueeze(1)  # (N, 1, 8, 8)
+    images = torch.nn.functional.interpolate(
+        images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False
+    )
+    return images.clamp_(-1.0, 1.0)  # (N, 1, R, R)
+
+
+def _cifar10_base(root: Path) -> Path:
+    """Accept the root given to torchvision, or the cifar-10-batches-py folder itself."""
+    if root.name == CIFAR10_FOLDER and (root / CIFAR10_META).exists():
+        return root.parent
+    return root
+
+
+def _check_cifar10_files(root: Path, split: str) -> None:
+    base = _cifar10_base(root) / CIFAR10_FOLDER
+    missing = [f for f in CIFAR10_FILES[split] + [CIFAR10_META] if not (base / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
+            f"torchvision's layout: {str(root)}/{CIFAR10_FOLDER}/{{data_batch_1..data_batch_5, test_batch, "
+            f"batches.meta}}; pass download=True (--download) to fetch it there"
+        )
+
+
+def _load_cifar10(root: Path, split: str, download: bool) -> Tensor:
+    """CIFAR-10 via torchvision.datasets.CIFAR10 -> uint8 (N, 3, 32, 32)."""
+    from torchvision.datasets import CIFAR10
+
+    if not download:
+        _check_cifar10_files(root, split)
+    base = _cifar10_base(root)
+    try:
+        ds = CIFAR10(str(base), train=split == "train", download=download)
+    except RuntimeError as err:
+        raise ValueError(
+            f"CIFAR-10 files under {str(base / CIFAR10_FOLDER)!r} failed torchvision's integrity check "
+            f"(md5): {err}. Delete them and pass download=True to fetch a fresh copy"
+        ) from err
+    return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+
+
+def _mnist_torchvision_complete(root: Path) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all(
+        (raw / f"{prefix}-{kind}-ubyte").is_file()
+        for prefix in MNIST_PREFIX.values()
+        for kind in ("images-idx3", "labels-idx1")
+    )
+
+
+def _find_idx_images(root: Path, split: str) -> Path | None:
+    for folder in (root, root / "MNIST" / "raw"):
+        for suffix in ("", ".gz"):
+            path = folder / f"{MNIST_PREFIX[split]}-images-idx3-ubyte{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def _find_mnist_source(root: Path, split: str) -> Path | None:
+    """None: torchvision's complete layout; a Path: the raw IDX image file of ``split``. Raises if neither."""
+    if _mnist_torchvision_complete(root):
+        return None
+    path = _find_idx_images(root, split)
+    if path is not None:
+        return path
+    other = "test" if split == "train" else "train"
+    other_path = _find_idx_images(root, other)
+    if other_path is not None:
+        raise FileNotFoundError(
+            f"MNIST root {str(root)!r} holds only the {other!r} split ({other_path.name}); split={split!r} needs "
+            f"{MNIST_PREFIX[split]}-images-idx3-ubyte[.gz] there. Use split={other!r}, or pass download=True "
+            f"with a writable root to fetch the full dataset"
+        )
+    raise FileNotFoundError(
+        f"MNIST files not found under root {str(root)!r}. Expected torchvision's layout "
+        f"{str(root)}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte, or the raw IDX files "
+        f"({MNIST_PREFIX[split]}-images-idx3-ubyte[.gz]) directly in {str(root)!r}; "
+        f"pass download=True (--download) to fetch them"
+    )
+
+
+def _load_mnist(root: Path, split: str, download: bool) -> Tensor:
+    """MNIST via torchvision.datasets.MNIST, or raw IDX (.gz) files -> uint8 (N, 1, 28, 28)."""
+    from torchvision.datasets import MNIST
+
+    source = None if download else _find_mnist_source(root, split)
+    if source is None:
+        pixels = MNIST(str(root), train=split == "train", download=download).data  # (N, 28, 28)
+    else:
+        pixels = read_idx_images(source)  # (N, 28, 28)
+    return pixels.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
+
+
+def _check_celeba_files(root: Path) -> None:
+    base = root / CELEBA_FOLDER
+    missing = [f for f in CELEBA_FILES if not (base / f).is_file()]
+    if not (base / "img_align_celeba").is_dir():
+        missing.insert(0, "img_align_celeba/")
+    if missing:
+        raise FileNotFoundError(
+            f"CelebA files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
+            f"torchvision's layout: {str(root)}/{CELEBA_FOLDER}/{{img_align_celeba/*.jpg, "
+            f"{', '.join(CELEBA_FILES)}}}; pass download=True (--download) to fetch it there (needs gdown)"
+        )
+
+
+class _CelebAImages(Sequence):
+    """torchvision CelebA viewed as a sequence of PIL images (targets dropped), optionally truncated."""
+
+    def __init__(self, ds, length: int) -> None:
+        self.ds = ds
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Image.Image:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} images")
+        return self.ds[index % self.length][0]
+
+
+def _build_celeba(
+    root: Path,
+    split: str,
+    download: bool,
+    *,
+    resolution: int,
+    channels: int | None,
+    random_flip: bool,
+    max_images: int | None,
+) -> ImageDataset:
+    """CelebA via torchvision.datasets.CelebA, decoded lazily (about 200k JPEGs)."""
+    from torchvision.datasets import CelebA
+
+    if not download:
+        _check_celeba_files(root)
+    try:
+        ds = CelebA(str(root), split=split, target_type=[], download=download)
+    except RuntimeError as err:
+        raise ValueError(
+            f"CelebA files under {str(root / CELEBA_FOLDER)!r} failed torchvision's integrity check (md5): "
+            f"{err}. Pass download=True to fetch a fresh copy"
+        ) from err
+    length = len(ds) if max_images is None else min(max_images, len(ds))
+    folder = root / CELEBA_FOLDER / "img_align_celeba"
+    return LazyImageDataset(
+        _CelebAImages(ds, length),
+        name="celeba",
+        resolution=resolution,
+        channels=3 if channels is None else channels,
+        random_flip=random_flip,
+        describe=lambda i: str(folder / ds.filename[i]),
+    )
+
+
+def _split_folder(path: Path, split: str, *, warn: bool) -> Path:
+    """PATH/<split> when it is a folder, else PATH itself (with a warning when ``warn``)."""
+    if not path.exists():
+        raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
+    if (path / split).is_dir():
+        return path / split
+    if warn:
+        warnings.warn(
+            f"image folder {str(path)!r} has no {split!r} subfolder: using all its images for split {split!r}",
+            stacklevel=4,
+        )
+    return path
+
+
+def _build_folder(
+    path: str,
+    split: str,
+    *,
+    resolution: int,
+    channels: int | None,
+    random_flip: bool,
+    max_images: int | None,
+    skip_bad_files: bool,
+) -> TensorImageDataset:
+    """Decode every image file of a folder tree up front into uint8 (N, C, R, R) in memory."""
+    root = Path(path)
+    folder = _split_folder(root, split, warn=True)
+    files = list_image_files(folder)[:max_images]
+    workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(files)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_decode_or_error, [(f, resolution, channels) for f in files]))
+
+    bad = [(str(f), r) for f, r in zip(files, results) if isinstance(r, str)]
+    if bad and not skip_bad_files:
+        first, reason = bad[0]
+        others = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"image file {first!r} is not a readable image or is truncated ({reason}){others}; "
+            f"fix or remove it, or pass skip_bad_files=True to skip unreadable files"
+        )
+    good = [r for r in results if not isinstance(r, str)]
+    if not good:
+        raise ValueError(f"none of the {len(files)} image files under {str(folder)!r} could be decoded")
+    if bad:
+        warnings.warn(
+            f"skipped {len(bad)} unreadable image file(s) under {str(folder)!r} "
+            f"(first: {bad[0][0]}: {bad[0][1]}); see the dataset's .bad_files",
+            stacklevel=3,
+        )
+    out_channels = channels or max(t.shape[0] for t in good)
+    images = torch.empty(len(good), out_channels, resolution, resolution, dtype=torch.uint8)  # (N, C, R, R)
+    for i, t in enumerate(good):
+        images[i].copy_(t)  # broadcasts grey (1, R, R) into RGB when the folder is mixed
+    name = f"folder:{path}"
+    return TensorImageDataset(
+        images,
+        name=name,
+        resolution=resolution,
+        channels=out_channels,
+        random_flip=random_flip,
+        bad_files=[f for f, _ in bad],
+    )
