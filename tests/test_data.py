@@ -422,3 +422,12 @@ def test_bad_spec_split_and_arguments():
     assert parse_dataset_spec("mnist") == ("mnist", None)
     assert parse_dataset_spec("cifar10:/data") == ("cifar10", "/data")
     assert check_dataset_spec("digits") == ("digits", None)
+
+
+def test_folder_16bit_greyscale_png(tmp_path):
+    values = np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16).repeat(2, 0).repeat(2, 1)  # (4, 4)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    ds = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    assert ds.channels == 1
+    expected = torch.tensor([[0, 100], [200, 255]]).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    torch.testing.assert_close(ds[0], expected[None].float() / 127.5 - 1.0)

@@ -277,8 +277,9 @@ def build_dataset(
 
     Items are float32 ``(C, R, R)`` tensors in [-1, 1] with R = ``resolution`` (>= 4); ``channels``
     (1 or 3, default: the data's own) converts grey <-> RGB; ``max_images`` keeps the first N images
-    in a fixed order; ``root`` is where torchvision datasets live (default ``"data"``), downloaded
-    there when ``download``; ``skip_bad_files`` skips unreadable files of a folder (listed in
+    in a fixed order (sorted file order for folders); ``root`` is where torchvision datasets live
+    (default ``"data"``; ignored by digits and folder specs), downloaded there when ``download``;
+    ``skip_bad_files`` skips unreadable files of a folder (listed in
     ``.bad_files``) instead of raising.
     """
     _check_resolution(resolution)
@@ -401,7 +402,7 @@ def _pil_to_uint8(img: Image.Image, channels: int | None) -> Tensor:
         arr = np.asarray(img).astype(np.float64)  # 16-bit grey: map 0..65535 -> 0..255
         if img.mode.startswith("I;16") or arr.max() > 255:
             arr = arr / 257.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # mode L
     mode = "L" if channels == 1 else "RGB"
     if img.mode != mode:
         img = img.convert(mode)

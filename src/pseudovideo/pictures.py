@@ -1,0 +1,237 @@
+"""Picture utilities: image grids, pseudo-video grids and GIFs, labelled comparisons, curve plots.
+
+All image inputs are tensors in [-1, 1] (clamped), on any device; they are quantised to uint8 as
+``round((x + 1) * 127.5)`` and written as RGB (grey images are repeated over three channels).
+Every function creates missing parent folders and returns the written path.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torchvision.utils import make_grid
+
+__all__ = [
+    "to_uint8",
+    "save_image_grid",
+    "save_video_grid",
+    "save_video_gif",
+    "save_side_by_side",
+    "plot_curves",
+    "plot_csv_curves",
+]
+
+GRID_PADDING = 2  # pixels between tiles (and around the border) in every grid
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Images (..., C, H, W) in [-1, 1] -> uint8 (..., C, H, W) on the CPU, clamped and rounded."""
+    return ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+
+
+def _upscale(images: Tensor, upscale: int) -> Tensor:
+    """Nearest-neighbour upscale of (..., H, W) by an integer factor -> (..., H*u, W*u)."""
+    if not isinstance(upscale, int) or isinstance(upscale, bool) or upscale < 1:
+        raise ValueError(f"upscale must be a positive int, got {upscale!r}")
+    if upscale == 1:
+        return images
+    return images.repeat_interleave(upscale, dim=-2).repeat_interleave(upscale, dim=-1)
+
+
+def _grid(images: Tensor, nrow: int, upscale: int) -> Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8 RGB grid (3, H', W') with ``nrow`` tiles per row."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty (N = 0): nothing to draw")
+    tiles = _upscale(to_uint8(images), upscale)  # (N, C, H*u, W*u)
+    if tiles.shape[0] == 1:  # make_grid skips the border for a single image; keep one layout for all N
+        tile = tiles[0].expand(3, *tiles.shape[-2:])  # (3, H, W)
+        return torch.nn.functional.pad(tile, (GRID_PADDING,) * 4, value=0)
+    return make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=0)  # (3, H', W')
+
+
+def _to_pil(grid: Tensor) -> Image.Image:
+    """uint8 (3, H, W) -> RGB PIL image."""
+    return Image.fromarray(rearrange(grid, "c h w -> h w c").contiguous().numpy())  # mode RGB
+
+
+def _prepare(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_image_grid(images: Tensor, path: str | os.PathLike, *, nrow: int = 8, upscale: int = 1) -> Path:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid with ``nrow`` images per row.
+
+    Tiles are upscaled ``upscale`` times (nearest) and separated by 2 black pixels.
+    """
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    path = _prepare(path)
+    _to_pil(_grid(images, nrow, upscale)).save(path, format="PNG")
+    return path
+
+
+def save_video_grid(videos: Tensor, path: str | os.PathLike, *, upscale: int = 1) -> Path:
+    """Save pseudo videos (B, T, C, H, W) in [-1, 1] as a PNG: one row per video, one column per frame.
+
+    The last column is frame T-1, the clean image of each pseudo video.
+    """
+    if videos.ndim != 5:
+        raise ValueError(f"videos must have shape (B, T, C, H, W), got {tuple(videos.shape)}")
+    frames = rearrange(videos, "b t c h w -> (b t) c h w")  # (B*T, C, H, W), row-major: video b, frame t
+    path = _prepare(path)
+    _to_pil(_grid(frames, videos.shape[1], upscale)).save(path, format="PNG")
+    return path
+
+
+def save_video_gif(
+    videos: Tensor,
+    path: str | os.PathLike,
+    *,
+    frame_ms: int = 250,
+    hold_last_ms: int = 1000,
+    upscale: int = 1,
+) -> Path:
+    """Save pseudo videos (B, T, C, H, W) in [-1, 1] as a looping animated GIF.
+
+    GIF frame t shows frame t of all B videos side by side; each frame lasts ``frame_ms`` and the
+    last (clean) one ``hold_last_ms``. Pillow merges consecutive identical frames into one longer
+    frame, so a GIF of identical frames has fewer than T frames.
+    """
+    if videos.ndim != 5:
+        raise ValueError(f"videos must have shape (B, T, C, H, W), got {tuple(videos.shape)}")
+    if frame_ms <= 0 or hold_last_ms <= 0:
+        raise ValueError(f"frame_ms and hold_last_ms must be positive, got {frame_ms} and {hold_last_ms}")
+    batch, steps = videos.shape[:2]
+    frames = [_to_pil(_grid(videos[:, t], batch, upscale)) for t in range(steps)]  # each (H', B*W')
+    durations = [frame_ms] * (steps - 1) + [hold_last_ms]
+    path = _prepare(path)
+    frames[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=durations if steps > 1 else hold_last_ms,
+        loop=0,
+    )
+    return path
+
+
+def save_side_by_side(
+    rows: Sequence[Tensor], labels: Sequence[str], path: str | os.PathLike, *, upscale: int = 1
+) -> Path:
+    """Save rows of images, each (N_i, C, H_i, W_i) in [-1, 1], stacked vertically with a text label left of each.
+
+    Typical use: originals vs reconstructions of several models, compared tile by tile.
+    """
+    if len(rows) != len(labels):
+        raise ValueError(f"got {len(rows)} rows but {len(labels)} labels; expected one label per row")
+    if len(rows) == 0:
+        raise ValueError("rows is empty: nothing to draw")
+    strips = [_to_pil(_grid(row, row.shape[0] if row.ndim == 4 else 1, upscale)) for row in rows]
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), str(label), font=font) for label in labels]
+    margin = 6
+    label_width = max(b[2] - b[0] for b in boxes) + 2 * margin
+    width = label_width + max(s.width for s in strips)
+    heights = [max(s.height, b[3] - b[1] + 2 * margin) for s, b in zip(strips, boxes)]
+    canvas = Image.new("RGB", (width, sum(heights)), color=(255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for strip, label, box, height in zip(strips, labels, boxes, heights):
+        text_y = top + (height - (box[3] - box[1])) // 2 - box[1]
+        draw.text((margin - box[0], text_y), str(label), fill=(0, 0, 0), font=font)
+        canvas.paste(strip, (label_width, top + (height - strip.height) // 2))
+        top += height
+    path = _prepare(path)
+    canvas.save(path, format="PNG")
+    return path
+
+
+def plot_curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    xlabel: str = "step",
+    ylabel: str = "",
+    logy: bool = False,
+) -> Path:
+    """Save a PNG line plot of named ``(x, y)`` series (e.g. losses against steps for several runs)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not series:
+        raise ValueError("series is empty: nothing to plot")
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(fig)  # Agg canvas without touching pyplot's global backend
+    ax = fig.add_subplot(1, 1, 1)
+    for name, (xs, ys) in series.items():
+        if len(xs) != len(ys):
+            raise ValueError(f"series {name!r} has {len(xs)} x values but {len(ys)} y values")
+        ax.plot(list(xs), list(ys), label=str(name), marker="." if len(xs) < 30 else None)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = _prepare(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_csv_curves(
+    csv_path: str | os.PathLike,
+    keys: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    xlabel: str = "step",
+    ylabel: str = "",
+    logy: bool = False,
+) -> Path:
+    """Plot columns ``keys`` of a CSV log against its ``step`` column as a PNG (see :func:`plot_curves`).
+
+    Empty or non-finite cells are skipped, so columns logged at different intervals plot fine.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV log {str(csv_path)!r} does not exist")
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "step" not in columns:
+            raise ValueError(f"CSV log {str(csv_path)!r} has no 'step' column (columns: {columns})")
+        missing = [k for k in keys if k not in columns]
+        if missing:
+            raise ValueError(f"CSV log {str(csv_path)!r} has no column(s) {missing}; available: {columns}")
+        series: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
+        for row in reader:
+            try:
+                step = float(row["step"])
+            except (TypeError, ValueError):
+                continue
+            for k in keys:
+                try:
+                    value = float(row[k])
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(value):
+                    series[k][0].append(step)
+                    series[k][1].append(value)
+    return plot_curves(series, path, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)

@@ -1,0 +1,143 @@
+"""Tests for pseudovideo.pictures: grids, video grids, GIFs, labelled rows, curve plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pseudovideo.pictures import (
+    plot_csv_curves,
+    plot_curves,
+    save_image_grid,
+    save_side_by_side,
+    save_video_gif,
+    save_video_grid,
+    to_uint8,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PAD = 2  # the grids' padding
+
+
+def hwc(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> the uint8 (H, W, 3) pixels a grid should hold."""
+    pixels = to_uint8(image).expand(3, -1, -1)  # (3, H, W)
+    return pixels.permute(1, 2, 0).numpy()
+
+
+def test_to_uint8_quantisation_by_hand():
+    values = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+    # (x + 1) * 127.5 rounded half-to-even and clamped: 63.75 -> 64, 127.5 -> 128, 191.25 -> 191
+    assert to_uint8(values).tolist() == [0, 0, 64, 128, 191, 255, 255]
+
+
+def test_image_grid_size_and_tiles(tmp_path):
+    torch.manual_seed(0)
+    images = torch.rand(5, 3, 6, 7) * 2 - 1  # (N, C, H, W)
+    path = save_image_grid(images, tmp_path / "new" / "deeper" / "grid.png", nrow=3, upscale=2)
+    assert path.exists() and path.read_bytes()[:8] == PNG_SIGNATURE
+    grid = np.array(Image.open(path))
+    # 3 columns x 2 rows of (12 x 14) tiles with 2-pixel borders
+    assert grid.shape == (2 * (12 + PAD) + PAD, 3 * (14 + PAD) + PAD, 3)
+    tile4 = grid[PAD + 14 : PAD + 14 + 12, PAD + 16 : PAD + 16 + 14]  # row 1, column 1 -> image 4
+    expected = hwc(images[4]).repeat(2, axis=0).repeat(2, axis=1)
+    assert np.array_equal(tile4, expected)
+
+
+def test_single_image_grid_keeps_the_border(tmp_path):
+    image = torch.zeros(1, 1, 4, 4)  # grey 0 -> 128
+    grid = np.array(Image.open(save_image_grid(image, tmp_path / "one.png")))
+    assert grid.shape == (4 + 2 * PAD, 4 + 2 * PAD, 3)
+    assert (grid[PAD:-PAD, PAD:-PAD] == 128).all() and (grid[0] == 0).all()
+
+
+def test_video_grid_last_column_is_the_clean_frame(tmp_path):
+    torch.manual_seed(1)
+    b, t, h, w = 3, 4, 5, 7
+    videos = torch.rand(b, t, 1, h, w) * 2 - 1  # (B, T, C, H, W), grey
+    grid = np.array(Image.open(save_video_grid(videos, tmp_path / "videos.png")))
+    assert grid.shape == (b * (h + PAD) + PAD, t * (w + PAD) + PAD, 3)
+    x0 = PAD + (t - 1) * (w + PAD)
+    for i in range(b):
+        y0 = PAD + i * (h + PAD)
+        assert np.array_equal(grid[y0 : y0 + h, x0 : x0 + w], hwc(videos[i, -1]))
+    assert np.array_equal(grid[PAD : PAD + h, PAD : PAD + w], hwc(videos[0, 0]))  # top-left: video 0, frame 0
+
+
+def test_video_gif_has_t_frames_and_holds_the_last(tmp_path):
+    torch.manual_seed(2)
+    b, t, h, w = 2, 5, 6, 6
+    videos = torch.rand(b, t, 3, h, w) * 2 - 1
+    path = save_video_gif(videos, tmp_path / "anim" / "v.gif", frame_ms=120, hold_last_ms=900, upscale=3)
+    gif = Image.open(path)
+    assert gif.n_frames == t and gif.info.get("loop") == 0
+    assert gif.size == (b * (3 * w + PAD) + PAD, 3 * h + 2 * PAD)
+    durations = []
+    for k in range(t):
+        gif.seek(k)
+        durations.append(gif.info["duration"])
+    assert durations == [120] * (t - 1) + [900]
+    # GIF frame 2 shows frame 2 of video 1 (right tile); GIF palettes are lossy, so compare loosely
+    gif.seek(2)
+    frame = np.array(gif.convert("RGB")).astype(int)
+    x0 = PAD + 3 * w + PAD
+    tile = frame[PAD : PAD + 3 * h, x0 : x0 + 3 * w]
+    expected = hwc(videos[1, 2]).repeat(3, axis=0).repeat(3, axis=1).astype(int)
+    assert np.abs(tile - expected).mean() < 12
+
+
+def test_side_by_side_rows_and_labels(tmp_path):
+    size = 24  # tiles taller than a line of text, so each row is exactly one strip high
+    originals = torch.full((4, 3, size, size), -1.0)  # black tiles
+    recon = torch.full((4, 1, size, size), 1.0)  # white tiles, grey input
+    path = save_side_by_side([originals, recon], ["original", "model A"], tmp_path / "cmp.png")
+    canvas = np.array(Image.open(path))
+    strip_width = 4 * (size + PAD) + PAD
+    assert canvas.shape[0] == 2 * (size + 2 * PAD) and canvas.shape[1] > strip_width
+    label_area = canvas[:, : canvas.shape[1] - strip_width]
+    assert (label_area < 128).any() and (label_area == 255).any()  # dark text on white
+    right = canvas[:, canvas.shape[1] - strip_width :]
+    assert (right[PAD : PAD + size, PAD : PAD + size] == 0).all()
+    assert (right[-PAD - size : -PAD, -PAD - size : -PAD] == 255).all()
+    assert (right[size + 2 * PAD, :] == 0).all()  # the border between the two rows
+    with pytest.raises(ValueError, match="label"):
+        save_side_by_side([originals], ["a", "b"], tmp_path / "bad.png")
+
+
+def test_plot_curves_writes_a_png(tmp_path):
+    path = plot_curves(
+        {"loss": ([0, 10, 20], [1.0, 0.5, 0.25]), "val": ([0, 20], [1.2, 0.4])},
+        tmp_path / "plots" / "loss.png",
+        title="training",
+        ylabel="loss",
+        logy=True,
+    )
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    assert Image.open(path).size == (640, 400)
+    with pytest.raises(ValueError, match="x values"):
+        plot_curves({"bad": ([0, 1], [1.0])}, tmp_path / "bad.png")
+
+
+def test_plot_csv_curves(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,fid\n0,1.0,\n100,0.5,40.0\n200,0.3,\n300,0.2,30.5\n")
+    path = plot_csv_curves(log, ["loss", "fid"], tmp_path / "curves.png", ylabel="value")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError) as err:
+        plot_csv_curves(log, ["psnr"], tmp_path / "x.png")
+    assert "psnr" in str(err.value) and "loss" in str(err.value)
+    with pytest.raises(FileNotFoundError):
+        plot_csv_curves(tmp_path / "missing.csv", ["loss"], tmp_path / "y.png")
+
+
+def test_shape_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
+        save_video_grid(torch.zeros(2, 3, 4, 4), tmp_path / "v.png")
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        save_image_grid(torch.zeros(3, 4, 4), tmp_path / "i.png")
+    with pytest.raises(ValueError, match="upscale"):
+        save_image_grid(torch.zeros(1, 3, 4, 4), tmp_path / "i.png", upscale=0)
