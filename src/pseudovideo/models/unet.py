@@ -1,0 +1,448 @@
+"""DDPM UNet (Ho et al. 2020) and its space-time factorised video version (video diffusion models, Ho et al. 2022).
+
+Both take a video x (B, T, C, H, W) and diffusion timesteps t (B,) and return a tensor shaped like x (the
+noise or v prediction). T = 1 is the image setting.
+
+- Image UNet (``temporal=False``): every frame goes through the 2D network on its own ((B T) C H W), so
+  frames never see each other.
+- Video UNet (``temporal=True``): the same 2D layers, plus a temporal attention layer after every residual
+  block (after its spatial attention where there is one) that attends across frames at each pixel
+  ((B H W) T C). Frame positions come from a learned per-frame embedding or a learned relative position
+  bias; with ``causal_temporal`` frame i only attends to frames <= i. The output projection of every
+  temporal layer starts at zero, so a fresh video UNet computes exactly the image UNet's function and
+  :meth:`UNet.load_spatial_state_dict` can start it from a trained image UNet.
+
+Temporal layers live in sub-modules named ``temporal``: removing the keys containing ``.temporal.`` from a
+video UNet's state_dict leaves exactly the keys of the image UNet of the same configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "FRAME_POSITIONS",
+    "UNet",
+    "image_unet",
+    "video_unet",
+    "timestep_embedding",
+    "is_temporal_key",
+]
+
+FRAME_POSITIONS = ("learned", "relative")
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of timesteps t (B,) -> (B, dim) float32: [cos(t w_k), sin(t w_k)], w_k = max_period^(-k/half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def is_temporal_key(key: str) -> bool:
+    """True for state_dict keys of the video UNet's temporal attention layers."""
+    return ".temporal." in f".{key}"
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups that divide ``channels`` (tiny test models have 16 channels)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero all parameters of ``module`` (residual branches start as identity, as in DDPM)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, timestep embedding added in between, residual skip; ((B T), C, H, W) frames."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = _group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_channels)
+        self.norm2 = _group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x ((B T), C_in, H, W), emb ((B T), D) -> ((B T), C_out, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, L, 3 C) projections -> q, k, v each (N, heads, L, C / heads)."""
+    q, k, v = rearrange(qkv, "n l (three heads d) -> three n heads l d", three=3, heads=num_heads)
+    return q, k, v
+
+
+class SpatialAttention(nn.Module):
+    """Multi-head self-attention over the H W pixels of each frame, residual; ((B T), C, H, W) -> same."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = _group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = _zero(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x ((B T), C, H, W) -> ((B T), C, H, W)."""
+        h, w = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # ((B T), H W, C)
+        q, k, v = _split_heads(self.qkv(tokens), self.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # ((B T), heads, H W, d)
+        out = self.proj(rearrange(out, "n heads l d -> n l (heads d)"))
+        return x + rearrange(out, "n (h w) c -> n c h w", h=h, w=w)
+
+
+class TemporalAttention(nn.Module):
+    """Multi-head self-attention across the T frames at every pixel, residual; ((B T), C, H, W) -> same.
+
+    Frame positions: ``"learned"`` adds a learned (max_frames, C) embedding to the normalised tokens before
+    the q/k/v projection; ``"relative"`` adds a learned per-head bias b[i - j] to the attention logits (as
+    in video diffusion models). ``causal``: frame i attends only to frames j <= i. The output projection
+    starts at zero, so the layer starts as the identity.
+    """
+
+    def __init__(self, channels: int, num_heads: int, max_frames: int, frame_position: str, causal: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.max_frames = max_frames
+        self.frame_position = frame_position
+        self.causal = causal
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = _zero(nn.Linear(channels, channels))
+        if frame_position == "learned":
+            self.frame_embedding = nn.Parameter(0.02 * torch.randn(max_frames, channels))
+        else:  # relative: bias per head for offsets i - j in [-(max_frames - 1), max_frames - 1]
+            self.relative_bias = nn.Parameter(torch.zeros(2 * max_frames - 1, num_heads))
+
+    def attention_bias(self, num_frames: int, dtype: torch.dtype) -> Tensor | None:
+        """Additive logit bias (heads, T, T) from relative positions and the causal mask; None if neither."""
+        if self.frame_position != "relative":
+            return None
+        device = self.relative_bias.device
+        pos = torch.arange(num_frames, device=device)
+        offset = pos[:, None] - pos[None, :] + self.max_frames - 1  # (T, T): i - j, shifted to >= 0
+        bias = rearrange(self.relative_bias[offset], "i j heads -> heads i j").to(dtype)
+        if self.causal:
+            future = pos[None, :] > pos[:, None]  # (T, T): key frame j after query frame i
+            bias = bias.masked_fill(future, float("-inf"))
+        return bias
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
+        h, w = x.shape[-2:]
+        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)  # ((B H W), T, C)
+        normed = self.norm(tokens)
+        if self.frame_position == "learned":
+            normed = normed + self.frame_embedding[:num_frames].to(normed.dtype)
+        q, k, v = _split_heads(self.qkv(normed), self.num_heads)  # each ((B H W), heads, T, d)
+        bias = self.attention_bias(num_frames, q.dtype)
+        if bias is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        tokens = tokens + self.proj(rearrange(out, "n heads t d -> n t (heads d)"))
+        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
+
+
+class UNetBlock(nn.Module):
+    """One UNet stage unit: residual block, optional spatial attention, optional temporal attention."""
+
+    def __init__(self, res: ResBlock, attn: SpatialAttention | None, temporal: TemporalAttention | None) -> None:
+        super().__init__()
+        self.res = res
+        self.attn = attn
+        self.temporal = temporal
+
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
+        """x ((B T), C_in, H, W), emb ((B T), D) -> ((B T), C_out, H, W)."""
+        x = self.res(x, emb)
+        if self.attn is not None:
+            x = self.attn(x)
+        if self.temporal is not None:
+            x = self.temporal(x, num_frames)
+        return x
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution: ((B T), C, H, W) -> ((B T), C, H/2, W/2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
+        """Halves the resolution; emb and num_frames are unused (uniform block signature)."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then 3x3 convolution: ((B T), C, H, W) -> ((B T), C, 2H, 2W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
+        """Doubles the resolution; emb and num_frames are unused (uniform block signature)."""
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """DDPM UNet on videos (B, T, C, H, W) with timesteps t (B,); ``temporal=True`` makes it the video UNet.
+
+    Args:
+        in_channels: image channels C (also the output channels).
+        base_channels: channels of the first level (even: it is also the sinusoidal embedding size).
+        channel_mult: channel multiplier per level; the resolution halves between levels.
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        attention_resolutions: feature-map sizes (e.g. 16) that get spatial self-attention.
+        resolution: input height = width the attention resolutions refer to.
+        dropout: dropout in the residual blocks.
+        num_heads: heads of the spatial and temporal attention (must divide their channels).
+        temporal: add temporal attention layers (the video UNet); otherwise frames are independent.
+        causal_temporal: frame i attends only to frames <= i (needs ``temporal``).
+        max_frames: largest T the temporal layers accept (size of the position tables).
+        frame_position: "learned" (absolute frame embedding) or "relative" (relative position bias).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16,),
+        resolution: int = 32,
+        dropout: float = 0.0,
+        num_heads: int = 4,
+        temporal: bool = False,
+        causal_temporal: bool = False,
+        max_frames: int = 32,
+        frame_position: str = "learned",
+    ) -> None:
+        super().__init__()
+        channel_mult = tuple(int(m) for m in channel_mult)
+        attention_resolutions = tuple(int(r) for r in attention_resolutions)
+        _validate_config(
+            in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, resolution,
+            dropout, num_heads, temporal, causal_temporal, max_frames, frame_position,
+        )
+        self.in_channels = in_channels
+        self.base_channels = base_channels
+        self.channel_mult = channel_mult
+        self.resolution = resolution
+        self.temporal = temporal
+        self.causal_temporal = causal_temporal
+        self.max_frames = max_frames
+        self.frame_position = frame_position
+        self.gradient_checkpointing = False
+        self.downsample_factor = 2 ** (len(channel_mult) - 1)
+        emb_dim = 4 * base_channels
+
+        def block(c_in: int, c_out: int, spatial_attention: bool) -> UNetBlock:
+            attn = SpatialAttention(c_out, num_heads) if spatial_attention else None
+            temp = (
+                TemporalAttention(c_out, num_heads, max_frames, frame_position, causal_temporal) if temporal else None
+            )
+            return UNetBlock(ResBlock(c_in, c_out, emb_dim, dropout), attn, temp)
+
+        self.time_embed = nn.Sequential(
+            nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch, res = base_channels, resolution
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                self.down.append(block(ch, base_channels * mult, res in attention_resolutions))
+                ch = base_channels * mult
+                skip_channels.append(ch)
+            if level != len(channel_mult) - 1:
+                self.down.append(Downsample(ch))
+                skip_channels.append(ch)
+                res //= 2
+
+        # middle: res + attention, res (attention at the lowest resolution always, as in DDPM)
+        self.middle = nn.ModuleList([block(ch, ch, True), block(ch, ch, False)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(block(ch + skip_channels.pop(), base_channels * mult, res in attention_resolutions))
+                ch = base_channels * mult
+            if level != 0:
+                self.up.append(Upsample(ch))
+                res *= 2
+
+        self.out = nn.Sequential(_group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
+
+    # -- forward ----------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W)."""
+        batch, num_frames = self._check_input(x)
+        t = t.to(x.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"expected timesteps t of shape ({batch},), got {tuple(t.shape)}")
+        emb = self.time_embed(timestep_embedding(t, self.base_channels).to(self.input_conv.weight.dtype))  # (B, D)
+        emb = repeat(emb, "b d -> (b t) d", t=num_frames)  # ((B T), D): same timestep for every frame
+
+        h = self.input_conv(rearrange(x, "b t c h w -> (b t) c h w"))  # ((B T), C0, H, W)
+        skips = [h]
+        for layer in self.down:
+            h = self._run(layer, h, emb, num_frames)
+            skips.append(h)
+        for layer in self.middle:
+            h = self._run(layer, h, emb, num_frames)
+        for layer in self.up:
+            if isinstance(layer, UNetBlock):
+                h = torch.cat([h, skips.pop()], dim=1)  # ((B T), C + C_skip, H', W')
+            h = self._run(layer, h, emb, num_frames)
+        return rearrange(self.out(h), "(b t) c h w -> b t c h w", t=num_frames)
+
+    def _run(self, layer: nn.Module, h: Tensor, emb: Tensor, num_frames: int) -> Tensor:
+        """Runs one block, recomputed in backward when gradient checkpointing is on."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, h, emb, num_frames, use_reentrant=False)
+        return layer(h, emb, num_frames)
+
+    def _check_input(self, x: Tensor) -> tuple[int, int]:
+        """Validates x (B, T, C, H, W) against the configuration; returns (B, T)."""
+        if x.ndim != 5:
+            raise ValueError(f"expected a video of shape (B, T, C, H, W), got shape {tuple(x.shape)}")
+        batch, num_frames, channels, height, width = x.shape
+        if channels != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got input of shape {tuple(x.shape)}")
+        if height % self.downsample_factor or width % self.downsample_factor:
+            raise ValueError(
+                f"height and width must be divisible by {self.downsample_factor} "
+                f"(2**(len(channel_mult)-1)), got {height}x{width}"
+            )
+        if num_frames < 1:
+            raise ValueError(f"expected at least one frame, got T={num_frames}")
+        if self.temporal and num_frames > self.max_frames:
+            raise ValueError(f"video UNet built with max_frames={self.max_frames} got T={num_frames} frames")
+        return batch, num_frames
+
+    # -- utilities --------------------------------------------------------------------------------------------
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute every block in the backward pass (saves activation memory on long pseudo videos)."""
+        self.gradient_checkpointing = bool(enabled)
+
+    def temporal_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the temporal attention layers (none for the image UNet)."""
+        for name, p in self.named_parameters():
+            if is_temporal_key(name):
+                yield p
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters of the model."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def load_spatial_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Loads an image UNet's state_dict into the spatial layers; temporal layers keep their (identity) init.
+
+        Raises ValueError if a spatial key is missing or the state_dict has keys this model lacks.
+        """
+        spatial = {k: v for k, v in state_dict.items() if not is_temporal_key(k)}
+        result = self.load_state_dict(spatial, strict=False)
+        missing = [k for k in result.missing_keys if not is_temporal_key(k)]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"state_dict does not match this UNet's spatial layers: missing {missing[:5]}, "
+                f"unexpected {list(result.unexpected_keys)[:5]}"
+            )
+
+
+def _validate_config(
+    in_channels: int,
+    base_channels: int,
+    channel_mult: tuple[int, ...],
+    num_res_blocks: int,
+    attention_resolutions: tuple[int, ...],
+    resolution: int,
+    dropout: float,
+    num_heads: int,
+    temporal: bool,
+    causal_temporal: bool,
+    max_frames: int,
+    frame_position: str,
+) -> None:
+    """Raises ValueError naming the first bad UNet argument."""
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if base_channels < 2 or base_channels % 2:
+        raise ValueError(f"base_channels must be an even number >= 2, got {base_channels}")
+    if not channel_mult or any(m < 1 for m in channel_mult):
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
+    if num_res_blocks < 1:
+        raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
+    factor = 2 ** (len(channel_mult) - 1)
+    if resolution < 1 or resolution % factor:
+        raise ValueError(
+            f"resolution must be divisible by 2**(len(channel_mult)-1) = {factor} "
+            f"(channel_mult={channel_mult}), got {resolution}"
+        )
+    reachable = [resolution // 2**i for i in range(len(channel_mult))]
+    unreachable = [r for r in attention_resolutions if r not in reachable]
+    if unreachable:
+        raise ValueError(
+            f"attention_resolutions {list(unreachable)} are not feature-map sizes of this UNet; "
+            f"reachable sizes for resolution={resolution}, channel_mult={channel_mult}: {reachable}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+    for i, mult in enumerate(channel_mult):
+        channels = base_channels * mult
+        lowest = i == len(channel_mult) - 1  # the middle block always has spatial attention
+        needs_heads = temporal or lowest or reachable[i] in attention_resolutions
+        if needs_heads and channels % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must divide the {channels} channels of level {i} "
+                f"(base_channels={base_channels} x channel_mult[{i}]={mult})"
+            )
+    if frame_position not in FRAME_POSITIONS:
+        raise ValueError(f"frame_position must be one of {FRAME_POSITIONS}, got {frame_position!r}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if causal_temporal and not temporal:
+        raise ValueError("causal_temporal=True needs temporal=True (the image UNet has no temporal layers)")
+
+
+def image_unet(**kwargs) -> UNet:
+    """The DDPM image UNet (no temporal layers): every frame of a (B, T, C, H, W) input is processed alone."""
+    if kwargs.pop("temporal", False):
+        raise ValueError("image_unet builds a UNet without temporal layers; use video_unet for temporal=True")
+    return UNet(temporal=False, **kwargs)
+
+
+def video_unet(**kwargs) -> UNet:
+    """The space-time factorised video UNet: the image UNet plus temporal attention across frames."""
+    if not kwargs.pop("temporal", True):
+        raise ValueError("video_unet always has temporal layers; use image_unet for temporal=False")
+    return UNet(temporal=True, **kwargs)
