@@ -123,8 +123,9 @@ def test_composed_blur_noise_first_order_has_less_noise_than_schedule() -> None:
     # documented difference: the first-order chain blurs the noise added at later frames
     x = torch.zeros(16, 1, 32, 32)
     levels = torch.tensor([[2.0, 0.3], [1.0, 0.3], [0.0, 0.0]])
-    first = PseudoVideoBuilder([GaussianBlur(), GaussianNoise()], levels, "first_order")(x, torch.Generator().manual_seed(0))
-    higher = PseudoVideoBuilder([GaussianBlur(), GaussianNoise()], levels, "higher_order")(x, torch.Generator().manual_seed(0))
+    ops = [GaussianBlur(), GaussianNoise()]
+    first = PseudoVideoBuilder(ops, levels, "first_order")(x, torch.Generator().manual_seed(0))
+    higher = PseudoVideoBuilder(ops, levels, "higher_order")(x, torch.Generator().manual_seed(0))
     assert abs(higher[:, 0].std().item() - 0.3) < 0.01
     assert first[:, 0].std().item() < 0.8 * 0.3
 
@@ -166,3 +167,15 @@ def test_bad_inputs_raise() -> None:
         build_pseudo_video_builder([{"name": "blur", "max_level": 1.0, "sigma": 2}], 4, "first_order")
     with pytest.raises(ValueError, match=r"needs max_level"):
         build_pseudo_video_builder([{"name": "blur"}], 4, "first_order")
+
+
+def test_config_style_specs_explicit_ignores_default_max_level_and_single_frame_needs_no_operator() -> None:
+    # the config layer always passes max_level (default 2.0); explicit levels define the maximum
+    spec = {"name": "noise", "schedule": "explicit", "max_level": 2.0, "min_level": None, "levels": [0.3, 0.1]}
+    builder = build_pseudo_video_builder([spec], 3, "higher_order")
+    torch.testing.assert_close(builder.levels, torch.tensor([[0.3], [0.1], [0.0]]))
+    single = build_pseudo_video_builder([], 1, "first_order")
+    x = _images()
+    assert torch.equal(single(x)[:, 0], x) and single.num_frames == 1
+    with pytest.raises(ValueError, match=r"at least one operator when num_frames=3"):
+        build_pseudo_video_builder([], 3, "first_order")

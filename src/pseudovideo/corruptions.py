@@ -21,18 +21,22 @@ from torch import Tensor
 
 
 def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tensor:
-    """Validate x (N, C, H, W) and level (N,); return level as a float32 tensor on x's device."""
+    """Validate x (N, C, H, W) and level (N,); return level as a float32 CPU tensor.
+
+    Levels live on the host so validation, kernel radii and grouping by level cost no GPU syncs
+    when the caller (e.g. the pseudo video builder) already passes CPU levels.
+    """
     if not isinstance(x, Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name}: x must be a 4-D tensor (N, C, H, W), got shape {shape}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: x must be a floating-point tensor, got dtype {x.dtype}")
-    level = torch.as_tensor(level, device=x.device).to(torch.float32)
+    level = torch.as_tensor(level).detach().to(device="cpu", dtype=torch.float32)
     if level.dim() == 0:
         level = level.expand(x.shape[0])
     if level.shape != (x.shape[0],):
         raise ValueError(f"{name}: level must have shape (N,) = ({x.shape[0]},), got {tuple(level.shape)}")
-    if not bool(torch.isfinite(level).all()) or bool((level < 0).any()) or bool((level > max_level).any()):
+    if not bool(((level >= 0) & (level <= max_level)).all()):  # also rejects NaN
         raise ValueError(f"{name}: levels must lie in [0, {max_level}], got {level.tolist()}")
     return level
 
@@ -62,13 +66,14 @@ class Corruption(ABC):
 
     def apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Corrupt each sample x[n] (N, C, H, W) at level[n] (N,); returns (N, C, H, W), same dtype/device."""
-        level = _check_batch(x, level, self.name, self.max_level)
-        out = self._apply(x, level, generator)
+        level_host = _check_batch(x, level, self.name, self.max_level)
+        level = level_host.to(x.device, non_blocking=True)
+        out = self._apply(x, level, generator, level_host=level_host)
         return torch.where(rearrange(level, "n -> n 1 1 1") > 0, out, x)
 
     @abstractmethod
-    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Corrupt x (N, C, H, W) with validated float32 levels (N,); returns (N, C, H, W)."""
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
+        """Corrupt x (N, C, H, W) with validated float32 levels (N,) on x's device (and a CPU copy)."""
 
     @abstractmethod
     def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
@@ -111,8 +116,8 @@ class GaussianBlur(Corruption):
 
     Each sample's kernel has radius ceil(truncate * sigma), clamped to size - 1 per axis so reflect
     padding stays valid on small images (the truncated kernel is renormalised, so the mean of a
-    constant image is kept); the conv uses the largest radius in the batch, zero-padded kernels. increment = sqrt(to^2 - from^2) (Gaussian semigroup; exact up to
-    kernel sampling and truncation).
+    constant image is kept); the conv uses the batch's largest radius with zero-padded kernels.
+    increment = sqrt(to^2 - from^2) (Gaussian semigroup; exact up to kernel sampling/truncation).
     """
 
     name = "blur"
@@ -122,16 +127,19 @@ class GaussianBlur(Corruption):
             raise ValueError(f"blur: truncate must be > 0, got {truncate!r}")
         self.truncate = float(truncate)
 
-    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        radius = int(torch.ceil(self.truncate * level).max()) if n > 0 else 0  # same rounding as the kernels
+        # same float32 rounding as the per-sample kernel radii
+        radius = int(torch.ceil(self.truncate * level_host).max()) if n > 0 else 0
         radius_h, radius_w = min(radius, h - 1), min(radius, w - 1)
         flat = rearrange(x, "n c h w -> 1 (n c) h w")
         if radius_h > 0:
-            k_h = repeat(gaussian_kernels_1d(level, radius_h, self.truncate).to(x.dtype), "n k -> (n c) 1 k 1", c=c)
+            kernels = gaussian_kernels_1d(level_host, radius_h, self.truncate)  # (N, 2 * radius_h + 1)
+            k_h = repeat(kernels.to(x.device, x.dtype, non_blocking=True), "n k -> (n c) 1 k 1", c=c)
             flat = F.conv2d(F.pad(flat, (0, 0, radius_h, radius_h), mode="reflect"), k_h, groups=n * c)
         if radius_w > 0:
-            k_w = repeat(gaussian_kernels_1d(level, radius_w, self.truncate).to(x.dtype), "n k -> (n c) 1 1 k", c=c)
+            kernels = gaussian_kernels_1d(level_host, radius_w, self.truncate)  # (N, 2 * radius_w + 1)
+            k_w = repeat(kernels.to(x.device, x.dtype, non_blocking=True), "n k -> (n c) 1 1 k", c=c)
             flat = F.conv2d(F.pad(flat, (radius_w, radius_w, 0, 0), mode="reflect"), k_w, groups=n * c)
         return rearrange(flat, "1 (n c) h w -> n c h w", n=n, c=c)
 
@@ -145,7 +153,7 @@ class GaussianNoise(Corruption):
 
     name = "noise"
 
-    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
         noise = _randn(x.shape, x, generator)
         return x + rearrange(level.to(x.dtype), "n -> n 1 1 1") * noise
 
@@ -171,13 +179,13 @@ class Downsample(Corruption):
         """Downsampled size round_half_up(size / 2**level), at least 1."""
         return max(1, int(math.floor(size / 2.0**level + 0.5)))
 
-    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
         _, _, h, w = x.shape
         out = x.clone()
-        for value in torch.unique(level).tolist():
+        for value in torch.unique(level_host).tolist():
             if value == 0:
                 continue
-            idx = torch.nonzero(level == value).squeeze(1)
+            idx = torch.nonzero(level_host == value).squeeze(1).to(x.device, non_blocking=True)
             small = F.adaptive_avg_pool2d(x[idx], (self._size(h, value), self._size(w, value)))
             out[idx] = F.interpolate(small, size=(h, w), mode="nearest")
         return out
@@ -207,7 +215,9 @@ class PatchMask(Corruption):
         self.patch_size = patch_size
         self.fill_value = float(fill_value)
 
-    def patch_mask(self, shape: Sequence[int], level: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    def patch_mask(
+        self, shape: Sequence[int], level: Tensor, like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
         """Boolean mask (N, 1, H, W), True where masked, from Bernoulli(level[n]) per patch."""
         n, _, h, w = shape
         ps = self.patch_size
@@ -216,7 +226,7 @@ class PatchMask(Corruption):
         masked = repeat(masked, "n 1 gh gw -> n 1 (gh ph) (gw pw)", ph=ps, pw=ps)  # (N, 1, gh*ps, gw*ps)
         return masked[:, :, :h, :w]
 
-    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
         masked = self.patch_mask(x.shape, level, x, generator)
         return torch.where(masked, torch.full((), self.fill_value, dtype=x.dtype, device=x.device), x)
 
@@ -232,13 +242,12 @@ class PatchMask(Corruption):
 class Compose:
     """Apply K operators in order, one level per operator: ``apply(x (N, C, H, W), levels (N, K))``.
 
-    Not a ``Corruption`` itself because its level has one column per operator.
+    Not a ``Corruption`` itself because its level has one column per operator. With no operators
+    (K = 0) it is the identity.
     """
 
     def __init__(self, operators: Sequence[Corruption]) -> None:
         operators = tuple(operators)
-        if not operators:
-            raise ValueError("Compose needs at least one operator, got an empty sequence")
         for op in operators:
             if not isinstance(op, Corruption):
                 raise ValueError(f"Compose operators must be Corruption instances, got {type(op).__name__}")
@@ -266,6 +275,8 @@ class Compose:
         """Per-operator increments, shapes (..., K) -> (..., K)."""
         levels_from = torch.as_tensor(levels_from, dtype=torch.float32)
         levels_to = torch.as_tensor(levels_to, dtype=torch.float32, device=levels_from.device)
+        if not self.operators:
+            return torch.zeros_like(levels_from)
         return torch.stack(
             [op.increment(levels_from[..., k], levels_to[..., k]) for k, op in enumerate(self.operators)], dim=-1
         )

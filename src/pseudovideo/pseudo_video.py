@@ -50,15 +50,21 @@ class PseudoVideoBuilder:
             raise ValueError(
                 f"levels must have shape (T, K={self.compose.num_operators}) with T >= 1, got {tuple(levels.shape)}"
             )
+        if self.compose.num_operators == 0 and levels.shape[0] > 1:
+            raise ValueError(f"at least one operator is needed for more than one frame, got T={levels.shape[0]}")
         if not bool(torch.isfinite(levels).all()) or bool((levels < 0).any()):
             raise ValueError(f"levels must be finite and non-negative, got {levels.tolist()}")
         if bool((levels[-1] != 0).any()):
-            raise ValueError(f"the last row of levels (frame T-1, the clean image) must be all zeros, got {levels[-1].tolist()}")
+            raise ValueError(
+                f"the last row of levels (frame T-1, the clean image) must be all zeros, got {levels[-1].tolist()}"
+            )
         if bool((levels[1:] > levels[:-1]).any()):
             raise ValueError(f"levels must be non-increasing in t (frame 0 most corrupted), got {levels.tolist()}")
         for k, op in enumerate(self.compose.operators):
             if bool((levels[:, k] > op.max_level).any()):
-                raise ValueError(f"levels for operator {op.name!r} must be <= {op.max_level}, got {levels[:, k].tolist()}")
+                raise ValueError(
+                    f"levels for operator {op.name!r} must be <= {op.max_level}, got {levels[:, k].tolist()}"
+                )
         self.levels = levels  # (T, K)
         self.construction = construction
         # increments[t] takes frame t+1 to frame t: (T-1, K)
@@ -91,7 +97,7 @@ class PseudoVideoBuilder:
         """Frame t = ops(x, levels[t]) with independent randomness; all T-1 frames in one batched call."""
         b, t_corrupt = x.shape[0], self.num_frames - 1
         clean = repeat(x, "b c h w -> (t b) c h w", t=t_corrupt)  # (T-1)*B copies of x
-        levels = repeat(self.levels[:-1].to(x.device), "t k -> (t b) k", b=b)  # ((T-1)*B, K)
+        levels = repeat(self.levels[:-1], "t k -> (t b) k", b=b)  # ((T-1)*B, K), kept on the CPU (no syncs)
         corrupted = self.compose.apply(clean, levels, generator)
         corrupted = rearrange(corrupted, "(t b) c h w -> b t c h w", t=t_corrupt)  # (B, T-1, C, H, W)
         return torch.cat([corrupted, rearrange(x, "b c h w -> b 1 c h w")], dim=1)  # (B, T, C, H, W)
@@ -99,7 +105,7 @@ class PseudoVideoBuilder:
     def _first_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Frame t-1 = ops(frame t, increments[t-1]) with fresh randomness each step (Markov chain)."""
         b = x.shape[0]
-        increments = self.increments.to(x.device)  # (T-1, K)
+        increments = self.increments  # (T-1, K), kept on the CPU (no syncs)
         frames = [x]
         for t in range(self.num_frames - 2, -1, -1):
             frames.append(self.compose.apply(frames[-1], increments[t].expand(b, -1), generator))
@@ -117,11 +123,10 @@ def corruption_levels(spec: Mapping[str, object], num_frames: int) -> Tensor:
     kind = spec.get("schedule", "linear")
     levels = spec.get("levels")
     max_level = spec.get("max_level")
+    if kind == "explicit" and levels:
+        max_level = float(list(levels)[0])  # explicit levels define the maximum; max_level is ignored
     if max_level is None:
-        if kind == "explicit" and levels:
-            max_level = float(list(levels)[0])
-        else:
-            raise ValueError(f"corruption {spec.get('name')!r} needs max_level (schedule {kind!r}), got {dict(spec)}")
+        raise ValueError(f"corruption {spec.get('name')!r} needs max_level (schedule {kind!r}), got {dict(spec)}")
     return level_schedule(kind, num_frames, float(max_level), min_level=spec.get("min_level"), levels=levels)
 
 
@@ -131,12 +136,13 @@ def build_pseudo_video_builder(
     """Build a PseudoVideoBuilder from plain config dicts, one per operator (applied in order).
 
     Each dict: {"name": "blur", "schedule": "linear", "max_level": 2.0, "min_level": None,
-    "levels": None, **operator params}; schedule defaults to "linear". Levels are (T, K).
+    "levels": None, **operator params}; schedule defaults to "linear"; for "explicit" the levels
+    define the maximum and max_level is ignored. With num_frames == 1 the list may be empty.
     """
     if construction not in CONSTRUCTIONS:
         raise ValueError(f"unknown construction {construction!r}; expected one of {list(CONSTRUCTIONS)}")
-    if not corruptions:
-        raise ValueError("corruptions must list at least one operator, got an empty list")
+    if not corruptions and num_frames > 1:
+        raise ValueError(f"corruptions must list at least one operator when num_frames={num_frames} > 1, got none")
     operators, columns = [], []
     for spec in corruptions:
         if not isinstance(spec, Mapping) or "name" not in spec:
@@ -144,4 +150,5 @@ def build_pseudo_video_builder(
         params = {key: value for key, value in spec.items() if key not in SCHEDULE_KEYS}
         operators.append(build_corruption(str(spec["name"]), **params))
         columns.append(corruption_levels(spec, num_frames))
-    return PseudoVideoBuilder(operators, torch.stack(columns, dim=1), construction)  # levels (T, K)
+    levels = torch.stack(columns, dim=1) if columns else torch.zeros(num_frames, 0)  # (T, K)
+    return PseudoVideoBuilder(operators, levels, construction)

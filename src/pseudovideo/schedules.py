@@ -86,7 +86,9 @@ def level_schedule(
     if not math.isfinite(max_level) or max_level < 0:
         raise ValueError(f"max_level must be finite and >= 0, got {max_level!r}")
     if min_level is not None and kind != "geometric":
-        raise ValueError(f"min_level is only used by the 'geometric' schedule, got min_level={min_level!r} for {kind!r}")
+        raise ValueError(
+            f"min_level is only used by the 'geometric' schedule, got min_level={min_level!r} for {kind!r}"
+        )
     if levels is not None and kind != "explicit":
         raise ValueError(f"levels is only used by the 'explicit' schedule, got levels={levels!r} for {kind!r}")
 
