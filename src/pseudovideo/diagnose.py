@@ -6,6 +6,11 @@ given frame T-2, so L*_k = L*_1; for a higher-order one, L*_k < L*_1. We estimat
 linear (ridge) predictor of the clean centre pixel from local patches of the last k corrupted
 frames, trained on some images and scored on held-out ones.
 
+The predictor sees only local patches, so for spatial operators (blur) the patches of earlier
+first-order frames reveal pixels of frame T-2 just outside its patch and give a small gain (about
+3 % for blur+noise on 16x16 digits with patch_size 3, under 2 % with patch_size 5); for pixelwise
+noise the first-order rows are flat to well under 1 %.
+
 Only sufficient statistics (X^T X, X^T Y, Y^T Y in float64) are accumulated, batch by batch, so
 memory stays bounded by one batch of pseudo videos.
 """
