@@ -1,0 +1,900 @@
+"""The one training engine shared by every model family (VQVAE, C-ViViT, DDPM UNet, video UNet).
+
+Config in, run folder out: :func:`train` takes a :class:`TrainingTask` (the model family's loss),
+a dataset of clean images and a :class:`~pseudovideo.config.TrainConfig`, and writes into ``run_dir``::
+
+    checkpoints/step_0000500/   model / ema / discriminator .safetensors, state.pt, config.yaml, manifest.json
+    log.csv, tb/                scalars every ``log_every`` steps (CSV and TensorBoard)
+    pictures/                   ``task.preview`` pictures every ``image_every`` steps and at the end
+    train_summary.json          steps, wall time, images/s, frames/s, peak memory, device, parameters
+
+The loop is flat (nanoGPT style) and exactly resumable: the data order is a pure function of the
+step, dataset augmentation is seeded per item from (seed, step, position), and all other randomness
+(the task's pseudo-video generator, torch/numpy/python global RNGs used by dropout) is saved in every
+checkpoint, so N steps + resume + N steps gives bit-identical weights to 2N steps on CPU.
+Multi-GPU / multi-node runs go through ``torchrun`` (see :mod:`pseudovideo.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import random
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pseudovideo.checkpoint import (
+    EMA,
+    CheckpointError,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from pseudovideo.config import TrainConfig
+from pseudovideo.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_gradients,
+    all_reduce_mean,
+    all_reduce_min,
+    barrier,
+    broadcast_module,
+    init_distributed,
+    teardown,
+    wrap_ddp,
+)
+
+__all__ = [
+    "TrainingTask",
+    "TrainResult",
+    "TrainingDivergedError",
+    "ModelEMA",
+    "train",
+    "load_trained_model",
+    "lr_at_step",
+    "epoch_permutation",
+    "batch_indices",
+    "resolve_precision",
+]
+
+PREVIEW_IMAGES = 8  # clean images given to task.preview
+_RANK_SEED_OFFSET = 1_000_003  # seed of rank r = seed + r * offset
+_PREVIEW_STEP = 2**31 - 1  # augmentation seed stream of the preview images (no training step has it)
+
+
+class TrainingTask(Protocol):
+    """What a model family gives the engine: a network, an optional discriminator and three hooks.
+
+    Optional attributes the engine looks for: ``frames_per_image: int`` (frames of the pseudo video
+    built from each clean image, for the frames/s figure), ``find_unused_parameters: bool`` (passed
+    to DDP) and a ``to(device)`` method (moves auxiliary modules such as a perceptual network).
+    Call ``model(...)`` (its forward) inside :meth:`training_loss` so that DDP synchronises gradients;
+    use :func:`pseudovideo.distributed.unwrap_model` for other attributes.
+    """
+
+    model: nn.Module
+    discriminator: nn.Module | None
+
+    def training_loss(
+        self, model: nn.Module, images: Tensor, step: int, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss to backpropagate and named scalars to log for a clean batch ``images`` (B, C, H, W)."""
+        ...
+
+    def discriminator_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """Discriminator loss on outputs cached by the last :meth:`training_loss`; None when inactive."""
+        ...
+
+    def preview(self, model: nn.Module, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """Named pictures in [-1, 1]: (N, C, H, W) image grids or (B, T, C, H, W) pseudo-video grids."""
+        ...
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the loss terms at that step."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the summary written to ``train_summary.json`` plus the trained modules."""
+
+    run_dir: Path
+    steps: int
+    start_step: int
+    wall_time_s: float
+    images_per_s: float
+    frames_per_s: float | None
+    peak_memory_bytes: int
+    device: str
+    world_size: int
+    mixed_precision: str
+    parameters: dict[str, int]
+    final_loss: float | None
+    last_checkpoint: Path | None
+    model: nn.Module = field(repr=False)
+    ema_model: nn.Module | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-serialisable part (what ``train_summary.json`` holds)."""
+        return {
+            "steps": self.steps,
+            "start_step": self.start_step,
+            "wall_time_s": self.wall_time_s,
+            "images_per_s": self.images_per_s,
+            "frames_per_s": self.frames_per_s,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "device": self.device,
+            "world_size": self.world_size,
+            "mixed_precision": self.mixed_precision,
+            "parameters": self.parameters,
+            "final_loss": self.final_loss,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def lr_at_step(
+    step: int, *, lr: float, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.1
+) -> float:
+    """Learning rate of optimiser update ``step`` (0-based).
+
+    Linear warm-up ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps`` updates, then
+    either constant ``lr`` or a cosine decay from ``lr`` (at ``warmup_steps``) towards
+    ``min_lr_ratio * lr`` (reached at ``total_steps``).
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr schedule: expected 'cosine' or 'constant', got {schedule!r}")
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    min_lr = min_lr_ratio * lr
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def _lr_factor(settings: TrainConfig):
+    def factor(step: int) -> float:
+        return lr_at_step(
+            step,
+            lr=1.0,
+            warmup_steps=settings.warmup_steps,
+            total_steps=settings.steps,
+            schedule=settings.lr_schedule,
+            min_lr_ratio=settings.min_lr_ratio,
+        )
+
+    return factor
+
+
+# --------------------------------------------------------------------------------------------
+# Data order: a pure function of the step
+
+
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of dataset items in ``epoch``: a permutation of ``range(num_items)`` seeded by (seed, epoch)."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
+    return rng.permutation(num_items)
+
+
+def batch_indices(
+    step: int, *, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+) -> list[int]:
+    """Dataset indices that rank ``rank`` trains on at update ``step`` (0-based).
+
+    The global batch of ``batch_size`` items is the ``b``-th slice of the epoch's permutation
+    (incomplete last batches dropped); rank ``r`` takes items ``r * B/W .. (r + 1) * B/W`` of it.
+    """
+    _check_batch(num_items, batch_size, world_size)
+    batches_per_epoch = num_items // batch_size
+    epoch, b = divmod(step, batches_per_epoch)
+    order = epoch_permutation(num_items, seed, epoch)
+    local = batch_size // world_size
+    start = b * batch_size + rank * local
+    return order[start : start + local].tolist()
+
+
+def _check_batch(num_items: int, batch_size: int, world_size: int) -> None:
+    if batch_size % world_size != 0:
+        raise ValueError(
+            f"train.batch_size={batch_size} (the global batch) must be divisible by the number of processes "
+            f"WORLD_SIZE={world_size}"
+        )
+    if num_items < batch_size:
+        raise ValueError(f"the dataset has {num_items} images, fewer than train.batch_size={batch_size}")
+
+
+class _StepBatchSampler(Sampler):
+    """Yields ``(step, [(position in global batch, dataset index), ...])`` for steps ``start .. end - 1``."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int, world_size: int, start: int, end: int):
+        _check_batch(num_items, batch_size, world_size)
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size, self.start, self.end = rank, world_size, start, end
+        self._epoch: int | None = None
+        self._order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        batches_per_epoch = self.num_items // self.batch_size
+        local = self.batch_size // self.world_size
+        for step in range(self.start, self.end):
+            epoch, b = divmod(step, batches_per_epoch)
+            if epoch != self._epoch:
+                self._epoch, self._order = epoch, epoch_permutation(self.num_items, self.seed, epoch)
+            first = b * self.batch_size + self.rank * local
+            positions = range(self.rank * local, (self.rank + 1) * local)
+            yield step, list(zip(positions, self._order[first : first + local].tolist()))
+
+
+def _item_seed(seed: int, step: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, step, position, 0xDA7A]).generate_state(1)[0])
+
+
+class _BatchFetcher(Dataset):
+    """Loads one (local) batch; each item's augmentation RNG is seeded from (seed, step, position).
+
+    This makes random flips a function of the step (identical with or without DataLoader workers,
+    for any number of ranks, and after a resume) without touching the training process's RNGs.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, list[tuple[int, int]]]) -> Tensor:
+        step, items = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        images = []
+        with torch.random.fork_rng(devices=[]):
+            for position, index in items:
+                item_seed = _item_seed(self.seed, step, position)
+                torch.default_generator.manual_seed(item_seed)
+                np.random.seed(item_seed)
+                random.seed(item_seed)
+                images.append(self.dataset[index])
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        return torch.stack(images)  # (B_local, C, H, W)
+
+
+def _batches(dataset: Dataset, settings: TrainConfig, ctx: DistributedContext, start: int) -> Iterator[Tensor]:
+    sampler = _StepBatchSampler(len(dataset), settings.batch_size, settings.seed, ctx.rank, ctx.world_size, start, settings.steps)
+    loader = DataLoader(
+        _BatchFetcher(dataset, settings.seed),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=settings.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(settings.seed),  # keeps the loader off the global RNG
+    )
+    return iter(loader)
+
+
+# --------------------------------------------------------------------------------------------
+# EMA of weights and buffers
+
+
+class ModelEMA:
+    """Exponential moving average of a module's parameters AND floating buffers (VQ codebooks).
+
+    ``module`` is a frozen copy in eval mode. Update ``n`` (1-based) uses the decay
+    ``min(decay, (1 + n) / (10 + n))``, so that early in training (and in short runs) the average is
+    not dominated by the random initialisation. Integer buffers (counters) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.num_updates = 0
+
+    def current_decay(self) -> float:
+        """Decay used by the next update."""
+        n = self.num_updates + 1
+        return min(self.decay, (1.0 + n) / (10.0 + n))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Moves the average towards ``model`` (same architecture as the copy)."""
+        decay = self.current_decay()
+        self.num_updates += 1
+        ema_float, new_float = [], []
+        pairs = list(zip(self.module.parameters(), model.parameters()))
+        pairs += list(zip(self.module.buffers(), model.buffers()))
+        for ema_t, new_t in pairs:
+            if ema_t.dtype.is_floating_point:
+                ema_float.append(ema_t)
+                new_float.append(new_t.detach().to(ema_t.dtype))
+            else:
+                ema_t.copy_(new_t)
+        if ema_float:
+            torch._foreach_lerp_(ema_float, new_float, 1.0 - decay)
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states (all made of tensors and plain values, for torch.load(weights_only=True))
+
+
+def _capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "generator": generator.get_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and state.get("torch_cuda") is not None:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+    generator.set_state(state["generator"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+
+
+def resolve_precision(mixed_precision: str, device: torch.device) -> str:
+    """The precision actually used: ``bf16``, ``fp16`` or ``off``.
+
+    ``auto`` is bf16 autocast on CUDA (fp16 with a grad scaler on GPUs without bf16) and off on CPU;
+    ``fp16`` needs CUDA (raises ValueError otherwise).
+    """
+    if mixed_precision == "auto":
+        if device.type != "cuda":
+            return "off"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mixed_precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"train.mixed_precision='fp16' needs a CUDA device, got {device}; use 'bf16' or 'off'")
+    if mixed_precision not in ("bf16", "fp16", "off"):
+        raise ValueError(f"train.mixed_precision: expected auto, bf16, fp16 or off, got {mixed_precision!r}")
+    return mixed_precision
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Logging
+
+
+class _CsvLog:
+    """``log.csv`` with columns step, loss, lr, images_per_s + task scalars (new columns rewrite the file)."""
+
+    BASE = ["step", "loss", "lr", "images_per_s"]
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.header = list(self.BASE)
+        self.rows: list[dict[str, Any]] = []
+        if keep_until_step is not None and path.is_file():
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.header = list(reader.fieldnames or self.BASE)
+                self.rows = [row for row in reader if row.get("step") and int(row["step"]) <= keep_until_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.header, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        new_keys = [key for key in row if key not in self.header]
+        if new_keys:
+            self.header += new_keys
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.header, restval="").writerow(row)
+
+
+def _tensorboard_writer(log_dir: Path, purge_step: int) -> Any | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as err:  # tensorboard missing or broken: CSV still works
+        warnings.warn(f"TensorBoard logging disabled ({err}); scalars still go to log.csv", stacklevel=3)
+        return None
+    return SummaryWriter(str(log_dir), purge_step=purge_step if purge_step > 0 else None)
+
+
+class _ScalarMeter:
+    """Sums named scalars on the device between log steps (no host sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, scalars: dict[str, Tensor]) -> None:
+        for name, value in scalars.items():
+            value = value.detach().float().reshape(())
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.count += 1
+
+    def mean(self, ctx: DistributedContext) -> dict[str, float]:
+        """Means since the last call, averaged over ranks; resets the meter."""
+        if not self.sums:
+            return {}
+        names = list(self.sums)
+        vector = torch.stack([self.sums[n] for n in names]) / self.count
+        vector = all_reduce_mean(vector, ctx)
+        self.sums, self.count = {}, 0
+        return dict(zip(names, vector.tolist()))
+
+
+class _DivergenceWatch:
+    """Remembers, on the device, the first step whose loss is not finite and the loss terms then.
+
+    Checking is deferred to log/checkpoint/preview steps so the loop needs no host sync per step.
+    """
+
+    NONE = 2**62
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bad_step = torch.full((), self.NONE, dtype=torch.long, device=device)
+        self.names: tuple[str, ...] | None = None
+        self.values: Tensor | None = None
+
+    def observe(self, step: int, losses: dict[str, Tensor], scalars: dict[str, Tensor], ctx: DistributedContext) -> None:
+        terms = {**losses, **{k: v for k, v in scalars.items() if k not in losses}}
+        names = tuple(terms)
+        vector = torch.stack([t.detach().float().reshape(()) for t in terms.values()])  # (num_terms,)
+        if names != self.names:
+            if self.names is not None:
+                self.check(ctx)
+            self.names, self.values = names, torch.zeros_like(vector)
+        finite = torch.stack([torch.isfinite(t.detach()).all() for t in losses.values()]).all()
+        newly_bad = ~finite & (self.bad_step == self.NONE)
+        self.bad_step = torch.where(newly_bad, torch.full_like(self.bad_step, step), self.bad_step)
+        self.values = torch.where(newly_bad, vector, self.values)
+
+    def check(self, ctx: DistributedContext) -> None:
+        """Raises TrainingDivergedError on every rank when any rank saw a non-finite loss."""
+        first = int(all_reduce_min(self.bad_step, ctx).item())
+        if first == self.NONE:
+            return
+        if int(self.bad_step.item()) == first and self.names is not None and self.values is not None:
+            terms = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.names, self.values.tolist()))
+        else:
+            terms = "seen on another rank"
+        raise TrainingDivergedError(
+            f"training diverged at step {first + 1} (update {first}, 0-based): the loss is NaN or infinite "
+            f"[{terms}]; the last good checkpoint is kept. Lower train.lr, enable train.grad_clip, or use "
+            f"train.mixed_precision=off to investigate"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Previews
+
+
+def _picture_upscale(side: int) -> int:
+    return max(1, 64 // max(1, side))
+
+
+def _preview_images(dataset: Dataset, settings: TrainConfig, device: torch.device) -> Tensor:
+    count = min(PREVIEW_IMAGES, len(dataset), settings.batch_size)
+    fetcher = _BatchFetcher(dataset, settings.seed)
+    images = fetcher[(_PREVIEW_STEP, [(i, i) for i in range(count)])]  # the same items at every preview
+    return images.to(device)  # (N, C, H, W)
+
+
+def _save_previews(
+    task: TrainingTask, model: nn.Module, images: Tensor, seed: int, pictures_dir: Path, step: int, precision: str
+) -> list[Path]:
+    was_training = model.training
+    model.eval()
+    device = images.device
+    generator = torch.Generator(device=device).manual_seed(seed)  # same noise at every preview
+    py_state, np_state = random.getstate(), np.random.get_state()
+    # previews must not move the training RNGs, or a resumed run would differ from an uninterrupted one
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            with torch.no_grad(), _autocast(precision, device):
+                pictures = task.preview(model, images, generator)
+        finally:
+            model.train(was_training)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+    if not pictures:
+        return []
+    from pseudovideo.pictures import save_image_grid, save_video_grid
+
+    saved = []
+    for name, picture in pictures.items():
+        picture = picture.detach().float().cpu()
+        path = pictures_dir / f"{name}_step{step:07d}.png"
+        if picture.ndim == 4:  # (N, C, H, W)
+            saved.append(save_image_grid(picture, path, nrow=min(8, picture.shape[0]), upscale=_picture_upscale(picture.shape[-1])))
+        elif picture.ndim == 5:  # (B, T, C, H, W)
+            saved.append(save_video_grid(picture, path, upscale=_picture_upscale(picture.shape[-1])))
+        else:
+            raise ValueError(
+                f"task.preview returned {name!r} of shape {tuple(picture.shape)}; expected (N, C, H, W) or (B, T, C, H, W)"
+            )
+    return saved
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+
+
+def _count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _make_optimizer(module: nn.Module, settings: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(module).__name__} has no trainable parameters")
+    return torch.optim.AdamW(
+        params, lr=settings.lr, betas=(settings.betas[0], settings.betas[1]), weight_decay=settings.weight_decay,
+        fused=device.type == "cuda" or None,
+    )
+
+
+def _validate_settings(settings: TrainConfig) -> None:
+    checks = [
+        (settings.steps >= 1, f"train.steps: expected >= 1, got {settings.steps}"),
+        (settings.batch_size >= 1, f"train.batch_size: expected >= 1, got {settings.batch_size}"),
+        (settings.lr > 0, f"train.lr: expected > 0, got {settings.lr}"),
+        (len(settings.betas) == 2, f"train.betas: expected two numbers, got {settings.betas}"),
+        (settings.warmup_steps >= 0, f"train.warmup_steps: expected >= 0, got {settings.warmup_steps}"),
+        (0 <= settings.ema_decay < 1, f"train.ema_decay: expected in [0, 1), got {settings.ema_decay}"),
+        (settings.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {settings.grad_clip}"),
+        (settings.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {settings.checkpoint_every}"),
+        (settings.keep_last >= 1, f"train.keep_last: expected >= 1, got {settings.keep_last}"),
+        (settings.log_every >= 1, f"train.log_every: expected >= 1, got {settings.log_every}"),
+        (settings.num_workers >= 0, f"train.num_workers: expected >= 0, got {settings.num_workers}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def train(
+    task: TrainingTask,
+    dataset: Dataset,
+    settings: TrainConfig,
+    run_dir: str | Path,
+    *,
+    config_dict: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Trains ``task.model`` (and ``task.discriminator``) on ``dataset`` and fills ``run_dir``.
+
+    ``dataset[i]`` is a clean image (C, H, W) in [-1, 1]. ``resume=True`` continues exactly from the
+    newest intact checkpoint in ``run_dir/checkpoints`` (a corrupt newest one is skipped with a
+    warning); without it, a run folder that already holds checkpoints is refused. Under ``torchrun``
+    every rank calls this function; only rank 0 writes. Raises TrainingDivergedError on a NaN/inf loss.
+    """
+    _validate_settings(settings)
+    run_dir = Path(run_dir)
+    checkpoints_dir = run_dir / "checkpoints"
+    wall_start = time.perf_counter()
+    ctx = init_distributed(settings.device)
+    writer = None
+    try:
+        device = ctx.device
+        _check_batch(len(dataset), settings.batch_size, ctx.world_size)  # type: ignore[arg-type]
+        precision = resolve_precision(settings.mixed_precision, device)
+        if not resume and list_checkpoints(checkpoints_dir):
+            newest = list_checkpoints(checkpoints_dir)[-1][1]
+            raise ValueError(
+                f"run folder {run_dir} already holds checkpoints (newest {newest.name}); resume it "
+                f"(resume=True) or train into another run folder"
+            )
+
+        # Seeds: the same on every rank for the global RNGs' first use, an offset per rank after.
+        rank_seed = settings.seed + _RANK_SEED_OFFSET * ctx.rank
+        _seed_everything(rank_seed)
+        generator = torch.Generator(device=device).manual_seed(rank_seed)
+
+        model = task.model.to(device)
+        discriminator = task.discriminator.to(device) if task.discriminator is not None else None
+        if hasattr(task, "to") and callable(task.to):
+            task.to(device)
+        if settings.gradient_checkpointing:
+            if hasattr(model, "set_gradient_checkpointing"):
+                model.set_gradient_checkpointing(True)
+            else:
+                warnings.warn(f"{type(model).__name__} has no set_gradient_checkpointing(); training without it", stacklevel=2)
+        model.train()
+        if discriminator is not None:
+            discriminator.train()
+
+        # Resume: rank 0 picks the checkpoint (skipping corrupt ones), every rank loads it.
+        start_step, state, resume_path = 0, None, None
+        if resume:
+            found = find_latest_checkpoint(checkpoints_dir) if ctx.is_main else None
+            resume_path = all_gather_objects(str(found) if found else None, ctx)[0]
+            if resume_path is None:
+                if ctx.is_main:
+                    warnings.warn(f"resume requested but {checkpoints_dir} has no checkpoint; starting from step 0", stacklevel=2)
+            else:
+                resume_path = Path(resume_path)
+                state = load_checkpoint(resume_path, model=model, discriminator=discriminator, map_location="cpu", verify=False)
+                start_step = int(state["step"])
+                if start_step > settings.steps:
+                    raise ValueError(f"checkpoint {resume_path} is at step {start_step}, beyond train.steps={settings.steps}")
+
+        # Wrappers: DDP (broadcasts rank 0's weights) and optional torch.compile.
+        train_model = wrap_ddp(model, ctx, find_unused_parameters=bool(getattr(task, "find_unused_parameters", False)))
+        if discriminator is not None:
+            broadcast_module(discriminator, ctx)
+        if settings.compile:
+            train_model = torch.compile(train_model)
+
+        ema: ModelEMA | None = None
+        if settings.ema_decay > 0:
+            ema = ModelEMA(model, settings.ema_decay)
+            if state is not None:
+                if (resume_path / EMA).is_file():
+                    load_checkpoint(resume_path, ema=ema.module, map_location="cpu", verify=False)
+                    ema.num_updates = int(state.get("ema_updates", start_step))
+                else:
+                    warnings.warn(f"checkpoint {resume_path} has no EMA weights; the EMA restarts from the model", stacklevel=2)
+
+        optimizer = _make_optimizer(model, settings, device)
+        lr_factor = _lr_factor(settings)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        d_optimizer = d_scaler = None
+        if discriminator is not None:
+            d_optimizer = _make_optimizer(discriminator, settings, device)
+            d_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            if discriminator is not None:
+                if state.get("d_optimizer") is None:
+                    raise CheckpointError(f"checkpoint {resume_path} has no discriminator optimiser state but the task has a discriminator")
+                d_optimizer.load_state_dict(state["d_optimizer"])
+                d_scaler.load_state_dict(state["d_scaler"])
+            rng_states = state["rng"]
+            if len(rng_states) == ctx.world_size:
+                _restore_rng(rng_states[ctx.rank], generator, device)
+            else:
+                step_seed = rank_seed + start_step
+                _seed_everything(step_seed)
+                generator.manual_seed(step_seed)
+                if ctx.is_main:
+                    warnings.warn(
+                        f"checkpoint {resume_path} was written by {len(rng_states)} process(es), this run has "
+                        f"{ctx.world_size}: random streams are reseeded (data order is unchanged)",
+                        stacklevel=2,
+                    )
+
+        # Bookkeeping (rank 0 only).
+        csv_log = None
+        preview_images = None
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if config_dict is not None:
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+            csv_log = _CsvLog(run_dir / "log.csv", keep_until_step=start_step if state is not None else None)
+            writer = _tensorboard_writer(run_dir / "tb", purge_step=start_step)
+            preview_images = _preview_images(dataset, settings, device)
+        frames_per_image = getattr(task, "frames_per_image", None)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def write_checkpoint(done: int) -> Path | None:
+            rng = all_gather_objects(_capture_rng(generator, device), ctx)
+            path = None
+            if ctx.is_main:
+                train_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "d_optimizer": d_optimizer.state_dict() if d_optimizer else None,
+                    "d_scaler": d_scaler.state_dict() if d_scaler else None,
+                    "ema_updates": ema.num_updates if ema else 0,
+                    "rng": rng,
+                    "world_size": ctx.world_size,
+                }
+                path = save_checkpoint(
+                    checkpoints_dir, done, model=model, state=train_state, ema=ema.module if ema else None,
+                    discriminator=discriminator, config_dict=config_dict, keep_last=settings.keep_last,
+                )
+            barrier(ctx)
+            return path
+
+        from tqdm.auto import tqdm
+
+        progress = tqdm(
+            total=settings.steps, initial=start_step, desc="train", dynamic_ncols=True,
+            disable=not (settings.progress and ctx.is_main),
+        )
+        meter = _ScalarMeter()
+        watch = _DivergenceWatch(device)
+        last_checkpoint = resume_path
+        final_loss = None
+        batches = _batches(dataset, settings, ctx, start_step)
+        loop_start = time.perf_counter()
+        interval_start, interval_steps = loop_start, 0
+
+        # ---------------------------------------------------------------- the loop
+        for step in range(start_step, settings.steps):
+            images = next(batches).to(device, non_blocking=True)  # (B_local, C, H, W)
+            with _autocast(precision, device):
+                loss, scalars = task.training_loss(train_model, images, step, generator)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if settings.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            lr_used = optimizer.param_groups[0]["lr"]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses = {"loss": loss}
+            logged = {"loss": loss, **scalars}
+
+            if discriminator is not None:
+                with _autocast(precision, device):
+                    d_out = task.discriminator_loss(step)
+                if d_out is not None:
+                    d_loss, d_scalars = d_out
+                    for group in d_optimizer.param_groups:  # same schedule as the model's, by step
+                        group["lr"] = settings.lr * lr_factor(step)
+                    d_optimizer.zero_grad(set_to_none=True)  # drops grads left by the generator's pass
+                    d_scaler.scale(d_loss).backward()
+                    all_reduce_gradients(discriminator, ctx)
+                    if settings.grad_clip > 0:
+                        d_scaler.unscale_(d_optimizer)
+                        torch.nn.utils.clip_grad_norm_(discriminator.parameters(), settings.grad_clip)
+                    d_scaler.step(d_optimizer)
+                    d_scaler.update()
+                    losses["d_loss"] = d_loss
+                    logged.update({"d_loss": d_loss, **d_scalars})
+            if ema is not None:
+                ema.update(model)
+
+            logged = {k: torch.as_tensor(v, device=device) for k, v in logged.items()}
+            watch.observe(step, losses, logged, ctx)
+            meter.add(logged)
+            done = step + 1
+            interval_steps += 1
+            progress.update(1)
+
+            if done % settings.log_every == 0 or done == settings.steps:
+                watch.check(ctx)
+                means = meter.mean(ctx)
+                now = time.perf_counter()
+                images_per_s = interval_steps * settings.batch_size / max(now - interval_start, 1e-9)
+                interval_start, interval_steps = now, 0
+                final_loss = means.get("loss")
+                if ctx.is_main:
+                    row = {"step": done, "loss": means.pop("loss"), "lr": lr_used, "images_per_s": images_per_s, **means}
+                    csv_log.append(row)
+                    if writer is not None:
+                        for name, value in row.items():
+                            if name != "step":
+                                writer.add_scalar(f"train/{name}", value, done)
+                    progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}")
+            if done % settings.checkpoint_every == 0 or done == settings.steps:
+                watch.check(ctx)
+                last_checkpoint = write_checkpoint(done) or last_checkpoint
+            if (settings.image_every > 0 and done % settings.image_every == 0) or done == settings.steps:
+                watch.check(ctx)
+                if ctx.is_main:
+                    eval_model = ema.module if ema else model
+                    _save_previews(task, eval_model, preview_images, settings.seed, run_dir / "pictures", done, precision)
+        # ---------------------------------------------------------------- end of loop
+
+        loop_time = time.perf_counter() - loop_start
+        progress.close()
+        trained = settings.steps - start_step
+        images_per_s = trained * settings.batch_size / loop_time if trained and loop_time > 0 else 0.0
+        result = TrainResult(
+            run_dir=run_dir,
+            steps=settings.steps,
+            start_step=start_step,
+            wall_time_s=time.perf_counter() - wall_start,
+            images_per_s=images_per_s,
+            frames_per_s=images_per_s * frames_per_image if frames_per_image else None,
+            peak_memory_bytes=_peak_memory(device),
+            device=str(device),
+            world_size=ctx.world_size,
+            mixed_precision=precision,
+            parameters={"model": _count_parameters(model), "discriminator": _count_parameters(discriminator)},
+            final_loss=final_loss,
+            last_checkpoint=last_checkpoint,
+            model=model,
+            ema_model=ema.module if ema else None,
+        )
+        if ctx.is_main:
+            (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), indent=1))
+        barrier(ctx)
+        return result
+    finally:
+        if writer is not None:
+            writer.close()
+        teardown(ctx)
+
+
+def load_trained_model(
+    run_dir: str | Path,
+    model: nn.Module,
+    *,
+    use_ema: bool = True,
+    checkpoint: str | Path | int | None = None,
+) -> nn.Module:
+    """Loads a run's trained weights into ``model`` (in place) for evaluation or sampling; returns it in eval mode.
+
+    ``checkpoint``: None = newest intact checkpoint, an int = that step, or a folder path / name.
+    With ``use_ema`` the EMA weights are used when the checkpoint has them (a warning otherwise).
+    Raises FileNotFoundError when the run has no such checkpoint, CheckpointError when it is corrupt.
+    """
+    path = resolve_checkpoint(run_dir, checkpoint)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    if use_ema and not (path / EMA).is_file():
+        warnings.warn(f"checkpoint {path} has no EMA weights (train.ema_decay was 0); loading the raw model", stacklevel=2)
+        use_ema = False
+    if use_ema:
+        load_checkpoint(path, ema=model, map_location=device)
+    else:
+        load_checkpoint(path, model=model, map_location=device)
+    return model.eval()
