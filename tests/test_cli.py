@@ -1,0 +1,70 @@
+"""End-to-end runs of the CLI's picture and diagnostic commands on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pseudovideo.cli import main
+
+
+def test_show_writes_grid_and_gif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["show", "--n", "3", "--out", str(tmp_path), "pseudo_video.num_frames=5", "data.resolution=16"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    png = tmp_path / "digits_higher_order_T5.png"
+    gif = tmp_path / "digits_higher_order_T5.gif"
+    assert str(png) in printed and str(gif) in printed
+    with Image.open(png) as grid:
+        # 3 rows x 5 columns of 16x16 images upscaled 4x, with thin borders
+        assert grid.width > grid.height > 3 * 64
+        assert 5 * 64 <= grid.width < 5 * 64 + 40
+    with Image.open(gif) as animation:
+        assert animation.n_frames >= 2
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_diagnose_reports_every_k_for_both_constructions(tmp_path: Path) -> None:
+    code = main(
+        [
+            "diagnose", "--n-images", "200", "--out", str(tmp_path),
+            "pseudo_video.num_frames=4",
+            "pseudo_video.corruptions=[{name: noise, max_level: 0.5}]",
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "diagnose.json").read_text())["results"]
+    assert set(results) == {"first_order", "higher_order"}
+    for rows in results.values():
+        assert [row["k"] for row in rows] == [1, 2, 3]
+    higher = [row["mse"] for row in results["higher_order"]]
+    assert higher[2] < higher[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["show", "train.stpes=1"], "unknown config key 'train.stpes'"),
+        (["show", "data.dataset=folder:/no/such/folder"], "/no/such/folder"),
+        (["show", "data.dataset=imagenet"], "imagenet"),
+        (["diagnose", "pseudo_video.construction=zeroth_order"], "pseudo_video.construction"),
+        (["show", "-c", "/no/such/config.yaml"], "/no/such/config.yaml"),
+    ],
+)
+def test_user_errors_exit_2_with_a_clear_message(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_module_entry_point_prints_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "pseudovideo", "--help"], capture_output=True, text=True, check=True)
+    assert "show" in result.stdout and "diagnose" in result.stdout
