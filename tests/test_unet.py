@@ -7,7 +7,9 @@ import torch
 
 from pseudovideo.models.unet import UNet, image_unet, is_temporal_key, video_unet
 
-TINY = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), resolution=8, num_heads=2)
+TINY = dict(
+    base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), resolution=8, num_heads=2
+)
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:

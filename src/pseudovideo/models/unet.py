@@ -40,7 +40,7 @@ FRAME_POSITIONS = ("learned", "relative")
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of timesteps t (B,) -> (B, dim) float32: [cos(t w_k), sin(t w_k)], w_k = max_period^(-k/half)."""
+    """Sinusoidal embedding of timesteps t (B,) -> (B, dim) float32: [cos(t w_k), sin(t w_k)], w_k = P^(-k/half)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]  # (B, half)
