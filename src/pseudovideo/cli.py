@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pseudovideo.config import ConfigError, RunConfig, load_config, save_config
+from pseudovideo.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    config_to_dict,
+    load_config,
+    merge_config_dict,
+    read_yaml,
+    save_config,
+)
 
 
 class UsageError(ValueError):
@@ -101,6 +110,89 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# train / eval / sample / demo
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Trains a run (or resumes one exactly with --resume RUN_DIR), then evaluates it."""
+    from pseudovideo.evaluation import evaluate_run, format_eval_markdown
+    from pseudovideo.runs import load_run_config, train_run
+
+    if args.resume is not None:
+        # The saved config is the base; a config file and overrides may change e.g. train.steps.
+        base = load_run_config(args.resume)
+        tree = merge_config_dict(config_to_dict(base), read_yaml(args.config) if args.config else {})
+        config = build_config(tree, args.overrides)
+        if config.run_dir.resolve() != Path(args.resume).resolve():
+            raise UsageError(f"--resume {args.resume} but the config's run folder is {config.run_dir}; do not change name/out_dir when resuming")
+    else:
+        if args.config is None:
+            raise UsageError("train needs -c CONFIG.yaml (see configs/) or --resume RUN_DIR")
+        config = _config_from_args(args)
+    result = train_run(config, resume=args.resume is not None)
+    print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
+    if not args.no_eval:
+        print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluates a trained run; ``eval.*`` overrides change the protocol (e.g. eval.num_images=10000)."""
+    from pseudovideo.evaluation import evaluate_run, format_eval_markdown
+    from pseudovideo.runs import load_run_config
+
+    base = load_run_config(args.run_dir)
+    bad = [o for o in args.overrides if not o.startswith("eval.")]
+    if bad:
+        raise UsageError(f"eval only takes eval.* overrides, got {bad}")
+    eval_config = build_config(config_to_dict(base), args.overrides).eval
+    result = evaluate_run(args.run_dir, eval_config, device=args.device)
+    print(format_eval_markdown(result))
+    print(f"results: {Path(args.run_dir) / 'eval.json'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
+    import torch
+
+    from pseudovideo.evaluation import generate_videos
+    from pseudovideo.pictures import save_image_grid, save_video_gif, save_video_grid
+    from pseudovideo.runs import load_run
+    from pseudovideo.tasks import DIFFUSION_FAMILIES
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
+    if config.model.family not in DIFFUSION_FAMILIES:
+        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run (unet or video_unet)")
+    videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
+    images = videos[:, -1]
+    for i, image in enumerate(images):
+        save_image_grid(image[None], out / "images" / f"{i:05d}.png", nrow=1)
+    upscale = _picture_upscale(config.data.resolution)
+    print(f"grid: {save_image_grid(images[:64], out / 'grid.png', upscale=upscale)}")
+    if videos.shape[1] > 1:
+        print(f"pseudo videos: {save_video_grid(videos[:16], out / 'pseudo_videos.png', upscale=upscale)}")
+        print(f"animation: {save_video_gif(videos[:16], out / 'pseudo_videos.gif', upscale=upscale)}")
+    print(f"{len(images)} images in {out / 'images'}; sampling: {info}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Trains and compares an image model and its video counterpart on pseudo videos."""
+    from pseudovideo.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        dataset=args.dataset, root=args.root, resolution=args.resolution, family=args.family, steps=args.steps,
+        frames=args.frames, batch_size=args.batch_size, device=args.device, out_dir=str(args.out),
+        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress,
+    )
+    print(run_demo(settings))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +217,43 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/diagnose)")
     diagnose.set_defaults(func=cmd_diagnose)
+
+    train = sub.add_parser("train", help="train a run from a config (then evaluate it)")
+    _add_config_arguments(train)
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run exactly from its newest checkpoint")
+    train.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained run (eval.json and eval.md in the run folder)")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("overrides", nargs="*", metavar="eval.key=value")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=cmd_eval)
+
+    sample = sub.add_parser("sample", help="generate images and pseudo videos from a diffusion run")
+    sample.add_argument("run_dir", type=Path)
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="auto")
+    sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
+    sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
+    sample.set_defaults(func=cmd_sample)
+
+    demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
+    demo.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, mnist, celeba or folder:PATH")
+    demo.add_argument("--root", default=None, help="local root of a torchvision dataset")
+    demo.add_argument("--resolution", type=int, default=None)
+    demo.add_argument("--family", choices=["tokenizer", "diffusion", "both"], default="tokenizer")
+    demo.add_argument("--steps", type=int, default=None, help="training steps of each model (default: per family)")
+    demo.add_argument("--frames", type=int, default=5, help="frames T of the video model's pseudo videos")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--eval-images", type=int, default=500)
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

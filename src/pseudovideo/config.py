@@ -86,6 +86,8 @@ class VQVAEConfig:
     ema_codebook: bool = True
     ema_decay: float = 0.99
     dead_code_threshold: float = 0.0
+    kmeans_init: bool = False
+    cosine_codes: bool = False
 
 
 @dataclass
@@ -106,6 +108,8 @@ class CViViTConfig:
     ema_codebook: bool = True
     ema_decay: float = 0.99
     dead_code_threshold: float = 0.0
+    kmeans_init: bool = False
+    cosine_codes: bool = False
     max_frames: int = 32
 
 

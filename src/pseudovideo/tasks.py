@@ -3,16 +3,48 @@
 A *task* is what the training engine trains (see :class:`pseudovideo.training.TrainingTask`): it
 turns a batch of clean images into pseudo videos and a loss. The model code knows nothing of
 tasks or configs; this module is the only place where config fields meet constructors.
+
+Two tasks, one per model pair of the paper:
+- :class:`TokenizerTask` (VQVAE / C-ViViT): reconstruct the pseudo video; the image output is its
+  last frame. Loss = frame-weighted reconstruction + VQ + perceptual + adversarial (last frame).
+- :class:`DiffusionTask` (DDPM UNet / video UNet): denoise the whole pseudo video jointly; the
+  generated image is the last frame of a generated pseudo video.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
 
 from pseudovideo.config import PseudoVideoConfig, RunConfig
 from pseudovideo.data import ImageDataset, build_dataset
+from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
+from pseudovideo.distributed import unwrap_model
+from pseudovideo.losses import (
+    PerceptualLoss,
+    adaptive_gan_weight,
+    build_perceptual_loss,
+    frame_weights,
+    gan_factor,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
+from pseudovideo.models.cvivit import CViViT
+from pseudovideo.models.discriminator import PatchGANDiscriminator
+from pseudovideo.models.tokenizer import VideoTokenizer
+from pseudovideo.models.unet import UNet
+from pseudovideo.models.vqvae import VQVAE
 from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder as _build_builder
+
+TOKENIZER_FAMILIES = ("vqvae", "cvivit")
+DIFFUSION_FAMILIES = ("unet", "video_unet")
+PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 
 
 def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
@@ -40,3 +72,250 @@ def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> PseudoVideoBuild
             del spec["patch_size"], spec["fill_value"]
         corruptions.append(spec)
     return _build_builder(corruptions, num_frames=pv_config.num_frames, construction=pv_config.construction)
+
+
+def model_frames(config: RunConfig) -> int:
+    """Frames per sample the model sees: T, or 1 when pseudo-video frames are used as separate images."""
+    return 1 if config.pseudo_video.frames_as_images else config.pseudo_video.num_frames
+
+
+def build_model(config: RunConfig, channels: int) -> nn.Module:
+    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``."""
+    family, resolution = config.model.family, config.data.resolution
+    if family == "vqvae":
+        return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
+    if family == "cvivit":
+        return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
+    unet = _kwargs(config.model.unet)
+    if family == "unet":
+        unet.pop("causal_temporal"), unet.pop("frame_position")
+        return UNet(in_channels=channels, resolution=resolution, temporal=False, **unet)
+    return UNet(in_channels=channels, resolution=resolution, temporal=True, **unet)
+
+
+def _kwargs(section: Any) -> dict[str, Any]:
+    """A model config section as constructor keyword arguments (lists become tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(section).items()}
+
+
+def build_diffusion(config: RunConfig) -> GaussianDiffusion:
+    """The Gaussian diffusion process of the ``diffusion`` config section."""
+    d = config.diffusion
+    return GaussianDiffusion(beta_schedule(d.beta_schedule, d.num_timesteps), prediction=d.prediction)
+
+
+def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTask":
+    """The training task (model + objective) of a run config."""
+    builder = build_pseudo_video_builder(config.pseudo_video)
+    model = build_model(config, channels)
+    weights = frame_weights(model_frames(config), config.loss.last_frame_weight)
+    if config.model.family in TOKENIZER_FAMILIES:
+        loss = config.loss
+        perceptual = None
+        if loss.perceptual_weight > 0:
+            perceptual = build_perceptual_loss(loss.perceptual_net, loss.perceptual_weights)
+        discriminator = None
+        if loss.gan_weight > 0:
+            discriminator = PatchGANDiscriminator(
+                in_channels=channels,
+                base_channels=loss.discriminator_channels,
+                num_layers=loss.discriminator_layers,
+                image_size=config.data.resolution,
+            )
+        return TokenizerTask(
+            model, builder, weights,  # type: ignore[arg-type]
+            reconstruction=loss.reconstruction,
+            perceptual=perceptual,
+            perceptual_weight=loss.perceptual_weight,
+            discriminator=discriminator,
+            gan_weight=loss.gan_weight,
+            gan_start_step=loss.gan_start_step,
+            frames_as_images=config.pseudo_video.frames_as_images,
+        )
+    return DiffusionTask(
+        model, build_diffusion(config), builder, weights,
+        frames_as_images=config.pseudo_video.frames_as_images,
+        sample_kwargs=diffusion_sample_kwargs(config, preview=True),
+    )
+
+
+def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
+    """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample."""
+    return rearrange(video, "b t c h w -> (b t) 1 c h w") if frames_as_images else video
+
+
+class TokenizerTask:
+    """Trains a VQ tokenizer (VQVAE or C-ViViT) to reconstruct pseudo videos of the clean images.
+
+    Loss = sum_t w_t |recon_t - video_t| (frame weights emphasise the clean last frame)
+         + VQ commitment/codebook loss (from the model)
+         + perceptual_weight * LPIPS(last frame)            [when the backbone weights are present]
+         + gan_weight * lambda_adaptive * hinge_g(D(last frame))   [after gan_start_step, VQGAN]
+    The perceptual and adversarial terms act on the clean last frame, the image the tokenizer is judged on.
+    """
+
+    find_unused_parameters = False
+
+    def __init__(
+        self,
+        model: VideoTokenizer,
+        builder: PseudoVideoBuilder,
+        weights: Tensor,
+        *,
+        reconstruction: str = "l1",
+        perceptual: PerceptualLoss | None = None,
+        perceptual_weight: float = 0.0,
+        discriminator: nn.Module | None = None,
+        gan_weight: float = 0.0,
+        gan_start_step: int = 0,
+        frames_as_images: bool = False,
+    ) -> None:
+        self.model = model
+        self.builder = builder
+        self.weights = weights
+        self.reconstruction = reconstruction
+        self.perceptual = perceptual
+        self.perceptual_weight = perceptual_weight
+        self.discriminator = discriminator
+        self.gan_weight = gan_weight
+        self.gan_start_step = gan_start_step
+        self.frames_as_images = frames_as_images
+        self.frames_per_image = builder.num_frames
+        self._last: tuple[Tensor, Tensor] | None = None  # (real, fake) clean frames for the discriminator
+
+    def to(self, device: torch.device) -> "TokenizerTask":
+        """Moves the auxiliary networks (perceptual loss) and the frame weights to ``device``."""
+        self.weights = self.weights.to(device)
+        if self.perceptual is not None:
+            self.perceptual.to(device)
+        return self
+
+    def pseudo_videos(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Clean images (B, C, H, W) -> the model's input videos (B, T, C, H, W), or (B*T, 1, C, H, W)."""
+        return _split_frames(self.builder(images, generator=generator), self.frames_as_images)
+
+    def training_loss(
+        self, model: nn.Module, images: Tensor, step: int, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss and logged scalars for a clean batch ``images`` (B, C, H, W)."""
+        video = self.pseudo_videos(images, generator)  # (B, T, C, H, W)
+        out = model(video)
+        recon_loss = reconstruction_loss(out.recon, video, self.weights, self.reconstruction)
+        loss = recon_loss + sum(out.aux_losses.values())
+        scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
+        real, fake = video[:, -1], out.recon[:, -1]  # (B, C, H, W) clean frames
+        nll = recon_loss
+        if self.perceptual is not None and self.perceptual_weight > 0:
+            perceptual = self.perceptual(fake.float(), real.float()).mean()
+            nll = nll + self.perceptual_weight * perceptual
+            loss = loss + self.perceptual_weight * perceptual
+            scalars["lpips"] = perceptual.detach()
+        if self.discriminator is not None and gan_factor(step, self.gan_start_step) > 0:
+            self.discriminator.requires_grad_(False)  # the generator step must not train D
+            g_loss = hinge_g_loss(self.discriminator(fake))
+            self.discriminator.requires_grad_(True)
+            last_layer = unwrap_model(model).last_layer_weight
+            adaptive = adaptive_gan_weight(nll, g_loss, last_layer) if torch.is_grad_enabled() else torch.ones(())
+            loss = loss + self.gan_weight * adaptive * g_loss
+            scalars.update(g_loss=g_loss.detach(), gan_adaptive_weight=adaptive.detach())
+        self._last = (real.detach(), fake.detach())
+        return loss, scalars
+
+    def discriminator_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """Hinge loss of the patch GAN on the last clean/reconstructed frames; None before gan_start_step."""
+        if self.discriminator is None or self._last is None or gan_factor(step, self.gan_start_step) == 0:
+            return None
+        real, fake = self._last
+        logits_real, logits_fake = self.discriminator(real), self.discriminator(fake)
+        d_loss = hinge_d_loss(logits_real, logits_fake)
+        return d_loss, {"logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
+
+    @torch.no_grad()
+    def preview(self, model: nn.Module, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """Input pseudo videos and their reconstructions (B, T, C, H, W), and clean vs reconstructed images."""
+        video = self.builder(images, generator=generator)  # (N, T, C, H, W)
+        recon = model(_split_frames(video, self.frames_as_images)).recon.reshape(video.shape)  # (N, T, C, H, W)
+        clean = torch.cat([images, recon[:, -1]])  # (2N, C, H, W): a row of originals, a row of reconstructions
+        return {
+            "pseudo_videos": video[:PREVIEW_VIDEOS],
+            "reconstructions": recon[:PREVIEW_VIDEOS],
+            "clean_then_reconstructed": clean,
+        }
+
+
+class DiffusionTask:
+    """Trains a (video) UNet to denoise whole pseudo videos with the simple DDPM loss.
+
+    The same timestep t is shared by all frames of a pseudo video and the noise is independent per frame;
+    the per-frame squared errors are combined with the frame weights. The generated image of a video model
+    is the last frame of a generated pseudo video.
+    """
+
+    discriminator = None
+    find_unused_parameters = False
+
+    def __init__(
+        self,
+        model: UNet,
+        diffusion: GaussianDiffusion,
+        builder: PseudoVideoBuilder,
+        weights: Tensor,
+        *,
+        frames_as_images: bool = False,
+        sample_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.diffusion = diffusion
+        self.builder = builder
+        self.weights = weights
+        self.frames_as_images = frames_as_images
+        self.frames_per_image = builder.num_frames
+        self.sample_kwargs = sample_kwargs or {}
+
+    def to(self, device: torch.device) -> "DiffusionTask":
+        """Moves the diffusion buffers and frame weights to ``device``."""
+        self.diffusion.to(device)
+        self.weights = self.weights.to(device)
+        return self
+
+    def training_loss(
+        self, model: nn.Module, images: Tensor, step: int, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Simple diffusion loss on the pseudo videos of the clean batch ``images`` (B, C, H, W)."""
+        video = _split_frames(self.builder(images, generator=generator), self.frames_as_images)  # (B, T, C, H, W)
+        return self.diffusion.training_loss(model, video, frame_weights=self.weights, generator=generator)
+
+    def discriminator_loss(self, step: int) -> None:
+        """Diffusion models train no discriminator."""
+        return None
+
+    @torch.no_grad()
+    def preview(self, model: nn.Module, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """A few generated pseudo videos (B, T, C, H, W) and their last frames (the generated images)."""
+        frames = 1 if self.frames_as_images else self.builder.num_frames
+        shape = (images.shape[0], frames, *images.shape[1:])
+        video, _ = self.diffusion.sample(model, shape, generator=generator, **self.sample_kwargs)
+        return {"generated_pseudo_videos": video[:PREVIEW_VIDEOS], "generated_images": video[:, -1]}
+
+
+def diffusion_sample_kwargs(config: RunConfig, *, preview: bool = False) -> dict[str, Any]:
+    """Keyword arguments of :meth:`GaussianDiffusion.sample` from the ``diffusion`` config section.
+
+    Previews during training use at most 25 DDIM steps so that they stay cheap.
+    """
+    d = config.diffusion
+    sampler, steps = d.sampler, d.sample_steps
+    if preview:
+        sampler, steps = "ddim", min(steps, 25)
+    if d.sampling_mode == "autoregressive" and config.pseudo_video.num_frames < 2:
+        warnings.warn("autoregressive sampling needs at least 2 frames; sampling jointly", stacklevel=2)
+    return {
+        "mode": d.sampling_mode if config.pseudo_video.num_frames > 1 else "joint",
+        "sampler": sampler,
+        "steps": steps,
+        "eta": d.eta,
+        "clip_x0": d.clip_x0,
+        "first_frames": d.autoregressive_first_frames,
+        "guidance": d.guidance,
+        "guidance_weight": d.guidance_weight,
+    }

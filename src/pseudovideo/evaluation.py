@@ -1,0 +1,216 @@
+"""Evaluate a trained run on the clean (last) frame, with the full protocol written beside every number.
+
+- Tokenizers (VQVAE, C-ViViT): build pseudo videos of held-out images, reconstruct them, and compare
+  the reconstructed last frame with the clean image: PSNR, SSIM, LPIPS, and the distribution metrics
+  SWD (weight-free), FID, KID between reconstructions and originals (reconstruction FID, as in the paper).
+- Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
+  generated image; SWD / FID / KID against held-out real images, plus sampling speed.
+Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
+are absent; SWD, PSNR and SSIM need none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from pseudovideo import metrics as M
+from pseudovideo.config import EvalConfig, RunConfig
+from pseudovideo.losses import build_perceptual_loss
+from pseudovideo.pictures import save_image_grid, save_side_by_side, save_video_grid
+from pseudovideo.runs import load_run, load_run_config, read_train_summary
+from pseudovideo.tasks import (
+    TOKENIZER_FAMILIES,
+    build_dataset_from_config,
+    build_diffusion,
+    build_pseudo_video_builder,
+    diffusion_sample_kwargs,
+    model_frames,
+)
+from pseudovideo.training import resolve_precision
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for start in range(0, images.shape[0], batch_size):
+        yield images[start : start + batch_size]
+
+
+def held_out_images(config: RunConfig, num_images: int) -> Tensor:
+    """The first ``num_images`` images of the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
+    dataset = build_dataset_from_config(config, split=config.data.eval_split)
+    count = min(num_images, len(dataset))
+    return torch.stack([dataset.load(i) for i in range(count)])
+
+
+@torch.no_grad()
+def reconstruct_clean_frames(
+    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
+
+    With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
+    """
+    builder = build_pseudo_video_builder(config.pseudo_video)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    recon_frames, example = [], None
+    for batch in _batches(images, batch_size):
+        video = builder(batch.to(device), generator=generator)  # (B, T, C, H, W)
+        if model_frames(config) == 1:
+            video = video[:, -1:]  # (B, 1, C, H, W): an image model reconstructs the clean image
+        recon = model(video).recon  # (B, T, C, H, W)
+        recon_frames.append(recon[:, -1].float().clamp(-1, 1).cpu())
+        if example is None:
+            example = torch.stack([video[:4].float().cpu(), recon[:4].float().clamp(-1, 1).cpu()])
+    return torch.cat(recon_frames), example
+
+
+@torch.no_grad()
+def generate_videos(
+    model: nn.Module, config: RunConfig, num_videos: int, channels: int, *, batch_size: int, seed: int,
+    device: torch.device,
+) -> tuple[Tensor, dict[str, Any]]:
+    """Generates ``num_videos`` pseudo videos (N, T, C, H, W) with the configured sampler; returns them and info."""
+    diffusion = build_diffusion(config).to(device)
+    kwargs = diffusion_sample_kwargs(config)
+    res = config.data.resolution
+    generator = torch.Generator(device=device).manual_seed(seed)
+    precision = resolve_precision(config.train.mixed_precision, device)
+    videos, info = [], {}
+    start = time.perf_counter()
+    for first in range(0, num_videos, batch_size):
+        count = min(batch_size, num_videos - first)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            video, info = diffusion.sample(model, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+        videos.append(video.float().cpu())
+    elapsed = time.perf_counter() - start
+    info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
+    return torch.cat(videos), info
+
+
+def _distribution_metrics(
+    real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
+    results: dict[str, float], skipped: dict[str, str],
+) -> None:
+    """SWD (weight-free) and, when the Inception weights are present, FID and KID of fake vs real images."""
+    wanted = set(eval_config.metrics)
+    if "swd" in wanted:
+        generator = torch.Generator().manual_seed(eval_config.seed)
+        results.update(M.sliced_wasserstein_distance(real, fake, generator=generator))
+    if wanted & {"fid", "kid"}:
+        weights = M.resolve_inception_weights(eval_config.inception_weights)
+        if weights is None:
+            reason = (
+                f"Inception weights not found (looked at eval.inception_weights={eval_config.inception_weights!r} and "
+                f"{M.inception_weights_cache_path()}; download failed or offline)"
+            )
+            skipped.update({name: reason for name in ("fid", "kid") if name in wanted})
+            return
+        extractor = M.build_inception(weights).to(device)
+        key = M.ReferenceStatsKey(config.data.dataset, config.data.eval_split, config.data.resolution, real.shape[0])
+        cache_dir = Path(eval_config.cache_dir).expanduser()
+        real_stats = M.cached_reference_stats(cache_dir, key, lambda: real.to(device), extractor, eval_config.batch_size)
+        fake_stats = M.InceptionFeatureStats.from_features(M.inception_features(fake.to(device), extractor, eval_config.batch_size))
+        scores = M.fid_kid(real_stats, fake_stats, generator=torch.Generator().manual_seed(eval_config.seed))
+        if "fid" in wanted:
+            results["fid"] = scores["fid"]
+        if "kid" in wanted and "kid_mean" in scores:
+            results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
+
+
+def evaluate_run(
+    run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto", write: bool = True
+) -> dict[str, Any]:
+    """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
+
+    ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
+    ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary).
+    """
+    run_dir = Path(run_dir)
+    dev = _device(device)
+    eval_config = eval_config or load_run_config(run_dir).eval
+    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev)
+    wanted = set(eval_config.metrics)
+    results: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    real = held_out_images(config, eval_config.num_images)  # (N, C, H, W)
+    is_tokenizer = config.model.family in TOKENIZER_FAMILIES
+    pictures = run_dir / "pictures"
+    protocol: dict[str, Any] = {
+        "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",
+        "model_weights": "ema" if eval_config.use_ema else "raw",
+        "eval_split": config.data.eval_split,
+        "num_images": int(real.shape[0]),
+        "resolution": config.data.resolution,
+        "pseudo_video": f"T={config.pseudo_video.num_frames}, {config.pseudo_video.construction}, "
+        + "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in config.pseudo_video.corruptions),
+        "frames_seen_by_model": model_frames(config),
+        "seed": eval_config.seed,
+    }
+    if is_tokenizer:
+        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        if "psnr" in wanted:
+            results["psnr"] = float(M.psnr(fake, real).mean())
+        if "ssim" in wanted:
+            results["ssim"] = float(M.ssim(fake, real).mean())
+        if "lpips" in wanted:
+            net = "alex" if config.data.resolution >= 31 else "vgg"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lpips = build_perceptual_loss(net, eval_config.lpips_weights)
+            if lpips is None:
+                skipped["lpips"] = f"LPIPS {net} backbone weights not found (eval.lpips_weights or the torch hub cache)"
+            else:
+                lpips = lpips.to(dev)
+                values = [lpips(f.to(dev), r.to(dev)) for f, r in zip(_batches(fake, eval_config.batch_size), _batches(real, eval_config.batch_size))]
+                results["lpips"] = float(torch.cat(values).mean())
+                protocol["lpips"] = f"lpips package v0.1, {net} backbone"
+        protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
+        if write:
+            save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
+            save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
+    else:
+        videos, info = generate_videos(model, config, eval_config.num_images, channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        fake = videos[:, -1].clamp(-1, 1)
+        results["sampling_images_per_s"] = info.pop("images_per_s")
+        protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
+        protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
+        if write:
+            save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=max(1, 64 // config.data.resolution))
+            if videos.shape[1] > 1:
+                save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=max(1, 64 // config.data.resolution))
+    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
+    if "fid" in results or "kid" in results:
+        protocol["fid_kid"] = M.evaluation_protocol(
+            num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
+            resolution=config.data.resolution, weights=protocol["model_weights"],
+        )
+    if "swd_avg" in results:
+        protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
+    result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
+              "protocol": protocol, "train": read_train_summary(run_dir)}
+    if write:
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+        (run_dir / "eval.md").write_text(format_eval_markdown(result))
+    return result
+
+
+def format_eval_markdown(result: dict[str, Any]) -> str:
+    """A run's evaluation as a markdown table with its protocol underneath."""
+    lines = [f"## Evaluation of {result['run']} ({result['family']})", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in result["metrics"].items()]
+    lines += [f"| {name} | skipped: {reason} |" for name, reason in result["skipped"].items()]
+    lines += ["", "Protocol:"]
+    lines += [f"- {key}: {value}" for key, value in result["protocol"].items()]
+    return "\n".join(lines) + "\n"
