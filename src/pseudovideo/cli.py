@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -131,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _config_from_args(args)
     result = train_run(config, resume=args.resume is not None)
     print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
-    if not args.no_eval:
+    if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
 

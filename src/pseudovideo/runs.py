@@ -16,6 +16,7 @@ from torch import nn
 
 from pseudovideo.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
 from pseudovideo.data import check_dataset_spec
+from pseudovideo.distributed import init_distributed, teardown
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task
 from pseudovideo.training import TrainResult, load_trained_model, train
 
@@ -34,13 +35,19 @@ def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
         saved = load_config(run_dir / "config.yaml")
         if config_to_dict(saved)["model"] != config_to_dict(config)["model"]:
             raise ConfigError(f"cannot resume {run_dir}: its saved model config differs from the one given")
-    dataset = build_dataset_from_config(config, split=config.data.train_split)
-    # Resolve the channel count so that evaluation can rebuild the model without reading the data.
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
-    task = build_task(config, channels=dataset.channels)
-    result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
-    if result.world_size == 1 or torch.distributed.get_rank() == 0:
-        save_config(config, run_dir / "config.yaml")
+    # Join the torchrun process group before building the model: the VQ codebooks enable their
+    # cross-rank synchronisation only when the group already exists.
+    ctx = init_distributed(config.train.device)
+    try:
+        dataset = build_dataset_from_config(config, split=config.data.train_split)
+        # Resolve the channel count so that evaluation can rebuild the model without reading the data.
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
+        task = build_task(config, channels=dataset.channels)
+        result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
+        if ctx.is_main:
+            save_config(config, run_dir / "config.yaml")
+    finally:
+        teardown(ctx)
     return result
 
 

@@ -1,0 +1,121 @@
+"""End-to-end runs of `pseudovideo train / eval / sample` on tiny configs (digits, a few steps, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pseudovideo.cli import main
+from pseudovideo.config import load_config
+
+TINY = [
+    "data.dataset=digits", "data.resolution=8", "data.max_images=64",
+    "train.steps=4", "train.batch_size=8", "train.checkpoint_every=2", "train.log_every=1", "train.image_every=4",
+    "train.warmup_steps=1", "train.progress=false", "train.device=cpu",
+    "eval.num_images=16", "eval.batch_size=8", "eval.metrics=[psnr,ssim,swd,lpips,fid]",
+]
+TOKENIZERS = {
+    "vqvae": ["model.family=vqvae", "pseudo_video.num_frames=1", "model.vqvae.base_channels=8",
+              "model.vqvae.codebook_size=16", "model.vqvae.codebook_dim=4"],
+    "cvivit": ["model.family=cvivit", "pseudo_video.num_frames=3", "model.cvivit.dim=16", "model.cvivit.heads=2",
+               "model.cvivit.dim_head=8", "model.cvivit.spatial_depth=1", "model.cvivit.temporal_depth=1",
+               "model.cvivit.codebook_size=16", "model.cvivit.codebook_dim=4", "model.cvivit.temporal_patch_size=2"],
+}
+UNET = ["model.unet.base_channels=8", "model.unet.channel_mult=[1,2]", "model.unet.num_res_blocks=1",
+        "model.unet.attention_resolutions=[4]", "model.unet.num_heads=2", "diffusion.num_timesteps=20",
+        "diffusion.sample_steps=3", "eval.metrics=[swd]"]
+
+
+def _write_config(tmp_path: Path, name: str, overrides: list[str]) -> Path:
+    """A YAML config file for a run (so that `-c` is exercised), with overrides left on the command line."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nout_dir: {tmp_path / 'runs'}\n")
+    return path
+
+
+@pytest.mark.parametrize("family", ["vqvae", "cvivit"])
+def test_train_then_eval_a_tokenizer(tmp_path: Path, family: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write_config(tmp_path, family, [])
+    assert main(["train", "-c", str(config), *TINY, *TOKENIZERS[family]]) == 0
+    run = tmp_path / "runs" / family
+    result = json.loads((run / "eval.json").read_text())
+    assert 0 < result["metrics"]["psnr"] < 100
+    assert -1 <= result["metrics"]["ssim"] <= 1
+    assert result["metrics"]["swd_avg"] >= 0
+    assert set(result["skipped"]) <= {"lpips", "fid"}  # need downloaded weights; reasons are given
+    assert all(reason for reason in result["skipped"].values())
+    assert result["protocol"]["model_weights"] == "ema"
+    assert result["protocol"]["num_images"] == 16
+    assert (run / "pictures" / "eval_reconstructions.png").is_file()
+    assert load_config(run / "config.yaml").data.channels == 1  # resolved and saved
+    # eval again with another protocol, via the CLI
+    assert main(["eval", str(run), "eval.num_images=8", "eval.metrics=[psnr]", "eval.use_ema=false"]) == 0
+    again = json.loads((run / "eval.json").read_text())
+    assert set(again["metrics"]) == {"psnr"} and again["protocol"]["model_weights"] == "raw"
+    assert "psnr" in capsys.readouterr().out
+
+
+def test_resume_through_the_cli_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    config = _write_config(tmp_path, "resumed", [])
+    assert main(["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"]]) == 0
+    run = tmp_path / "runs" / "resumed"
+    assert main(["train", "--resume", str(run), "--no-eval", "train.steps=6"]) == 0
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["start_step"] == 4 and summary["steps"] == 6
+    with open(run / "log.csv", newline="") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # changing the model when resuming is refused with a clear message
+    assert main(["train", "--resume", str(run), "train.steps=8", "model.vqvae.base_channels=16"]) == 2
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write_config(tmp_path, "twice", [])
+    args = ["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"], "train.steps=2"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+
+def test_tokenizer_with_gan_and_frames_as_images(tmp_path: Path) -> None:
+    """The data-control setting (an image model on every frame) with the patch-GAN active from step 1."""
+    config = _write_config(tmp_path, "gan", [])
+    overrides = [*TINY, *TOKENIZERS["vqvae"], "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true",
+                 "loss.gan_weight=0.1", "loss.gan_start_step=1", "loss.discriminator_channels=8", "data.resolution=16"]
+    assert main(["train", "-c", str(config), "--no-eval", *overrides]) == 0
+    with open(tmp_path / "runs" / "gan" / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["d_loss"] == "" and float(rows[-1]["d_loss"]) > 0  # the discriminator starts at step 1
+    assert float(rows[-1]["g_loss"]) != 0
+
+
+@pytest.mark.parametrize("family,frames", [("unet", 1), ("video_unet", 3)])
+def test_train_and_sample_a_diffusion_model(tmp_path: Path, family: str, frames: int) -> None:
+    config = _write_config(tmp_path, family, [])
+    overrides = [*TINY, *UNET, f"model.family={family}", f"pseudo_video.num_frames={frames}"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    run = tmp_path / "runs" / family
+    result = json.loads((run / "eval.json").read_text())
+    assert result["metrics"]["sampling_images_per_s"] > 0 and result["metrics"]["swd_avg"] >= 0
+    assert result["protocol"]["sampler"]["sampler"] == "ddim"
+    out = tmp_path / "samples"
+    assert main(["sample", str(run), "--n", "5", "--batch-size", "4", "--out", str(out), "--device", "cpu"]) == 0
+    assert len(list((out / "images").glob("*.png"))) == 5
+    assert (out / "grid.png").is_file()
+    assert (out / "pseudo_videos.gif").is_file() == (frames > 1)
+
+
+def test_sample_refuses_a_tokenizer_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write_config(tmp_path, "tok", [])
+    assert main(["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"], "train.steps=1"]) == 0
+    assert main(["sample", str(tmp_path / "runs" / "tok"), "--n", "2"]) == 2
+    assert "sample needs a diffusion run" in capsys.readouterr().err
+
+
+def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
