@@ -305,12 +305,12 @@ class GaussianDiffusion(nn.Module):
         """Validated frame weights (T,) float32 on ``device``, normalised to sum 1 (uniform when None)."""
         if frame_weights is None:
             return torch.full((num_frames,), 1.0 / num_frames, device=device)
-        weights = torch.as_tensor(frame_weights, dtype=torch.float32, device=device).flatten()
+        weights = torch.as_tensor(frame_weights, dtype=torch.float32).detach().cpu().flatten()  # checks without syncs
         if weights.numel() != num_frames:
             raise ValueError(f"frame_weights must have T={num_frames} entries, got {weights.numel()}")
         if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"frame_weights must be finite, non-negative and not all 0, got {weights.tolist()}")
-        return weights / weights.sum()
+        return (weights / weights.sum()).to(device)
 
     # -- sampling ----------------------------------------------------------------------------------------------------
     def _denoise(
