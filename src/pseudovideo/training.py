@@ -248,15 +248,18 @@ class _StepBatchSampler(Sampler):
             yield step, list(zip(positions, self._order[first : first + local].tolist()))
 
 
-def _item_seed(seed: int, step: int, position: int) -> int:
-    return int(np.random.SeedSequence([seed, step, position, 0xDA7A]).generate_state(1)[0])
+def _item_seeds(seed: int, step: int, count: int) -> list[int]:
+    """Augmentation seeds of global-batch positions ``0 .. count - 1`` at ``step`` (a prefix-stable stream)."""
+    return np.random.SeedSequence([seed, step, 0xDA7A]).generate_state(count).tolist()
 
 
 class _BatchFetcher(Dataset):
-    """Loads one (local) batch; each item's augmentation RNG is seeded from (seed, step, position).
+    """Loads one (local) batch with augmentation randomness that is a pure function of the step.
 
-    This makes random flips a function of the step (identical with or without DataLoader workers,
-    for any number of ranks, and after a resume) without touching the training process's RNGs.
+    Torch's global RNG (what this project's datasets draw flips from) is seeded per item from
+    (seed, step, position in the global batch), so flips do not depend on DataLoader workers, on the
+    number of ranks, or on a resume; numpy's and Python's RNGs (for third-party transforms) are seeded
+    once per local batch. The training process's own RNG states are left untouched.
     """
 
     def __init__(self, dataset: Dataset, seed: int):
@@ -267,14 +270,14 @@ class _BatchFetcher(Dataset):
 
     def __getitem__(self, key: tuple[int, list[tuple[int, int]]]) -> Tensor:
         step, items = key
+        seeds = _item_seeds(self.seed, step, max(position for position, _ in items) + 1)
         py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(seeds[items[0][0]])
+        np.random.seed(seeds[items[0][0]])
         images = []
         with torch.random.fork_rng(devices=[]):
             for position, index in items:
-                item_seed = _item_seed(self.seed, step, position)
-                torch.default_generator.manual_seed(item_seed)
-                np.random.seed(item_seed)
-                random.seed(item_seed)
+                torch.default_generator.manual_seed(seeds[position])
                 images.append(self.dataset[index])
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -645,7 +648,7 @@ def train(
                 f"(resume=True) or train into another run folder"
             )
 
-        # Seeds: the same on every rank for the global RNGs' first use, an offset per rank after.
+        # Seeds: one stream per rank (noise and dropout must differ between ranks).
         rank_seed = settings.seed + _RANK_SEED_OFFSET * ctx.rank
         _seed_everything(rank_seed)
         generator = torch.Generator(device=device).manual_seed(rank_seed)
