@@ -630,6 +630,8 @@ def train(
     newest intact checkpoint in ``run_dir/checkpoints`` (a corrupt newest one is skipped with a
     warning); without it, a run folder that already holds checkpoints is refused. Under ``torchrun``
     every rank calls this function; only rank 0 writes. Raises TrainingDivergedError on a NaN/inf loss.
+    Seeds torch's, numpy's and Python's global RNGs from ``settings.seed`` (offset per rank); the
+    task's ``model`` should be built (initialised) before the call.
     """
     _validate_settings(settings)
     run_dir = Path(run_dir)
