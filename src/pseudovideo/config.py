@@ -163,9 +163,13 @@ class DiffusionConfig:
     sampler: str = field(default="ddim", metadata=_choices("ddpm", "ddim"))
     sample_steps: int = 50
     eta: float = 0.0
-    clip_x0: bool = True
+    # Clip the predicted x_0 to [-1, 1]: on every frame, on the clean last frame only (the corrupted
+    # frames carry noise outside [-1, 1]), or never.
+    clip_x0: str = field(default="last", metadata=_choices("all", "last", "none"))
     sampling_mode: str = field(default="joint", metadata=_choices("joint", "autoregressive"))
     autoregressive_first_frames: int = 1
+    autoregressive_frames_per_step: int = 1
+    autoregressive_first_stage: str = field(default="full", metadata=_choices("full", "prefix"))
     guidance: str = field(default="replacement", metadata=_choices("replacement", "reconstruction"))
     guidance_weight: float = 1.0
 

@@ -603,6 +603,7 @@ class GaussianDiffusion(nn.Module):
         clip_x0: bool | str = True,
         first_frames: int = 1,
         frames_per_step: int = 1,
+        first_stage: str = "full",
         guidance: str = "replacement",
         guidance_weight: float = 1.0,
         generator: torch.Generator | None = None,
@@ -618,7 +619,7 @@ class GaussianDiffusion(nn.Module):
         if mode == "autoregressive":
             return self.sample_autoregressive(
                 model, shape, first_frames=first_frames, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                guidance_weight=guidance_weight, frames_per_step=frames_per_step, clip_x0=clip_x0,
+                guidance_weight=guidance_weight, frames_per_step=frames_per_step, first_stage=first_stage, clip_x0=clip_x0,
                 generator=generator, progress=progress, device=device,
             )
         if sampler == "ddpm":

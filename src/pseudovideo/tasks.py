@@ -316,6 +316,8 @@ def diffusion_sample_kwargs(config: RunConfig, *, preview: bool = False) -> dict
         "eta": d.eta,
         "clip_x0": d.clip_x0,
         "first_frames": d.autoregressive_first_frames,
+        "frames_per_step": d.autoregressive_frames_per_step,
+        "first_stage": d.autoregressive_first_stage,
         "guidance": d.guidance,
         "guidance_weight": d.guidance_weight,
     }
