@@ -127,8 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.run_dir.resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} but the config's run folder is {config.run_dir}; do not change name/out_dir when resuming")
     else:
-        if args.config is None:
-            raise UsageError("train needs -c CONFIG.yaml (see configs/) or --resume RUN_DIR")
+        if args.config is None and not args.overrides:
+            raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
         config = _config_from_args(args)
     result = train_run(config, resume=args.resume is not None)
     print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")

@@ -76,11 +76,13 @@ def tokenizer_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
         "model.cvivit.spatial_depth=2", "model.cvivit.temporal_depth=2", "train.lr=1e-3",
     ])
     target = _parameters(video, channels)
-    # The image model's width is chosen so that its parameter count is closest to the video model's.
+    # Matched bottleneck: the VQVAE downsamples 4x, C-ViViT uses 4x4 patches, so the clean image is
+    # (H/4) x (W/4) codes in both. The image model's width is chosen so that its parameter count is
+    # closest to the video model's.
     candidates = [
         build_config(overrides=_common_overrides(s, "vqvae", steps) + codebook + [
             "model.family=vqvae", "pseudo_video.num_frames=1", f"model.vqvae.base_channels={width}",
-            "model.vqvae.channel_mult=[1,2]", "model.vqvae.num_res_blocks=1", "train.lr=1e-3",
+            "model.vqvae.channel_mult=[1,2,2]", "model.vqvae.num_res_blocks=1", "train.lr=1e-3",
         ])
         for width in (16, 24, 32, 40, 48, 56, 64, 80, 96)
     ]
