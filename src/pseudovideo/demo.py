@@ -94,7 +94,7 @@ def diffusion_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
     """DDPM UNet (T = 1) and video UNet (T = frames) configs with matched steps (the video UNet adds temporal layers)."""
     steps = s.steps or 1500
     unet = ["model.unet.base_channels=32", "model.unet.channel_mult=[1,2]", "model.unet.num_res_blocks=1",
-            "model.unet.attention_resolutions=[8]", "diffusion.sample_steps=50", "train.lr=1e-3"]
+            "model.unet.attention_resolutions=[8]", "diffusion.sample_steps=25", "train.lr=1e-3"]
     image = build_config(overrides=_common_overrides(s, "ddpm", steps) + unet + ["model.family=unet", "pseudo_video.num_frames=1"])
     video = build_config(overrides=_common_overrides(s, "video_diffusion", steps) + unet + [
         "model.family=video_unet", f"pseudo_video.num_frames={s.frames}"])

@@ -181,7 +181,8 @@ def evaluate_run(
             save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
             save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
     else:
-        videos, info = generate_videos(model, config, eval_config.num_images, channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
+        videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
         fake = videos[:, -1].clamp(-1, 1)
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
