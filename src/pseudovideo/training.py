@@ -870,8 +870,10 @@ def train(
             model=model,
             ema_model=ema.module if ema else None,
         )
-        if ctx.is_main:
-            (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), indent=1))
+        summary_path = run_dir / "train_summary.json"
+        if ctx.is_main and (trained > 0 or not summary_path.is_file()):
+            # A resume of a finished run trains nothing: keep the figures of the run that did the work.
+            summary_path.write_text(json.dumps(result.summary(), indent=1))
         barrier(ctx)
         return result
     finally:
