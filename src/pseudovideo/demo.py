@@ -92,7 +92,7 @@ def tokenizer_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
 
 def diffusion_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
     """DDPM UNet (T = 1) and video UNet (T = frames) configs with matched steps (the video UNet adds temporal layers)."""
-    steps = s.steps or 1500
+    steps = s.steps or 800
     unet = ["model.unet.base_channels=32", "model.unet.channel_mult=[1,2]", "model.unet.num_res_blocks=1",
             "model.unet.attention_resolutions=[8]", "diffusion.sample_steps=25", "train.lr=1e-3"]
     image = build_config(overrides=_common_overrides(s, "ddpm", steps) + unet + ["model.family=unet", "pseudo_video.num_frames=1"])
