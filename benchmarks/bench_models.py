@@ -88,7 +88,7 @@ PRESETS: dict[str, Sizes] = {
                     temporal_patch_size=1, codebook_size=512),
         unet=dict(base_channels=32, channel_mult=(1, 2, 2), heads=4),
         vqvae=dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, codebook_size=512, codebook_dim=32),
-        sample_steps=5, warmup=2, iters=3, repeats=3,
+        sample_steps=5, warmup=2, iters=3, repeats=5,
     ),
     # GPU: the widths of the shipped CIFAR-10 configs (configs/cifar10_*.yaml) at 32x32
     "gpu": Sizes(
@@ -349,7 +349,9 @@ def build_ddpm_unet(s: Sizes, opts: Options) -> Impl | str:
     u = s.unet
     net = ref.module.Unet(
         dim=u["base_channels"], dim_mults=tuple(u["channel_mult"]), channels=s.channels, attn_heads=u["heads"],
-        attn_dim_head=u["base_channels"] // u["heads"], flash_attn=opts.device.type == "cuda",
+        attn_dim_head=u["base_channels"] // u["heads"],
+        # its flash setting forces the FLASH backend alone on sm > 8.0, which has no fp32 kernel
+        flash_attn=opts.device.type == "cuda" and opts.dtype == "bf16",
     )
     diffusion = ref.module.GaussianDiffusion(
         net, image_size=s.resolution, timesteps=1000, sampling_timesteps=s.sample_steps, objective="pred_noise",
@@ -462,6 +464,25 @@ def _benchmark(impls: list[Impl], s: Sizes, opts: Options) -> None:
         if _guard(impl, "memory", lambda i=impl: mem.extend(measure_memory(i, opts))):
             impl.peak_mem_mib, impl.mem_kind = mem
         impl.flops = bc.count_flops(impl.eager_train_step)
+        if opts.device.type == "cuda":
+            _guard(impl, "sync probe", lambda i=impl: _probe_syncs(i, opts))
+
+
+def _probe_syncs(impl: Impl, opts: Options) -> None:
+    """Counts the host-device synchronisations of one eager training step (torch.cuda sync debug mode)."""
+    import warnings
+
+    bc.synchronize(opts.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            impl.eager_train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0][:160] for w in caught if "synchroniz" in str(w.message)]
+    impl.notes.append(f"host syncs in one eager training step: {len(syncs)}"
+                      + (f" (first: {syncs[0]})" if syncs else ""))
 
 
 def _resident_bytes(impl: Impl) -> int:
@@ -617,14 +638,20 @@ def sizes_from_args(args: argparse.Namespace, device: torch.device) -> Sizes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    device = bc.resolve_device(args.device)
+    try:
+        device = bc.resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; expected a subset of {list(MODELS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    s = sizes_from_args(args, device)
+    try:
+        s = sizes_from_args(args, device)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     opts = Options(device=device, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
                    peak_flops=args.peak_flops)
     torch.manual_seed(0)
