@@ -1,0 +1,918 @@
+"""Experiments: a grid of runs described in one YAML file, trained, evaluated and tabulated together.
+
+An experiment file (``configs/experiments/*.yaml``) names *variants* (an image model, a video model,
+...); each variant may expand over *grid axes* (numbers of frames, constructions, corruptions, widths)
+and every combination is trained once per seed. A *scale* (``cpu-small``, ``paper``) adds the
+overrides that size every run (dataset, resolution, steps, model widths)::
+
+    name: frames
+    description: image model vs video model as T grows
+    metrics: [psnr, ssim, swd_avg]
+    plot: {x: pseudo_video.num_frames, group_by: [pair], panels: null, kind: line}
+    seeds: [0, 1]
+    scales:
+      cpu-small: {data.dataset: "folder:.data/cifar10-jpeg", train.steps: 300}
+      paper: {data.dataset: "folder:.data/cifar10-jpeg", train.steps: 100000}
+    base: {pseudo_video.construction: higher_order}
+    runs:
+      - {name: vqvae, labels: {pair: tokenizer}, overrides: {model.family: vqvae, pseudo_video.num_frames: 1}}
+      - name: cvivit
+        labels: {pair: tokenizer}
+        overrides: {model.family: cvivit}
+        scales: {paper: {model.cvivit.dim: 256}}        # this variant's own per-scale overrides
+        grid:
+          pseudo_video.num_frames: [4, 8, 18]           # a config key and its values
+          corruption:                                   # a named axis: label -> overrides
+            blur: {pseudo_video.corruptions: [{name: blur, max_level: 2.0}]}
+            noise: {pseudo_video.corruptions: [{name: noise, max_level: 0.3}]}
+
+Overrides are ``{dotted.key: value}`` mappings (nested mappings are flattened; list indices such as
+``pseudo_video.corruptions.0.max_level`` work). They apply in this order, later ones winning:
+``base``, ``scales[scale]``, the variant's ``overrides``, the variant's ``scales[scale]``, its grid
+values, the seed (``train.seed``), then the command line's extra overrides. Run names encode the
+variant, the grid values and the seed (``cvivit-T8-blur-s0``); run folders live in
+``<out>/<experiment>/<scale>/<run>``.
+
+:func:`run_experiment` validates every run config and input path before any training, trains the
+runs one after the other (skipping finished ones and resuming interrupted ones), evaluates them all
+with one protocol, measures training FLOPs per image, and writes ``results.csv``, ``results.md`` and
+PNG plots into the experiment folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import fnmatch
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from pseudovideo.checkpoint import list_checkpoints
+from pseudovideo.config import (
+    ConfigError,
+    EvalConfig,
+    RunConfig,
+    build_config,
+    config_to_dict,
+    load_config,
+    read_yaml,
+    save_config,
+)
+from pseudovideo.runs import check_run_inputs, read_train_summary, train_run
+
+__all__ = [
+    "PlotSpec",
+    "Variant",
+    "ExperimentSpec",
+    "ExperimentRun",
+    "RunPlan",
+    "ExperimentResult",
+    "parse_experiment",
+    "load_experiment",
+    "expand_experiment",
+    "plan_runs",
+    "count_flops",
+    "training_flops_per_image",
+    "aggregate_over_seeds",
+    "run_experiment",
+]
+
+# Keys that the runner sets itself.
+RESERVED_KEYS = ("name", "out_dir", "train.seed")
+# Keys that may differ between a run folder's saved config and the expanded one without making it
+# another run: how it is shown or where it runs, not what it computes.
+INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
+# Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
+RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
+# Short labels of common grid axes in run names (``cvivit-T8-s0``); other keys use their last part.
+AXIS_LABELS = {
+    "pseudo_video.num_frames": "T",
+    "model.vqvae.base_channels": "w",
+    "model.unet.base_channels": "w",
+    "model.cvivit.dim": "d",
+    "train.batch_size": "b",
+    "train.steps": "steps",
+    "pseudo_video.construction": "",
+}
+# Result columns every row has (besides the run's identity, grid axes and metrics).
+RESULT_COLUMNS = (
+    "flops_per_image", "parameters", "train_images_per_s", "train_frames_per_s", "peak_memory_mb", "train_seconds",
+)
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]+$")
+_TAR_HINT = "mkdir -p {parent} && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C {parent}"
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass
+class PlotSpec:
+    """What the plots show: each metric against column ``x``, one line (or bar) per ``group_by`` value.
+
+    Columns are config keys (``pseudo_video.num_frames``), grid axes, variant labels, ``variant``,
+    ``seed`` or result columns (``flops_per_image``). ``panels`` splits a plot into one panel per
+    value of a column (independent y axes); ``kind`` is ``line`` (numeric x) or ``bar`` (categorical x).
+    """
+
+    x: str = "variant"
+    group_by: list[str] = field(default_factory=list)
+    panels: str | None = None
+    kind: str = "line"
+
+
+@dataclass
+class Variant:
+    """A named kind of run: overrides, constant ``labels`` (extra table columns) and grid axes.
+
+    ``grid`` maps an axis to either a list of values of a config key, or (a *named* axis) a mapping
+    label -> overrides. ``scales`` holds this variant's own overrides per scale; ``only_scales``
+    restricts the variant to some scales (e.g. a costly model at ``paper`` only).
+    """
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, list[Any] | dict[str, dict[str, Any]]] = field(default_factory=dict)
+    only_scales: list[str] | None = None  # run this variant at these scales only (None: at every scale)
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment file: variants x grid axes x seeds, sized by a scale; see the module docstring."""
+
+    name: str
+    description: str
+    metrics: list[str]
+    plot: PlotSpec
+    seeds: dict[str, list[int]]  # scale -> seeds
+    scales: dict[str, dict[str, Any]]
+    base: dict[str, Any]
+    runs: list[Variant]
+
+
+@dataclass
+class ExperimentRun:
+    """One expanded run: its name, where it came from (variant, labels, grid values, seed) and its config."""
+
+    name: str
+    variant: str
+    labels: dict[str, Any]
+    axes: dict[str, Any]  # grid axis -> value (config-key axes) or label (named axes)
+    seed: int
+    config: RunConfig
+    overrides: list[str]  # the ``key=value`` overrides that built ``config`` (after the defaults)
+
+
+@dataclass
+class RunPlan:
+    """What the runner will do with a run: ``train``, ``resume``, ``evaluate`` (trained already) or ``skip``."""
+
+    run: ExperimentRun
+    action: str
+    reason: str
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` wrote and did."""
+
+    out_dir: Path
+    csv_path: Path
+    markdown_path: Path
+    plot_paths: list[Path]
+    markdown: str
+    rows: list[dict[str, Any]]
+    actions: dict[str, str]  # run name -> action taken (train, resume, evaluate, skip)
+    unfinished: list[str]  # expanded runs without results yet (e.g. left out by ``only``)
+
+
+_SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base", "runs")
+_VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
+_PLOT_KEYS = ("x", "group_by", "panels", "kind")
+_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "sampling_images_per_s")
+
+
+def _check_keys(data: dict[str, Any], valid: Sequence[str], where: str) -> None:
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(valid)}")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted.key: value, got {value!r}")
+    return value
+
+
+def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{a: {b: 1}, c.d: 2}`` -> ``{a.b: 1, c.d: 2}`` (lists are values, not sections)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten_overrides(value, full))
+        else:
+            flat[full] = value
+    return flat
+
+
+def _overrides(value: Any, where: str) -> dict[str, Any]:
+    flat = flatten_overrides(_mapping(value, where))
+    for key in flat:
+        if key in RESERVED_KEYS:
+            what = "the seeds list" if key == "train.seed" else "the runner (run name and --out)"
+            raise ConfigError(f"{where}.{key}: this key is set by {what}; remove it")
+    return flat
+
+
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: expected a name of letters, digits and _ . + = -, got {name!r}")
+    return name
+
+
+def _seed_list(seeds: Any, where: str) -> list[int]:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: repeated seed in {seeds}")
+    return list(seeds)
+
+
+def parse_experiment(data: dict[str, Any], source: str = "experiment") -> ExperimentSpec:
+    """Checks and types an experiment mapping (as read from YAML); raises ConfigError naming the bad key.
+
+    Run configs are not built here (see :func:`expand_experiment`).
+    """
+    # Top-level keys starting with "_" are ignored: they hold YAML anchors shared by several sections.
+    data = {k: v for k, v in data.items() if not str(k).startswith("_")}
+    _check_keys(data, _SPEC_KEYS, source)
+    for key in ("name", "scales", "runs"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    name = _check_name(data["name"], f"{source}: name")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"{source}: description: expected a string, got {description!r}")
+    metrics = data.get("metrics", ["psnr", "ssim", "swd_avg"])
+    if not isinstance(metrics, list) or not metrics:
+        raise ConfigError(f"{source}: metrics: expected a non-empty list, got {metrics!r}")
+    for metric in metrics:
+        if metric not in _METRICS and not re.fullmatch(r"swd_\d+", str(metric)):
+            raise ConfigError(f"{source}: metrics: unknown metric {metric!r}; valid: {', '.join(_METRICS)}, swd_<side>")
+    plot_data = _mapping(data.get("plot"), f"{source}: plot")
+    _check_keys(plot_data, _PLOT_KEYS, f"{source}: plot")
+    plot = PlotSpec(**plot_data)
+    if isinstance(plot.group_by, str):
+        plot.group_by = [plot.group_by]
+    if not isinstance(plot.x, str) or not isinstance(plot.group_by, list):
+        raise ConfigError(f"{source}: plot: x must be a column name and group_by a list of them, got {plot_data!r}")
+    if plot.kind not in ("line", "bar"):
+        raise ConfigError(f"{source}: plot.kind: expected line or bar, got {plot.kind!r}")
+    scales_data = _mapping(data["scales"], f"{source}: scales")
+    if not scales_data:
+        raise ConfigError(f"{source}: scales: define at least one scale (e.g. cpu-small, paper)")
+    scales = {_check_name(s, f"{source}: scales"): _overrides(v, f"{source}: scales.{s}") for s, v in scales_data.items()}
+    seeds_data = data.get("seeds", [0])
+    if isinstance(seeds_data, dict):
+        _check_keys(seeds_data, list(scales), f"{source}: seeds")
+        missing = [s for s in scales if s not in seeds_data]
+        if missing:
+            raise ConfigError(f"{source}: seeds: no seeds for scale(s) {', '.join(missing)}")
+    else:
+        seeds_data = {scale: seeds_data for scale in scales}
+    seeds = {scale: _seed_list(value, f"{source}: seeds" + (f".{scale}" if isinstance(data.get("seeds"), dict) else ""))
+             for scale, value in seeds_data.items()}
+    base = _overrides(data.get("base"), f"{source}: base")
+    if not isinstance(data["runs"], list) or not data["runs"]:
+        raise ConfigError(f"{source}: runs: expected a non-empty list of variants")
+    variants = []
+    for i, item in enumerate(data["runs"]):
+        where = f"{source}: runs.{i}"
+        item = _mapping(item, where)
+        _check_keys(item, _VARIANT_KEYS, where)
+        if "name" not in item:
+            raise ConfigError(f"{where}: missing required key 'name'")
+        vname = _check_name(item["name"], f"{where}.name")
+        where = f"{source}: runs.{i} ({vname})"
+        labels = _mapping(item.get("labels"), f"{where}.labels")
+        vscales = _mapping(item.get("scales"), f"{where}.scales")
+        only = item.get("only_scales")
+        if only is not None and (not isinstance(only, list) or not only):
+            raise ConfigError(f"{where}.only_scales: expected a non-empty list of scale names, got {only!r}")
+        for scale in [*vscales, *(only or [])]:
+            if scale not in scales:
+                raise ConfigError(f"{where}: scale {scale!r} is not one of the experiment's scales ({', '.join(scales)})")
+        grid: dict[str, Any] = {}
+        for axis, values in _mapping(item.get("grid"), f"{where}.grid").items():
+            if isinstance(values, dict):  # named axis: label -> overrides
+                if not values:
+                    raise ConfigError(f"{where}.grid.{axis}: expected at least one label")
+                grid[axis] = {_check_name(str(label), f"{where}.grid.{axis}"): _overrides(ov, f"{where}.grid.{axis}.{label}")
+                              for label, ov in values.items()}
+            elif isinstance(values, list) and values:
+                if axis in RESERVED_KEYS:
+                    raise ConfigError(f"{where}.grid.{axis}: this key is set by the runner; use seeds for train.seed")
+                grid[axis] = list(values)
+            else:
+                raise ConfigError(f"{where}.grid.{axis}: expected a non-empty list of values or a mapping label -> overrides, got {values!r}")
+        variants.append(Variant(
+            name=vname, overrides=_overrides(item.get("overrides"), f"{where}.overrides"), labels=dict(labels),
+            scales={s: _overrides(v, f"{where}.scales.{s}") for s, v in vscales.items()}, grid=grid,
+            only_scales=list(only) if only is not None else None,
+        ))
+    # A name may repeat only between variants for disjoint scales (e.g. other widths at paper scale).
+    for scale in scales:
+        names = [v.name for v in variants if v.only_scales is None or scale in v.only_scales]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: runs: variant name(s) {', '.join(repeated)} repeated at scale {scale} "
+                              f"(names may repeat only with disjoint only_scales)")
+    return ExperimentSpec(name=name, description=description.strip(), metrics=list(metrics), plot=plot,
+                          seeds=seeds, scales=scales, base=base, runs=variants)
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Reads and checks an experiment YAML file (ConfigError naming the file and the bad key)."""
+    return parse_experiment(read_yaml(path), source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion
+
+
+def _override_text(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"  # JSON is YAML flow syntax, which build_config parses
+
+
+def _value_label(axis: str, value: Any) -> str:
+    prefix = AXIS_LABELS.get(axis, axis.rsplit(".", 1)[-1])
+    if isinstance(value, bool):
+        return prefix if value else f"no_{prefix}"
+    if isinstance(value, (list, tuple)):
+        text = "x".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return prefix + re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
+
+
+def _lookup(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(key)
+    return node
+
+
+def expand_experiment(
+    spec: ExperimentSpec, scale: str, out_dir: str | Path = "runs/experiments", overrides: Sequence[str] = ()
+) -> list[ExperimentRun]:
+    """Every run of ``spec`` at ``scale``, with its config built and validated (nothing is trained).
+
+    Raises ConfigError naming the run and the key when any run config is invalid, when run names
+    collide, when the runs would not share one evaluation protocol, or when a plot column is unknown.
+    """
+    if scale not in spec.scales:
+        raise ConfigError(f"experiment {spec.name}: unknown scale {scale!r}; this experiment defines {', '.join(spec.scales)}")
+    folder = Path(out_dir) / spec.name / scale
+    runs: list[ExperimentRun] = []
+    for variant in spec.runs:
+        if variant.only_scales is not None and scale not in variant.only_scales:
+            continue
+        axes = list(variant.grid.items())
+        for combo in itertools.product(*[list(values) for _, values in axes]):
+            parts, axis_values, grid_texts = [variant.name], {}, []
+            for (axis, values), choice in zip(axes, combo):
+                axis_values[axis] = choice
+                if isinstance(values, dict):  # named axis: the label and its overrides
+                    parts.append(choice)
+                    grid_texts += [_override_text(k, v) for k, v in values[choice].items()]
+                else:
+                    parts.append(_value_label(axis, choice))
+                    grid_texts.append(_override_text(axis, choice))
+            # Layers in order of precedence (build_config applies overrides in order, later ones win).
+            layers = [spec.base, spec.scales[scale], variant.overrides, variant.scales.get(scale, {})]
+            texts = [_override_text(k, v) for layer in layers for k, v in layer.items()] + grid_texts
+            for seed in spec.seeds[scale]:
+                name = "-".join([*parts, f"s{seed}"])
+                texts_seed = [*texts, f"train.seed={seed}", *overrides, f"name={name}", f"out_dir={folder}"]
+                try:
+                    config = build_config(None, texts_seed)
+                except ConfigError as err:
+                    raise ConfigError(f"experiment {spec.name}, scale {scale}, run {name}: {err}") from None
+                runs.append(ExperimentRun(name=name, variant=variant.name, labels=dict(variant.labels),
+                                          axes=dict(axis_values), seed=seed, config=config, overrides=texts_seed))
+    if not runs:
+        raise ConfigError(f"experiment {spec.name}: no variant runs at scale {scale!r} (see the variants' only_scales)")
+    names = [run.name for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"experiment {spec.name}: run names collide: {', '.join(repeated)} (give the variants distinct names)")
+    reference = config_to_dict(runs[0].config)["eval"]
+    for run in runs[1:]:
+        diff = _diff(reference, config_to_dict(run.config)["eval"], "eval")
+        if diff:
+            raise ConfigError(
+                f"experiment {spec.name}: run {run.name} is evaluated differently from {runs[0].name} "
+                f"({_describe(diff)}); every run of an experiment shares one eval section (set it in base or scales)"
+            )
+    columns = _identity_columns(spec, runs)
+    for key in [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]:
+        if key not in columns and key not in (*spec.metrics, *RESULT_COLUMNS):
+            try:
+                _lookup(config_to_dict(runs[0].config), key)
+            except KeyError:
+                raise ConfigError(
+                    f"experiment {spec.name}: plot column {key!r} is neither a config key nor one of "
+                    f"{', '.join([*columns, *RESULT_COLUMNS])}"
+                ) from None
+    return runs
+
+
+def _identity_columns(spec: ExperimentSpec, runs: Sequence[ExperimentRun]) -> list[str]:
+    """run, variant, labels, grid axes (in order of appearance), seed."""
+    extra = list(dict.fromkeys(k for run in runs for k in [*run.labels, *run.axes]))
+    return ["run", "variant", *extra, "seed"]
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: what to do with each run folder
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def _diff(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ: key -> (saved, wanted)."""
+    a, b = _flat(saved, prefix), _flat(wanted, prefix)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _describe(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
+    items = [f"{k}: {old!r} there vs {new!r} here" for k, (old, new) in list(diff.items())[:limit]]
+    more = f", and {len(diff) - limit} more" if len(diff) > limit else ""
+    return "; ".join(items) + more
+
+
+def _config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Differences that matter between a run folder's saved config and the expanded one."""
+    diff = _diff(config_to_dict(saved), config_to_dict(wanted))
+    if wanted.data.channels is None:
+        diff.pop("data.channels", None)  # the saved config holds the channel count resolved from the data
+    for key in INCIDENTAL_KEYS:
+        diff.pop(key, None)
+    return diff
+
+
+def plan_runs(runs: Sequence[ExperimentRun]) -> list[RunPlan]:
+    """Decides, from each run folder's contents, whether to train, resume, only evaluate, or skip a run.
+
+    - finished (train_summary.json at the configured steps, eval.json, saved config equal): skip;
+    - trained with the same config but not (or differently) evaluated: evaluate;
+    - checkpoints of the same run (only steps or bookkeeping intervals differ): resume;
+    - no run there yet: train.
+    A folder holding another run (a different config) raises ConfigError naming the differing keys,
+    before anything is trained.
+    """
+    plans = []
+    for run in runs:
+        run_dir = run.config.run_dir
+        checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+        saved_path = run_dir / "config.yaml"
+        if not saved_path.is_file():
+            if checkpoints:
+                raise ConfigError(f"run folder {run_dir} holds checkpoints but no config.yaml; delete it or choose another --out")
+            plans.append(RunPlan(run, "train", "new run"))
+            continue
+        if not checkpoints:  # nothing to keep: stopped before its first checkpoint
+            plans.append(RunPlan(run, "train", "run folder without checkpoints"))
+            continue
+        try:
+            saved = load_config(saved_path)
+        except ConfigError as err:
+            raise ConfigError(f"run folder {run_dir} holds a config this version cannot read ({err}); delete it or choose another --out") from None
+        diff = _config_diff(saved, run.config)
+        eval_diff = {k: v for k, v in diff.items() if k.startswith("eval.")}
+        train_diff = {k: v for k, v in diff.items() if not k.startswith("eval.")}
+        summary = read_train_summary(run_dir)
+        newest = checkpoints[-1][0] if checkpoints else 0
+        if not train_diff:
+            if summary and summary.get("steps") == run.config.train.steps:
+                if (run_dir / "eval.json").is_file() and not eval_diff:
+                    plans.append(RunPlan(run, "skip", "finished and evaluated"))
+                else:
+                    plans.append(RunPlan(run, "evaluate", "trained; evaluation missing or made with another eval section"))
+            else:
+                plans.append(RunPlan(run, "resume", f"interrupted at step {newest}"))
+            continue
+        if set(train_diff) <= set(RESUMABLE_KEYS):
+            if newest > run.config.train.steps:
+                raise ConfigError(
+                    f"run folder {run_dir} has a checkpoint at step {newest}, beyond train.steps={run.config.train.steps}; "
+                    f"delete it or choose another --out"
+                )
+            plans.append(RunPlan(run, "resume", f"continues from step {newest} ({_describe(train_diff)})"))
+            continue
+        raise ConfigError(
+            f"run folder {run_dir} holds a different run ({_describe(train_diff)}); delete it or choose another --out"
+        )
+    return plans
+
+
+def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
+    """Dataset checks of every distinct data section; a missing CIFAR-10 folder names the tar command."""
+    seen = set()
+    for run in runs:
+        data = run.config.data
+        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_run_inputs(run.config)
+            if data.eval_split != data.train_split:
+                check_run_inputs(dataclasses.replace(run.config, data=dataclasses.replace(data, train_split=data.eval_split)))
+        except FileNotFoundError as err:
+            message = f"run {run.name}: data.dataset={data.dataset}: {err}"
+            if data.dataset.startswith("folder:"):
+                folder = Path(data.dataset.split(":", 1)[1])
+                message += f" (paths are relative to the current folder {os.getcwd()})"
+                if folder.name == "cifar10-jpeg":
+                    parent = folder.parent.as_posix() or "."
+                    message += f". Unpack CIFAR-10 there first: {_TAR_HINT.format(parent=parent)}"
+                else:
+                    message += ". Create it, or point data.dataset at another folder in the experiment's scales"
+            raise FileNotFoundError(message) from None
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of calling ``fn()`` (which may run a backward pass), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add of matmuls, convolutions and
+    attention, on any device; elementwise operations are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def training_flops_per_image(
+    config: RunConfig, *, channels: int | None = None, batch_size: int = 2, device: str | torch.device = "cpu", seed: int = 0
+) -> float:
+    """Floating-point operations of one training step per clean image (forward + backward of the loss).
+
+    Builds the run's task (fresh weights), runs ``task.training_loss`` on ``batch_size`` random images
+    (B, C, H, W) in [-1, 1] at the step ``train.steps - 1`` (every loss term active, the discriminator's
+    loss included when the task has one), back-propagates it, and counts the operations with
+    ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention: 2 FLOPs per
+    multiply-add; elementwise operations are not counted). A video model pays for all T frames of the
+    pseudo video of each image; with ``frames_as_images`` the image model pays for T one-frame samples.
+    ``channels`` defaults to ``data.channels``, else the dataset's own (read from the eval split).
+    """
+    from pseudovideo.tasks import build_dataset_from_config, build_task
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if channels is None:
+        channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        task = build_task(config, channels)
+        task.model.to(device).train()
+        if task.discriminator is not None:
+            task.discriminator.to(device).train()
+        if hasattr(task, "to"):
+            task.to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        res = config.data.resolution
+        images = torch.rand(batch_size, channels, res, res, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
+        step = max(config.train.steps - 1, 0)
+
+        def one_step() -> None:
+            loss, _ = task.training_loss(task.model, images, step, generator)
+            loss.backward()
+            d_out = task.discriminator_loss(step)
+            if d_out is not None:
+                d_out[0].backward()
+
+        flops = count_flops(one_step)
+    return flops / batch_size
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate_over_seeds(
+    rows: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Groups result rows by ``group_columns`` (seed excluded) and averages ``value_columns``.
+
+    Returns one dict per group (in order of first appearance) holding the group columns, ``seeds``
+    (how many rows) and, for each value column with at least one number, ``(mean, std)`` where std
+    is the sample standard deviation over seeds (None for one seed). Empty cells are ignored.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(c) for c in group_columns), []).append(row)
+    out = []
+    for key, members in groups.items():
+        entry: dict[str, Any] = dict(zip(group_columns, key))
+        entry["seeds"] = len(members)
+        for column in value_columns:
+            values = [float(m[column]) for m in members if m.get(column) not in (None, "")]
+            values = [v for v in values if math.isfinite(v)]
+            if values:
+                entry[column] = _mean_std(values)
+        out.append(entry)
+    return out
+
+
+def _format_mean_std(value: tuple[float, float | None] | None) -> str:
+    if value is None:
+        return "-"
+    mean, std = value
+    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
+
+
+def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[str], extra_keys: Sequence[str]) -> dict[str, Any]:
+    """One results.csv row of a finished run (eval.json, train_summary.json, flops.json)."""
+    run_dir = run.config.run_dir
+    result = json.loads((run_dir / "eval.json").read_text())
+    summary = result.get("train") or read_train_summary(run_dir)
+    flops = json.loads((run_dir / "flops.json").read_text())["flops_per_image"] if (run_dir / "flops.json").is_file() else None
+    row: dict[str, Any] = {c: "" for c in columns}
+    row.update({"run": run.name, "variant": run.variant, **run.labels, **run.axes, "seed": run.seed})
+    tree = config_to_dict(run.config)
+    # Config-key columns (grid axes of other variants included) hold every run's own value.
+    for key in [c for c in columns if row.get(c, "") == "" and c not in (*metrics, *RESULT_COLUMNS)]:
+        if _has_key(tree, key):
+            extra_keys = [*extra_keys, key]
+    for key in extra_keys:
+        value = _lookup(tree, key)
+        row[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    for metric in metrics:
+        row[metric] = result["metrics"].get(metric, "")
+    frames_per_s = summary.get("frames_per_s")
+    row.update({
+        "flops_per_image": flops if flops is not None else "",
+        "parameters": summary.get("parameters", {}).get("model", ""),
+        "train_images_per_s": summary.get("images_per_s", ""),
+        "train_frames_per_s": frames_per_s if frames_per_s is not None else "",
+        "peak_memory_mb": summary["peak_memory_bytes"] / 2**20 if "peak_memory_bytes" in summary else "",
+        "train_seconds": summary.get("wall_time_s", ""),
+    })
+    row["_skipped"] = result.get("skipped", {})
+    row["_protocol"] = result.get("protocol", {})
+    return row
+
+
+def _write_csv(rows: Sequence[dict[str, Any]], header: Sequence[str], path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(header), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in header})
+    return path
+
+
+def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
+              unfinished: Sequence[str]) -> str:
+    values = [*spec.metrics, "flops_per_image", "parameters", "train_images_per_s"]
+    groups = aggregate_over_seeds(rows, group_columns, values)
+    header = [*group_columns, "seeds", *spec.metrics, "GFLOPs/image", "params (M)", "train img/s"]
+    lines = [f"# Experiment {spec.name} ({scale})", ""]
+    if spec.description:
+        lines += [spec.description, ""]
+    lines += [f"Mean ± sample std over seeds {spec.seeds[scale]}; GFLOPs/image: forward + backward of one training step per "
+              "clean image (matmuls, convolutions, attention).", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
+    for group in groups:
+        flops = group.get("flops_per_image")
+        params = group.get("parameters")
+        cells = [str(group[c]) for c in group_columns] + [str(group["seeds"])]
+        cells += [_format_mean_std(group.get(m)) for m in spec.metrics]
+        cells += [f"{flops[0] / 1e9:.4g}" if flops else "-", f"{params[0] / 1e6:.3g}" if params else "-",
+                  _format_mean_std(group.get("train_images_per_s"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = {name: reason for row in rows for name, reason in row["_skipped"].items() if name in spec.metrics}
+    lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
+    if rows:
+        protocol = rows[0]["_protocol"]
+        keep = ("num_images", "eval_split", "resolution", "model_weights", "seed")
+        lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
+                  + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
+    if unfinished:
+        lines += ["", f"Not finished yet ({len(unfinished)}): {', '.join(unfinished)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _as_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    """Metric against ``plot.x``: mean over seeds with std error bars, one line/bar set per group, per panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    plot = spec.plot
+    rows = [r for r in rows if _as_number(r.get(metric)) is not None]
+    if not rows:
+        return None
+    panel_values = list(dict.fromkeys(r[plot.panels] for r in rows)) if plot.panels else [None]
+    fig = Figure(figsize=(5.2 * len(panel_values), 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    for p, panel in enumerate(panel_values):
+        ax = fig.add_subplot(1, len(panel_values), p + 1)
+        members = [r for r in rows if plot.panels is None or r[plot.panels] == panel]
+        groups = aggregate_over_seeds(members, [*plot.group_by, plot.x], [metric])
+        series: dict[tuple, list[tuple[Any, tuple[float, float | None]]]] = {}
+        for g in groups:
+            series.setdefault(tuple(g[c] for c in plot.group_by), []).append((g[plot.x], g[metric]))
+        categories = list(dict.fromkeys(g[plot.x] for g in groups))
+        numeric = plot.kind == "line" and all(_as_number(c) is not None for c in categories)
+        width = 0.8 / max(len(series), 1)
+        for s, (key, points) in enumerate(series.items()):
+            label = ", ".join(str(k) for k in key) or metric
+            if numeric:
+                points = sorted(points, key=lambda item: _as_number(item[0]))
+            ys = [m for _, (m, _) in points]
+            errs = [sd or 0.0 for _, (_, sd) in points]
+            if plot.kind == "line":
+                xs = [_as_number(x) if numeric else categories.index(x) for x, _ in points]
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+            else:
+                xs = [categories.index(x) - 0.4 + width * (s + 0.5) for x, _ in points]
+                ax.bar(xs, ys, width=width, yerr=errs, capsize=3, label=label)
+        if not numeric:
+            ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=20)
+        ax.set_xlabel(plot.x)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{spec.name}: {metric}" + (f" ({plot.panels}={panel})" if plot.panels else ""))
+        ax.grid(True, alpha=0.3)
+        if len(series) > 1 or plot.group_by:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: Path) -> tuple[list[dict[str, Any]], Path, Path, str, list[Path], list[str]]:
+    """results.csv, results.md and plot_<metric>.png for the finished runs among ``runs``."""
+    identity = _identity_columns(spec, runs)
+    tree = config_to_dict(runs[0].config)
+    plot_keys = [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]
+    extra_keys = [k for k in dict.fromkeys(["model.family", "pseudo_video.num_frames", *plot_keys])
+                  if k not in identity and k not in (*spec.metrics, *RESULT_COLUMNS) and _has_key(tree, k)]
+    header = [*identity[:-1], *extra_keys, "seed", *spec.metrics, *RESULT_COLUMNS]
+    finished = [run for run in runs if _is_finished(run)]
+    unfinished = [run.name for run in runs if not _is_finished(run)]
+    rows = [_result_row(run, header, spec.metrics, extra_keys) for run in finished]
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = _write_csv(rows, header, folder / "results.csv")
+    group_columns = [c for c in [*identity, *extra_keys] if c not in ("run", "seed")]
+    markdown = _markdown(spec, scale, rows, group_columns, unfinished)
+    md_path = folder / "results.md"
+    md_path.write_text(markdown)
+    plots = [p for metric in spec.metrics if (p := _plot(spec, rows, metric, folder / f"plot_{metric}.png")) is not None]
+    return rows, csv_path, md_path, markdown, plots, unfinished
+
+
+def _has_key(tree: dict[str, Any], key: str) -> bool:
+    try:
+        _lookup(tree, key)
+    except KeyError:
+        return False
+    return True
+
+
+def _is_finished(run: ExperimentRun) -> bool:
+    run_dir = run.config.run_dir
+    if not ((run_dir / "eval.json").is_file() and (run_dir / "config.yaml").is_file()):
+        return False
+    summary = read_train_summary(run_dir)
+    return summary.get("steps") == run.config.train.steps and not _config_diff(load_config(run_dir / "config.yaml"), run.config)
+
+
+# --------------------------------------------------------------------------------------------
+# The runner
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _record_flops(run_dir: Path, device: torch.device) -> None:
+    """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
+    saved = load_config(run_dir / "config.yaml")
+    flops = training_flops_per_image(saved, channels=saved.data.channels, device=device)
+    (run_dir / "flops.json").write_text(json.dumps({"flops_per_image": flops, "counted_on_batch": 2}, indent=1))
+
+
+def _finish_run(run: ExperimentRun, eval_config: EvalConfig) -> None:
+    """Evaluates a trained run with the experiment's eval section and records its FLOPs per image."""
+    from pseudovideo.evaluation import evaluate_run
+
+    run_dir = run.config.run_dir
+    saved = load_config(run_dir / "config.yaml")
+    evaluate_run(run_dir, eval_config, device=run.config.train.device)
+    if config_to_dict(saved.eval) != config_to_dict(eval_config):
+        save_config(dataclasses.replace(saved, eval=eval_config), run_dir / "config.yaml")
+    _record_flops(run_dir, _device(run.config.train.device))
+
+
+def run_experiment(
+    path: str | Path,
+    *,
+    scale: str = "cpu-small",
+    out_dir: str | Path = "runs/experiments",
+    only: str | None = None,
+    overrides: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Runs the experiment file ``path`` at ``scale`` into ``<out_dir>/<name>/<scale>/`` and tabulates it.
+
+    ``only``: a glob over run names (``"cvivit-*"``, ``"*-s0"``); other runs are neither trained nor
+    evaluated, but every finished run of the experiment is tabulated. ``overrides``: extra
+    ``key=value`` overrides for every run (e.g. ``train.device=cuda``), applied last.
+    Every config, run folder and dataset path is checked before the first run trains; a problem
+    raises ConfigError / FileNotFoundError naming the run and the key or path.
+    """
+    spec = load_experiment(path)
+    runs = expand_experiment(spec, scale, out_dir, overrides)
+    selected = runs
+    if only:
+        selected = [run for run in runs if fnmatch.fnmatchcase(run.name, only)]
+        if not selected:
+            raise ConfigError(f"--only {only!r} matches no run of {spec.name}; runs: {', '.join(r.name for r in runs)}")
+    _check_inputs(selected)
+    plans = plan_runs(selected)
+    folder = Path(out_dir) / spec.name / scale
+    log(f"experiment {spec.name} ({scale}): {len(runs)} runs, {len(selected)} selected, folder {folder}")
+    for plan in plans:
+        log(f"  {plan.run.name}: {plan.action} ({plan.reason})")
+    eval_config = runs[0].config.eval
+    actions = {}
+    for i, plan in enumerate(plans, 1):
+        run = plan.run
+        actions[run.name] = plan.action
+        if plan.action == "skip":
+            if not (run.config.run_dir / "flops.json").is_file():
+                _record_flops(run.config.run_dir, _device(run.config.train.device))
+            continue
+        log(f"\n== [{i}/{len(plans)}] {run.name}: {plan.action}, {run.config.model.family}, "
+            f"T={run.config.pseudo_video.num_frames}, {run.config.train.steps} steps -> {run.config.run_dir}")
+        if plan.action in ("train", "resume"):
+            train_run(run.config, resume=plan.action == "resume")
+        _finish_run(run, eval_config)
+    rows, csv_path, md_path, markdown, plots, unfinished = write_results(spec, scale, runs, folder)
+    log(f"\n{markdown}\nresults: {csv_path}, {md_path}" + "".join(f"\nplot: {p}" for p in plots))
+    return ExperimentResult(out_dir=folder, csv_path=csv_path, markdown_path=md_path, plot_paths=plots,
+                            markdown=markdown, rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+                            actions=actions, unfinished=unfinished)
