@@ -281,7 +281,7 @@ class GaussianDiffusion(nn.Module):
         if x0.ndim != 5:
             raise ValueError(f"expected x0 of shape (B, T, C, H, W), got {tuple(x0.shape)}")
         batch, num_frames = x0.shape[:2]
-        weights = self._frame_weights(frame_weights, num_frames, x0.device)
+        weights = self.normalise_frame_weights(frame_weights, num_frames, x0.device)
         gen_device = generator.device if generator is not None else x0.device
         t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gen_device).to(x0.device)
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
@@ -301,14 +301,17 @@ class GaussianDiffusion(nn.Module):
         return loss, stats
 
     @staticmethod
-    def _frame_weights(frame_weights: Tensor | None, num_frames: int, device: torch.device) -> Tensor:
+    def normalise_frame_weights(frame_weights: Tensor | None, num_frames: int, device: torch.device) -> Tensor:
         """Validated frame weights (T,) float32 on ``device``, normalised to sum 1 (uniform when None)."""
         if frame_weights is None:
             return torch.full((num_frames,), 1.0 / num_frames, device=device)
-        weights = torch.as_tensor(frame_weights, dtype=torch.float32).detach().cpu().flatten()  # checks without syncs
+        weights = torch.as_tensor(frame_weights, dtype=torch.float32).detach().flatten()
         if weights.numel() != num_frames:
             raise ValueError(f"frame_weights must have T={num_frames} entries, got {weights.numel()}")
-        if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        # Value checks only where they cost no device sync (callers validate device tensors once, on the CPU).
+        if weights.device.type == "cpu" and (
+            not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0
+        ):
             raise ValueError(f"frame_weights must be finite, non-negative and not all 0, got {weights.tolist()}")
         return (weights / weights.sum()).to(device)
 

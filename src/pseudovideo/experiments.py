@@ -7,9 +7,9 @@ overrides that size every run (dataset, resolution, steps, model widths)::
 
     name: frames
     description: image model vs video model as T grows
-    metrics: [psnr, ssim, swd_avg]
+    metrics: [psnr, ssim, swd_avg]                      # table columns, one plot each
     plot: {x: pseudo_video.num_frames, group_by: [pair], panels: null, kind: line}
-    seeds: [0, 1]
+    seeds: {cpu-small: [0], paper: [0, 1, 2]}           # or one list for every scale
     scales:
       cpu-small: {data.dataset: "folder:.data/cifar10-jpeg", train.steps: 300}
       paper: {data.dataset: "folder:.data/cifar10-jpeg", train.steps: 100000}
@@ -25,6 +25,10 @@ overrides that size every run (dataset, resolution, steps, model widths)::
           corruption:                                   # a named axis: label -> overrides
             blur: {pseudo_video.corruptions: [{name: blur, max_level: 2.0}]}
             noise: {pseudo_video.corruptions: [{name: noise, max_level: 0.3}]}
+
+A variant with ``only_scales: [paper]`` exists at those scales only; two variants may share a name
+when their ``only_scales`` are disjoint (other widths at another scale). Top-level keys starting with
+``_`` are ignored, to hold YAML anchors shared by several variants.
 
 Overrides are ``{dotted.key: value}`` mappings (nested mappings are flattened; list indices such as
 ``pseudo_video.corruptions.0.max_level`` work). They apply in this order, later ones winning:
@@ -84,6 +88,8 @@ __all__ = [
     "count_flops",
     "training_flops_per_image",
     "aggregate_over_seeds",
+    "flatten_overrides",
+    "write_results",
     "run_experiment",
 ]
 

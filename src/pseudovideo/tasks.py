@@ -267,7 +267,7 @@ class DiffusionTask:
         self.model = model
         self.diffusion = diffusion
         self.builder = builder
-        self.weights = weights
+        self.weights = diffusion.normalise_frame_weights(weights, weights.numel(), torch.device("cpu"))  # validated once
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
         self.sample_kwargs = sample_kwargs or {}

@@ -585,7 +585,7 @@ def _make_optimizer(module: nn.Module, settings: TrainConfig, device: torch.devi
         raise ValueError(f"{type(module).__name__} has no trainable parameters")
     return torch.optim.AdamW(
         params, lr=settings.lr, betas=(settings.betas[0], settings.betas[1]), weight_decay=settings.weight_decay,
-        fused=device.type == "cuda" or None,
+        fused=True,  # one kernel per step on CUDA; on CPU it also beats the per-parameter loop
     )
 
 

@@ -51,7 +51,9 @@ def code_usage_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     Returns:
         {"perplexity": in [1, K], "codebook_usage": in (0, 1]} as detached float32 scalars.
     """
-    counts = torch.bincount(indices.detach().reshape(-1), minlength=codebook_size).float()  # (K,)
+    flat = indices.detach().reshape(-1)
+    # scatter_add instead of bincount: bincount reads the maximum back to the host (a sync on CUDA).
+    counts = torch.zeros(codebook_size, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
     p = counts / counts.sum().clamp(min=1.0)
     entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()  # 0 log 0 = 0
     return {"perplexity": torch.exp(entropy), "codebook_usage": (counts > 0).float().mean()}
