@@ -13,11 +13,20 @@ unet="model.unet.base_channels=64 model.unet.channel_mult=[1,2,2] model.unet.num
  model.unet.attention_resolutions=[16] diffusion.sample_steps=50"
 run() { name=$1; shift; $py -m pseudovideo train "$@" $common name=$name > "$out/$name.log" 2>&1; echo "$name exit $?"; }
 mkdir -p "$out"
-run vqvae -c configs/cifar10_vqvae.yaml eval.num_images=2000 &
+run vqvae -c configs/cifar10_vqvae.yaml model.vqvae.base_channels=80 eval.num_images=2000 &
 run cvivit_T4 -c configs/cifar10_cvivit.yaml $cvivit pseudo_video.num_frames=4 eval.num_images=2000 &
 run cvivit_T8 -c configs/cifar10_cvivit.yaml $cvivit pseudo_video.num_frames=8 eval.num_images=2000 &
 run ddpm -c configs/cifar10_ddpm.yaml $unet eval.num_images=1000 &
 run video_T4_first -c configs/cifar10_video_diffusion.yaml $unet pseudo_video.construction=first_order eval.num_images=1000 &
 run video_T4_higher -c configs/cifar10_video_diffusion.yaml $unet pseudo_video.construction=higher_order eval.num_images=1000 &
 wait
-for f in "$out"/*/eval.md; do cat "$f"; done
+# One JSON of every run's evaluation (metrics, protocol, training summary) and a comparison table.
+$py - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+from pseudovideo.demo import compare_runs
+out = Path(sys.argv[1])
+results = [json.loads(p.read_text()) for p in sorted(out.glob("*/eval.json"))]
+(out / "summary.json").write_text(json.dumps(results, indent=1))
+print(compare_runs(results))
+PY
