@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from pseudovideo import experiments as E
-from pseudovideo.config import ConfigError, build_config
+from pseudovideo.config import ConfigError, build_config, config_to_dict
 from pseudovideo.runs import train_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_shipped_experiments_expand_and_validate_at_both_scales(path: Path) -> N
     for scale in ("cpu-small", "paper"):
         runs = E.expand_experiment(spec, scale, "runs/experiments")
         assert runs and len({r.name for r in runs}) == len(runs)
-        assert len({json.dumps(E.config_to_dict(r.config)["eval"]) for r in runs}) == 1
+        assert len({json.dumps(config_to_dict(r.config)["eval"]) for r in runs}) == 1
     small = E.expand_experiment(spec, "cpu-small", "runs/experiments")
     assert all(r.config.data.dataset == "folder:.data/cifar10-jpeg" and r.config.data.resolution == 16 for r in small)
 

@@ -807,8 +807,12 @@ def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, pat
     return path
 
 
-def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: Path) -> tuple[list[dict[str, Any]], Path, Path, str, list[Path], list[str]]:
-    """results.csv, results.md and plot_<metric>.png for the finished runs among ``runs``."""
+def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: str | Path) -> ExperimentResult:
+    """Writes results.csv, results.md and plot_<metric>.png into ``folder`` for the finished runs among ``runs``.
+
+    Trains nothing; the returned result's ``actions`` is empty.
+    """
+    folder = Path(folder)
     identity = _identity_columns(spec, runs)
     tree = config_to_dict(runs[0].config)
     plot_keys = [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]
@@ -825,7 +829,9 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     md_path = folder / "results.md"
     md_path.write_text(markdown)
     plots = [p for metric in spec.metrics if (p := _plot(spec, rows, metric, folder / f"plot_{metric}.png")) is not None]
-    return rows, csv_path, md_path, markdown, plots, unfinished
+    return ExperimentResult(out_dir=folder, csv_path=csv_path, markdown_path=md_path, plot_paths=plots, markdown=markdown,
+                            rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+                            actions={}, unfinished=unfinished)
 
 
 def _has_key(tree: dict[str, Any], key: str) -> bool:
@@ -917,8 +923,7 @@ def run_experiment(
         if plan.action in ("train", "resume"):
             train_run(run.config, resume=plan.action == "resume")
         _finish_run(run, eval_config)
-    rows, csv_path, md_path, markdown, plots, unfinished = write_results(spec, scale, runs, folder)
-    log(f"\n{markdown}\nresults: {csv_path}, {md_path}" + "".join(f"\nplot: {p}" for p in plots))
-    return ExperimentResult(out_dir=folder, csv_path=csv_path, markdown_path=md_path, plot_paths=plots,
-                            markdown=markdown, rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-                            actions=actions, unfinished=unfinished)
+    result = dataclasses.replace(write_results(spec, scale, runs, folder), actions=actions)
+    log(f"\n{result.markdown}\nresults: {result.csv_path}, {result.markdown_path}"
+        + "".join(f"\nplot: {p}" for p in result.plot_paths))
+    return result
