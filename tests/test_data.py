@@ -17,6 +17,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from pseudovideo.data import (
+    spread_subset,
     build_dataset,
     check_dataset_spec,
     list_image_files,
@@ -66,8 +67,15 @@ def test_digits_channels_and_max_images():
     item = ds[3]
     assert item.shape == (3, 8, 8)
     assert torch.equal(item[0], item[1]) and torch.equal(item[1], item[2])
-    first = build_dataset("digits", resolution=8)
-    assert torch.equal(item[:1], first[3])  # max_images keeps the first N, in order
+    full = build_dataset("digits", resolution=8)
+    # max_images keeps N images evenly spaced over the split, in order: 1500 -> 0, 250, 500, 750, ...
+    assert torch.equal(item[:1], full[round(3 * 1499 / 6)])
+
+
+def test_spread_subset_is_even_and_keeps_the_ends():
+    assert spread_subset(10, 4).tolist() == [0, 3, 6, 9]
+    assert spread_subset(5, None).tolist() == [0, 1, 2, 3, 4]
+    assert spread_subset(3, 10).tolist() == [0, 1, 2]
 
 
 def test_random_flip_is_deterministic_under_seed():

@@ -193,6 +193,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
+    from pseudovideo.experiments import run_experiment
+
+    result = run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides)
+    print(result.markdown)
+    print(f"results: {result.csv_path}\ntable: {result.markdown_path}")
+    for path in result.plot_paths:
+        print(f"plot: {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -240,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
     sample.set_defaults(func=cmd_sample)
+
+    experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
+    experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")
+    experiment.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every run")
+    experiment.add_argument("--scale", default="cpu-small", help="a scale of the experiment file (cpu-small, paper)")
+    experiment.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    experiment.add_argument("--only", default=None, help="glob over run names, e.g. 'cvivit-*' or '*-s0'")
+    experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
     demo.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, mnist, celeba or folder:PATH")

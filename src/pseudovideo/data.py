@@ -276,8 +276,8 @@ def build_dataset(
     """Build the clean-image dataset named by ``spec`` (see :func:`parse_dataset_spec`).
 
     Items are float32 ``(C, R, R)`` tensors in [-1, 1] with R = ``resolution`` (>= 4); ``channels``
-    (1 or 3, default: the data's own) converts grey <-> RGB; ``max_images`` keeps the first N images
-    in a fixed order (sorted file order for folders); ``root`` is where torchvision datasets live
+    (1 or 3, default: the data's own) converts grey <-> RGB; ``max_images`` keeps N images evenly
+    spaced over a fixed order (sorted file order for folders, so every class folder is represented); ``root`` is where torchvision datasets live
     (default ``"data"``; ignored by digits and folder specs), downloaded there when ``download``;
     ``skip_bad_files`` skips unreadable files of a folder (listed in
     ``.bad_files``) instead of raising.
@@ -291,7 +291,8 @@ def build_dataset(
     common = dict(resolution=resolution, channels=channels, random_flip=random_flip)
 
     if name == "digits":
-        return TensorImageDataset(_load_digits(split, resolution)[:max_images], name="digits", **common)
+        digits = _load_digits(split, resolution)
+        return TensorImageDataset(digits[spread_subset(len(digits), max_images)], name="digits", **common)
     if name == "folder":
         return _build_folder(arg, split, max_images=max_images, skip_bad_files=skip_bad_files, **common)
 
@@ -302,7 +303,18 @@ def build_dataset(
         images = _load_mnist(data_root, split, download)
     else:
         return _build_celeba(data_root, split, download, max_images=max_images, **common)
-    return TensorImageDataset(images[:max_images], name=name, **common)
+    return TensorImageDataset(images[spread_subset(len(images), max_images)], name=name, **common)
+
+
+def spread_subset(total: int, count: int | None) -> Tensor:
+    """Indices of ``count`` items evenly spaced over ``total`` ordered items (all when None).
+
+    Sorted image folders and dataset files are grouped by class, so the first N items would all be
+    one class; evenly spaced indices keep every class while staying deterministic.
+    """
+    if count is None or count >= total:
+        return torch.arange(total)
+    return torch.linspace(0, total - 1, count).round().long()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -653,7 +665,8 @@ def _build_folder(
     """Decode every image file of a folder tree up front into uint8 (N, C, R, R) in memory."""
     root = Path(path)
     folder = _split_folder(root, split, warn=True)
-    files = list_image_files(folder)[:max_images]
+    files = list_image_files(folder)
+    files = [files[i] for i in spread_subset(len(files), max_images).tolist()]
     workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(files)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(_decode_or_error, [(f, resolution, channels) for f in files]))

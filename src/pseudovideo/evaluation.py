@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from pseudovideo import metrics as M
 from pseudovideo.config import EvalConfig, RunConfig
+from pseudovideo.data import spread_subset
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -48,10 +49,9 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 
 
 def held_out_images(config: RunConfig, num_images: int) -> Tensor:
-    """The first ``num_images`` images of the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
+    """``num_images`` images evenly spread over the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split)
-    count = min(num_images, len(dataset))
-    return torch.stack([dataset.load(i) for i in range(count)])
+    return torch.stack([dataset.load(i) for i in spread_subset(len(dataset), num_images).tolist()])
 
 
 @torch.no_grad()
@@ -150,7 +150,7 @@ def evaluate_run(
     protocol: dict[str, Any] = {
         "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",
         "model_weights": "ema" if eval_config.use_ema else "raw",
-        "eval_split": config.data.eval_split,
+        "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
         "pseudo_video": f"T={config.pseudo_video.num_frames}, {config.pseudo_video.construction}, "
