@@ -41,6 +41,27 @@ def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tenso
     return level
 
 
+_DEVICE_COPIES: dict[tuple, Tensor] = {}
+_MAX_DEVICE_COPIES = 256
+
+
+def _on_device(host: Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A (cached) copy of a small host tensor on ``device``.
+
+    Pseudo-video levels and blur kernels are the same every training step; copying them afresh from
+    pageable host memory would synchronise the GPU stream at every operator call.
+    """
+    if device.type == "cpu":
+        return host.to(dtype)
+    key = (host.numpy().tobytes(), tuple(host.shape), str(device), dtype)
+    copy = _DEVICE_COPIES.get(key)
+    if copy is None:
+        if len(_DEVICE_COPIES) >= _MAX_DEVICE_COPIES:
+            _DEVICE_COPIES.clear()
+        copy = _DEVICE_COPIES[key] = host.to(device=device, dtype=dtype)
+    return copy
+
+
 def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise of ``shape`` with like's dtype/device, drawn on the generator's device."""
     device = generator.device if generator is not None else like.device
@@ -67,7 +88,7 @@ class Corruption(ABC):
     def apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Corrupt each sample x[n] (N, C, H, W) at level[n] (N,); returns (N, C, H, W), same dtype/device."""
         level_host = _check_batch(x, level, self.name, self.max_level)
-        level = level_host.to(x.device, non_blocking=True)
+        level = _on_device(level_host, x.device)
         out = self._apply(x, level, generator, level_host=level_host)
         return torch.where(rearrange(level, "n -> n 1 1 1") > 0, out, x)
 
@@ -135,11 +156,11 @@ class GaussianBlur(Corruption):
         flat = rearrange(x, "n c h w -> 1 (n c) h w")
         if radius_h > 0:
             kernels = gaussian_kernels_1d(level_host, radius_h, self.truncate)  # (N, 2 * radius_h + 1)
-            k_h = repeat(kernels.to(x.device, x.dtype, non_blocking=True), "n k -> (n c) 1 k 1", c=c)
+            k_h = _on_device(repeat(kernels, "n k -> (n c) 1 k 1", c=c), x.device, x.dtype)
             flat = F.conv2d(F.pad(flat, (0, 0, radius_h, radius_h), mode="reflect"), k_h, groups=n * c)
         if radius_w > 0:
             kernels = gaussian_kernels_1d(level_host, radius_w, self.truncate)  # (N, 2 * radius_w + 1)
-            k_w = repeat(kernels.to(x.device, x.dtype, non_blocking=True), "n k -> (n c) 1 1 k", c=c)
+            k_w = _on_device(repeat(kernels, "n k -> (n c) 1 1 k", c=c), x.device, x.dtype)
             flat = F.conv2d(F.pad(flat, (radius_w, radius_w, 0, 0), mode="reflect"), k_w, groups=n * c)
         return rearrange(flat, "1 (n c) h w -> n c h w", n=n, c=c)
 
@@ -185,7 +206,7 @@ class Downsample(Corruption):
         for value in torch.unique(level_host).tolist():
             if value == 0:
                 continue
-            idx = torch.nonzero(level_host == value).squeeze(1).to(x.device, non_blocking=True)
+            idx = _on_device(torch.nonzero(level_host == value).squeeze(1), x.device, torch.long)
             small = F.adaptive_avg_pool2d(x[idx], (self._size(h, value), self._size(w, value)))
             out[idx] = F.interpolate(small, size=(h, w), mode="nearest")
         return out
