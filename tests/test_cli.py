@@ -68,3 +68,14 @@ def test_user_errors_exit_2_with_a_clear_message(
 def test_module_entry_point_prints_help() -> None:
     result = subprocess.run([sys.executable, "-m", "pseudovideo", "--help"], capture_output=True, text=True, check=True)
     assert "show" in result.stdout and "diagnose" in result.stdout
+
+
+def test_overrides_may_follow_options(tmp_path: Path) -> None:
+    assert main(["show", "--n", "2", "data.resolution=8", "--out", str(tmp_path), "pseudo_video.num_frames=3"]) == 0
+    assert (tmp_path / "digits_higher_order_T3.png").is_file()
+
+
+def test_unknown_options_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["show", "--frames", "3"])
+    assert "unrecognized arguments: --frames" in capsys.readouterr().err

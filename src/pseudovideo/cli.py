@@ -281,7 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; user errors print one clear line and exit with status 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`experiment CFG --scale paper train.device=cuda`); argparse
+    # leaves those as unknown arguments, so they are collected here.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [arg for arg in extra if arg.startswith("-") or "=" not in arg or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UsageError, FileNotFoundError, ValueError) as err:
