@@ -17,12 +17,12 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from pseudovideo.data import (
-    spread_subset,
     build_dataset,
     check_dataset_spec,
     list_image_files,
     parse_dataset_spec,
     read_idx_images,
+    spread_subset,
 )
 
 # Most folder tests use a flat folder for every split on purpose; the one warning is tested explicitly.

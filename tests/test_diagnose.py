@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic, sample_patch_features
+from pseudovideo.diagnose import (
+    format_diagnostic_table,
+    markov_order_diagnostic,
+    sample_patch_features,
+)
 from pseudovideo.pseudo_video import build_pseudo_video_builder
 
 

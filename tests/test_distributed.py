@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_script import FlipDataset, TinyTask, tiny_settings
 from safetensors.torch import load_file
 from torch import nn
 
-from _train_script import FlipDataset, TinyTask, tiny_settings
 from pseudovideo.checkpoint import load_checkpoint
 from pseudovideo.distributed import (
     all_gather_objects,

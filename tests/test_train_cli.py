@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from pseudovideo.cli import main
 from pseudovideo.config import load_config

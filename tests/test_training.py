@@ -15,9 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_script import (
+    FlipDataset,
+    Interrupted,
+    TinyAutoencoder,
+    TinyTask,
+    tiny_settings,
+)
 from safetensors.torch import load_file
 
-from _train_script import FlipDataset, Interrupted, TinyAutoencoder, TinyTask, tiny_settings
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
 from pseudovideo.training import (
     ModelEMA,

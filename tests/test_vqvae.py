@@ -7,9 +7,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from _tokenizer_helpers import smooth_video, train_steps
 
 from pseudovideo.models.quantizer import VectorQuantizer, code_usage_stats
-from pseudovideo.models.tokenizer import TokenizerOutput, VideoTokenizer, count_parameters
+from pseudovideo.models.tokenizer import TokenizerOutput, count_parameters
 from pseudovideo.models.vqvae import VQVAE
 
 RES = 16
@@ -22,29 +23,6 @@ def tiny_vqvae(**overrides) -> VQVAE:
     )
     kwargs.update(overrides)
     return VQVAE(**kwargs)
-
-
-def smooth_video(batch: int, frames: int, seed: int = 0) -> torch.Tensor:
-    """(B, T, 3, 16, 16) smooth images in (-1, 1): bilinear upsampling of 4x4 noise."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.randn(batch * frames, 3, 4, 4, generator=g)
-    x = F.interpolate(low, size=RES, mode="bilinear", align_corners=False).tanh()
-    return x.view(batch, frames, 3, RES, RES)
-
-
-def train_steps(model: VideoTokenizer, x: torch.Tensor, steps: int, lr: float = 3e-3) -> list[float]:
-    """Adam on MSE + VQ loss; returns the reconstruction losses of every step."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        out = model(x)
-        rec = F.mse_loss(out.recon, x)
-        loss = rec + sum(out.aux_losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(rec.item())
-    return losses
 
 
 # ---------------------------------------------------------------------------------------------------------

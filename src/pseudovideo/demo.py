@@ -18,10 +18,18 @@ from typing import Any, Sequence
 import torch
 
 from pseudovideo.config import RunConfig, build_config
-from pseudovideo.evaluation import evaluate_run, held_out_images, reconstruct_clean_frames
-from pseudovideo.pictures import plot_curves, save_image_grid, save_side_by_side, save_video_grid
+from pseudovideo.evaluation import (
+    evaluate_run,
+    held_out_images,
+    reconstruct_clean_frames,
+)
+from pseudovideo.pictures import plot_curves, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, train_run
-from pseudovideo.tasks import build_dataset_from_config, build_model, build_pseudo_video_builder
+from pseudovideo.tasks import (
+    build_dataset_from_config,
+    build_model,
+    build_pseudo_video_builder,
+)
 
 FAMILIES = ("tokenizer", "diffusion", "both")
 

@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pseudovideo.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+from pseudovideo.config import (
+    ConfigError,
+    RunConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 from pseudovideo.data import check_dataset_spec
 from pseudovideo.distributed import init_distributed, teardown
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task

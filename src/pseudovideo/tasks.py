@@ -40,7 +40,8 @@ from pseudovideo.models.discriminator import PatchGANDiscriminator
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.models.unet import UNet
 from pseudovideo.models.vqvae import VQVAE
-from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder as _build_builder
+from pseudovideo.pseudo_video import PseudoVideoBuilder
+from pseudovideo.pseudo_video import build_pseudo_video_builder as _build_builder
 
 TOKENIZER_FAMILIES = ("vqvae", "cvivit")
 DIFFUSION_FAMILIES = ("unet", "video_unet")
