@@ -106,6 +106,11 @@ def test_train_and_sample_a_diffusion_model(tmp_path: Path, family: str, frames:
     assert len(list((out / "images").glob("*.png"))) == 5
     assert (out / "grid.png").is_file()
     assert (out / "pseudo_videos.gif").is_file() == (frames > 1)
+    # the sampler is chosen at sampling time: ancestral DDPM over all 20 timesteps
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "ddpm"), "--device", "cpu",
+                 "diffusion.sampler=ddpm"]) == 0
+    assert len(list((tmp_path / "ddpm" / "images").glob("*.png"))) == 2
+    assert main(["sample", str(run), "--n", "2", "train.steps=3"]) == 2
 
 
 def test_sample_refuses_a_tokenizer_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -163,9 +163,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    bad = [o for o in args.overrides if not o.startswith("diffusion.")]
+    if bad:
+        raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")
     config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
     if config.model.family not in DIFFUSION_FAMILIES:
         raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run (unet or video_unet)")
+    config = build_config(config_to_dict(config), args.overrides)  # e.g. diffusion.sampler=ddpm
     videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     images = videos[:, -1]
@@ -245,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="generate images and pseudo videos from a diffusion run")
     sample.add_argument("run_dir", type=Path)
+    sample.add_argument("overrides", nargs="*", metavar="diffusion.key=value", help="e.g. diffusion.sampler=ddpm")
     sample.add_argument("--n", type=int, default=64)
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
