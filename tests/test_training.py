@@ -264,6 +264,22 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_0000004", "step_0000005"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the RSS peak")
+def test_cpu_peak_memory_is_this_runs_not_the_process_lifetime(tmp_path):
+    # Runs of an experiment share one process: an earlier 600 MB spike must not show up as this run's peak.
+    spike = torch.ones(600 * 2**20 // 4)
+    spike.add_(1.0)
+    del spike
+    peak_with_spike = _status_kib("VmHWM") * 1024
+    summary = train(TinyTask(), FlipDataset(), tiny_settings(steps=2), tmp_path / "run").summary()
+    assert 0 < summary["peak_memory_bytes"] < peak_with_spike - 400 * 2**20
+
+
+def _status_kib(field: str) -> int:
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
+
+
 def test_summary_previews_config_and_load_trained_model(tmp_path):
     run = tmp_path / "run"
     settings = tiny_settings(steps=4, checkpoint_every=2, image_every=2, log_every=2)

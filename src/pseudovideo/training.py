@@ -608,9 +608,25 @@ def _validate_settings(settings: TrainConfig) -> None:
             raise ValueError(message)
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh peak-memory window for this run (several runs may share one process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    # Linux: writing "5" to clear_refs resets the process's RSS high-water mark (VmHWM).
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_memory(device: torch.device) -> int:
+    """Peak memory in bytes since :func:`_reset_peak_memory`: CUDA allocator peak, or the process RSS peak on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    # Elsewhere, the lifetime peak of the process (an upper bound when runs share a process).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
@@ -742,8 +758,7 @@ def train(
             writer = _tensorboard_writer(run_dir / "tb", purge_step=start_step)
             preview_images = _preview_images(dataset, settings, device)
         frames_per_image = getattr(task, "frames_per_image", None)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        _reset_peak_memory(device)
 
         def write_checkpoint(done: int) -> Path | None:
             rng = all_gather_objects(_capture_rng(generator, device), ctx)
@@ -770,6 +785,7 @@ def train(
 
         progress = tqdm(
             total=settings.steps, initial=start_step, desc="train", dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # log files get a line every 30 s, not every step
             disable=not (settings.progress and ctx.is_main),
         )
         meter = _ScalarMeter()
