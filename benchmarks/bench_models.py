@@ -111,6 +111,7 @@ class Options:
     compile: bool
     channels_last: bool
     peak_flops: float
+    fused_adamw: bool = True
 
 
 # -- one implementation under test -----------------------------------------------------------------------------
@@ -138,9 +139,10 @@ class Impl:
     flops: int | None = None  # training FLOPs per step (FlopCounterMode)
 
 
-def _optimizer(module: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(module: nn.Module, opts: Options) -> torch.optim.Optimizer:
+    """AdamW for both implementations: fused (as the training engine uses it) unless --no-fused-adamw."""
     params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=1e-4, fused=True if device.type == "cuda" else None)
+    return torch.optim.AdamW(params, lr=1e-4, fused=True if opts.fused_adamw else None)
 
 
 def _make_step(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, opts: Options) -> Callable[[], None]:
@@ -227,7 +229,7 @@ def build_ours(model: str, s: Sizes, opts: Options) -> Impl:
     frames = config.pseudo_video.num_frames
     images = _input((s.batch, s.channels, s.resolution, s.resolution), opts)
     generator = torch.Generator(device=opts.device).manual_seed(0)
-    optimizer = _optimizer(module, opts.device)
+    optimizer = _optimizer(module, opts)
     compiled = _maybe_compile(module, opts)
 
     def loss_of(net: nn.Module) -> Callable[[], Tensor]:
@@ -275,7 +277,7 @@ def build_phenaki(s: Sizes, opts: Options) -> Impl | str:
     )
     module = _prepare(module, opts)
     video = _input((s.batch, s.channels, s.frames, s.resolution, s.resolution), opts)  # (B, C, T, H, W)
-    optimizer = _optimizer(module, opts.device)
+    optimizer = _optimizer(module, opts)
     compiled = _maybe_compile(module, opts)
 
     def sample() -> Tensor:
@@ -308,7 +310,7 @@ def build_unet3d(s: Sizes, opts: Options) -> Impl | str:
     )
     diffusion = _prepare(diffusion, opts)
     video = _input((s.batch, s.channels, s.frames, s.resolution, s.resolution), opts, low=0.0)  # (B, C, T, H, W)
-    optimizer = _optimizer(net, opts.device)
+    optimizer = _optimizer(net, opts)
     if opts.compile:
         diffusion.denoise_fn = _compile(net)
     timesteps = _descending_timesteps(s.sample_steps, diffusion.num_timesteps)
@@ -359,7 +361,7 @@ def build_ddpm_unet(s: Sizes, opts: Options) -> Impl | str:
     )
     diffusion = _prepare(diffusion, opts)
     images = _input((s.batch, s.channels, s.resolution, s.resolution), opts, low=0.0)
-    optimizer = _optimizer(net, opts.device)
+    optimizer = _optimizer(net, opts)
     if opts.compile:
         diffusion.model = _compile(net)
 
@@ -596,6 +598,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile ours and the references")
     parser.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
+    parser.add_argument("--no-fused-adamw", dest="fused_adamw", action="store_false",
+                        help="AdamW's per-parameter loop instead of the fused kernel the training engine uses")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (preset 'quick')")
     parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
                         help="sizes: quick | cpu | gpu (default: gpu on CUDA, cpu otherwise)")
@@ -653,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     opts = Options(device=device, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
-                   peak_flops=args.peak_flops)
+                   peak_flops=args.peak_flops, fused_adamw=args.fused_adamw)
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -664,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/bench_models.py", *(sys.argv[1:] if argv is None else argv)]),
         "environment": bc.environment(device),
         "dtype": args.dtype, "compile": args.compile, "channels_last": args.channels_last,
+        "fused_adamw": args.fused_adamw,
         "peak_flops": args.peak_flops if device.type == "cuda" else None,
         "sizes": {k: v for k, v in s.__dict__.items()},
         "ratio": "ours / reference throughput (images per second), on the 'ours' row",
