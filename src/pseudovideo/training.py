@@ -854,7 +854,9 @@ def train(
                         for name, value in row.items():
                             if name != "step":
                                 writer.add_scalar(f"train/{name}", value, done)
-                    progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}")
+                    progress.set_postfix(
+                        loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
+                    )
             if done % settings.checkpoint_every == 0 or done == settings.steps:
                 watch.check(ctx)
                 last_checkpoint = write_checkpoint(done) or last_checkpoint
