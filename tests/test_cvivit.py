@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
-from _tokenizer_helpers import smooth_video, train_steps
+from _tokenizer_helpers import (
+    assert_checkpointing_gives_same_gradients,
+    assert_restored_tokenizer_matches,
+    smooth_video,
+    train_steps,
+)
 
 from pseudovideo.models.cvivit import CViViT, num_time_steps
 from pseudovideo.models.tokenizer import TokenizerOutput
@@ -169,28 +172,9 @@ def test_state_dict_round_trip_restores_ema_buffers() -> None:
     torch.manual_seed(99)
     restored = tiny_cvivit()
     restored.load_state_dict(state)
-    model.eval(), restored.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(restored(x).recon, model(x).recon, rtol=0, atol=0)
-    model.train(), restored.train()
-    torch.manual_seed(7)
-    model(x)
-    torch.manual_seed(7)
-    restored(x)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, restored.state_dict()[key]), key
+    assert_restored_tokenizer_matches(model, restored, x)
 
 
 def test_gradient_checkpointing_gives_same_gradients() -> None:
     torch.manual_seed(0)
-    model = tiny_cvivit(dead_code_threshold=0.0)
-    checkpointed = copy.deepcopy(model)
-    checkpointed.set_gradient_checkpointing(True)
-    x = smooth_video(2, 5)
-    for m in (model, checkpointed):
-        out = m(x)
-        (F.mse_loss(out.recon, x) + out.aux_losses["vq"]).backward()
-    for (name, p), q in zip(model.named_parameters(), checkpointed.parameters()):
-        assert p.grad is not None, name
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
-    torch.testing.assert_close(checkpointed.quantizer.codebook, model.quantizer.codebook, rtol=0, atol=0)
+    assert_checkpointing_gives_same_gradients(tiny_cvivit(dead_code_threshold=0.0), smooth_video(2, 5))

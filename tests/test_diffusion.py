@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _unet_helpers import TINY_UNET, randomize
 
 from pseudovideo.diffusion import (
     GaussianDiffusion,
@@ -15,19 +16,7 @@ from pseudovideo.diffusion import (
 )
 from pseudovideo.models.unet import image_unet, video_unet
 
-TINY = dict(
-    base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), resolution=8, num_heads=2
-)
 SHAPE = (2, 3, 3, 8, 8)  # (B, T, C, H, W)
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
-    """Perturbs every parameter, so zero-initialised output layers become active."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return model.eval()
 
 
 class DeltaOracle(torch.nn.Module):
@@ -169,7 +158,7 @@ def test_training_loss_shares_t_and_weights_frames() -> None:
 def test_tiny_model_overfits_single_batch(prediction: str) -> None:
     torch.manual_seed(0)
     diffusion = GaussianDiffusion(beta_schedule("cosine", 100), prediction=prediction)
-    model = video_unet(**TINY)
+    model = video_unet(**TINY_UNET)
     x0 = torch.rand(4, 2, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -212,7 +201,7 @@ def test_clip_modes() -> None:
 
 def test_ddim_eta0_deterministic_and_ddpm_seeded() -> None:
     diffusion = GaussianDiffusion(beta_schedule("cosine", 20))
-    model = _randomize(video_unet(**TINY))
+    model = randomize(video_unet(**TINY_UNET))
     x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(9))
     a = diffusion.sample_ddim(model, SHAPE, 4, eta=0.0, generator=torch.Generator().manual_seed(1), x_T=x_T)
     b = diffusion.sample_ddim(model, SHAPE, 4, eta=0.0, generator=torch.Generator().manual_seed(2), x_T=x_T)
@@ -235,14 +224,14 @@ def test_conditional_keeps_known_frames_and_image_unet_ignores_them(guidance: st
     x_known = torch.rand(2, 1, 3, 8, 8, generator=gen) * 2 - 1
     x_T = torch.randn(SHAPE, generator=gen)
 
-    image = _randomize(image_unet(**TINY))  # frames are independent: conditioning cannot reach frames 1..
+    image = randomize(image_unet(**TINY_UNET))  # frames are independent: conditioning cannot reach frames 1..
     out = diffusion.sample_conditional(image, x_known, 3, steps=4, guidance=guidance, guidance_weight=5.0,
                                        x_T=x_T, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[:, :1], x_known)
     unconditional = diffusion.sample_ddim(image, SHAPE, 4, x_T=x_T)
     torch.testing.assert_close(out[:, 1:], unconditional[:, 1:], atol=1e-5, rtol=1e-5)
 
-    video = _randomize(video_unet(**TINY))  # temporal attention: the unknown frames depend on the known one
+    video = randomize(video_unet(**TINY_UNET))  # temporal attention: the unknown frames depend on the known one
     kwargs = dict(steps=4, guidance=guidance, guidance_weight=5.0, x_T=x_T)
     out_a = diffusion.sample_conditional(video, x_known, 3, generator=torch.Generator().manual_seed(0), **kwargs)
     out_b = diffusion.sample_conditional(video, -x_known, 3, generator=torch.Generator().manual_seed(0), **kwargs)
@@ -251,7 +240,7 @@ def test_conditional_keeps_known_frames_and_image_unet_ignores_them(guidance: st
 
 def test_reconstruction_guidance_changes_samples() -> None:
     diffusion = GaussianDiffusion(beta_schedule("cosine", 20))
-    video = _randomize(video_unet(**TINY))
+    video = randomize(video_unet(**TINY_UNET))
     gen = torch.Generator().manual_seed(11)
     x_known = torch.rand(2, 1, 3, 8, 8, generator=gen) * 2 - 1
     x_T = torch.randn(SHAPE, generator=gen)
@@ -270,7 +259,7 @@ def test_reconstruction_guidance_changes_samples() -> None:
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_autoregressive_shapes_and_info(guidance: str, sampler: str) -> None:
     diffusion = GaussianDiffusion(beta_schedule("cosine", 6))
-    model = _randomize(video_unet(**TINY))
+    model = randomize(video_unet(**TINY_UNET))
     video, info = diffusion.sample_autoregressive(model, SHAPE, first_frames=1, sampler=sampler, steps=3,
                                                   guidance=guidance, generator=torch.Generator().manual_seed(0))
     assert video.shape == SHAPE and torch.isfinite(video).all()
@@ -281,7 +270,7 @@ def test_autoregressive_shapes_and_info(guidance: str, sampler: str) -> None:
 
 def test_autoregressive_prefix_with_causal_model_and_joint_sample() -> None:
     diffusion = GaussianDiffusion(beta_schedule("cosine", 20), prediction="v")
-    model = _randomize(video_unet(causal_temporal=True, **TINY))
+    model = randomize(video_unet(causal_temporal=True, **TINY_UNET))
     video, info = diffusion.sample(model, SHAPE, mode="autoregressive", steps=3, first_frames=2,
                                    frames_per_step=2, generator=torch.Generator().manual_seed(0))
     assert video.shape == SHAPE and info["stages"] == 2

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _unet_helpers import TINY_UNET, randomize
 
 from pseudovideo.models.unet import UNet, image_unet, is_temporal_key, video_unet
-
-TINY = dict(
-    base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), resolution=8, num_heads=2
-)
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
-    """Perturbs every parameter, so zero-initialised output layers (identity at init) become active."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return model.eval()
 
 
 def _video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
@@ -29,7 +17,7 @@ def _video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("frame_position", ["learned", "relative"])
 @pytest.mark.parametrize("frames", [1, 3])
 def test_output_shape(temporal: bool, frame_position: str, frames: int) -> None:
-    model = UNet(temporal=temporal, frame_position=frame_position, **TINY)
+    model = UNet(temporal=temporal, frame_position=frame_position, **TINY_UNET)
     x = _video(frames=frames)
     out = model(x, torch.tensor([3, 700]))
     assert out.shape == x.shape
@@ -39,7 +27,7 @@ def test_output_shape(temporal: bool, frame_position: str, frames: int) -> None:
 
 
 def test_zero_init_output_and_gradients_flow() -> None:
-    model = video_unet(**TINY)
+    model = video_unet(**TINY_UNET)
     x = _video()
     out = model(x, torch.tensor([10, 20]))
     assert torch.count_nonzero(out) == 0  # final conv starts at zero, as in DDPM
@@ -49,8 +37,8 @@ def test_zero_init_output_and_gradients_flow() -> None:
 
 
 def test_video_unet_structure_matches_image_unet() -> None:
-    image = image_unet(**TINY)
-    video = video_unet(**TINY)
+    image = image_unet(**TINY_UNET)
+    video = video_unet(**TINY_UNET)
     temporal_count = sum(p.numel() for p in video.temporal_parameters())
     assert temporal_count > 0
     assert sum(1 for _ in image.temporal_parameters()) == 0
@@ -62,8 +50,8 @@ def test_video_unet_structure_matches_image_unet() -> None:
 
 def test_fresh_video_unet_starts_as_loaded_image_unet() -> None:
     """Temporal layers start as identity: with the image weights loaded, outputs equal the image UNet's."""
-    image = _randomize(image_unet(**TINY))
-    video = video_unet(frame_position="relative", **TINY).eval()
+    image = randomize(image_unet(**TINY_UNET))
+    video = video_unet(frame_position="relative", **TINY_UNET).eval()
     video.load_spatial_state_dict(image.state_dict())
     x = _video(frames=3)
     t = torch.tensor([100, 900])
@@ -73,11 +61,11 @@ def test_fresh_video_unet_starts_as_loaded_image_unet() -> None:
 
 
 def test_load_spatial_state_dict_rejects_mismatch() -> None:
-    video = video_unet(**TINY)
-    other = image_unet(**{**TINY, "base_channels": 32})
+    video = video_unet(**TINY_UNET)
+    other = image_unet(**{**TINY_UNET, "base_channels": 32})
     with pytest.raises(RuntimeError):  # size mismatch is reported by torch
         video.load_spatial_state_dict(other.state_dict())
-    state = image_unet(**TINY).state_dict()
+    state = image_unet(**TINY_UNET).state_dict()
     state.pop("input_conv.weight")
     with pytest.raises(ValueError, match="missing"):
         video.load_spatial_state_dict(state)
@@ -89,11 +77,11 @@ def test_temporal_attention_mixes_frames(frame_position: str) -> None:
     x_changed = x.clone()
     x_changed[:, 0] += 1.0  # change frame 0 only
     t = torch.tensor([50, 500])
-    video = _randomize(video_unet(frame_position=frame_position, **TINY))
+    video = randomize(video_unet(frame_position=frame_position, **TINY_UNET))
     out, out_changed = video(x, t), video(x_changed, t)
     assert (out[:, 2] - out_changed[:, 2]).abs().max() > 1e-4  # frame 2 sees frame 0
 
-    image = _randomize(image_unet(**TINY))
+    image = randomize(image_unet(**TINY_UNET))
     out, out_changed = image(x, t), image(x_changed, t)
     assert torch.equal(out[:, 1:], out_changed[:, 1:])  # frames are independent in the image UNet
     assert (out[:, 0] - out_changed[:, 0]).abs().max() > 1e-4
@@ -101,7 +89,7 @@ def test_temporal_attention_mixes_frames(frame_position: str) -> None:
 
 @pytest.mark.parametrize("frame_position", ["learned", "relative"])
 def test_causal_temporal_does_not_look_ahead(frame_position: str) -> None:
-    model = _randomize(video_unet(causal_temporal=True, frame_position=frame_position, **TINY))
+    model = randomize(video_unet(causal_temporal=True, frame_position=frame_position, **TINY_UNET))
     x = _video(frames=4)
     t = torch.tensor([50, 500])
     out = model(x, t)
@@ -116,7 +104,7 @@ def test_causal_temporal_does_not_look_ahead(frame_position: str) -> None:
 
 
 def test_relative_bias_and_causal_mask() -> None:
-    model = video_unet(causal_temporal=True, frame_position="relative", max_frames=5, **TINY)
+    model = video_unet(causal_temporal=True, frame_position="relative", max_frames=5, **TINY_UNET)
     layer = next(m for name, m in model.named_modules() if name.endswith("temporal"))
     with torch.no_grad():
         layer.relative_bias.copy_(torch.arange(9, dtype=torch.float32)[:, None].expand(9, 2))
@@ -129,7 +117,7 @@ def test_relative_bias_and_causal_mask() -> None:
 
 def test_gradient_checkpointing_same_gradients() -> None:
     torch.manual_seed(0)
-    model = _randomize(video_unet(**TINY)).train()
+    model = randomize(video_unet(**TINY_UNET)).train()
     x, t = _video(), torch.tensor([3, 300])
     model(x, t).square().mean().backward()
     grads = [p.grad.clone() for p in model.parameters()]
@@ -141,7 +129,7 @@ def test_gradient_checkpointing_same_gradients() -> None:
 
 
 def test_more_frames_than_max_frames_raises() -> None:
-    model = video_unet(max_frames=2, **TINY)
+    model = video_unet(max_frames=2, **TINY_UNET)
     with pytest.raises(ValueError, match="max_frames=2"):
         model(_video(frames=3), torch.tensor([1, 2]))
 
@@ -163,11 +151,11 @@ def test_more_frames_than_max_frames_raises() -> None:
 )
 def test_bad_config_raises(overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        UNet(**{**TINY, **overrides})
+        UNet(**{**TINY_UNET, **overrides})
 
 
 def test_bad_inputs_raise() -> None:
-    model = image_unet(**TINY)
+    model = image_unet(**TINY_UNET)
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
         model(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="3 channels"):
@@ -177,4 +165,4 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="timesteps"):
         model(torch.randn(2, 1, 3, 8, 8), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="video_unet"):
-        image_unet(temporal=True, **TINY)
+        image_unet(temporal=True, **TINY_UNET)
