@@ -13,10 +13,8 @@ import importlib.util
 import json
 import math
 import os
-import resource
 import statistics
 import sys
-import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -153,58 +151,26 @@ def median(values: Sequence[float]) -> float:
 
 
 # -- memory ---------------------------------------------------------------------------------------------------
-def _rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc; falls back to the ru_maxrss high-water mark)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class RssPeak:
-    """Peak RSS above the RSS at entry, sampled every ``interval`` s by a thread (torch ops release the GIL)."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.delta_bytes = 0
-
-    def __enter__(self) -> "RssPeak":
-        gc.collect()
-        self._base = self._peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._peak = max(self._peak, _rss_bytes())
-        self._stop.set()
-        self._thread.join()
-        self.delta_bytes = self._peak - self._base
-
-
 def measure_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
     """Peak memory (MiB) of one call of ``fn`` and what it means.
 
     CUDA: ``torch.cuda.max_memory_allocated`` over the call (absolute: includes parameters, gradients and
-    optimizer state). CPU: peak RSS above the RSS before the call (what the call allocates on top).
+    optimizer state). CPU: the process RSS high-water mark over the call less the RSS before it (what the
+    call allocates on top); exact on Linux, where the training engine's reset makes the mark start at the
+    current RSS.
     """
+    from pseudovideo.training import peak_memory_bytes, reset_peak_memory
+
     gc.collect()
+    synchronize(device)
+    reset_peak_memory(device)
     if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
         fn()
         synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    with RssPeak() as peak:
-        fn()
-    return peak.delta_bytes / 2**20, "cpu_peak_rss_delta"
+        return peak_memory_bytes(device) / 2**20, "cuda_max_allocated"
+    rss_before = peak_memory_bytes(device)  # right after the reset, the high-water mark is the current RSS
+    fn()
+    return (peak_memory_bytes(device) - rss_before) / 2**20, "cpu_peak_rss_delta"
 
 
 # -- FLOPs ----------------------------------------------------------------------------------------------------

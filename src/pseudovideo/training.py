@@ -608,8 +608,8 @@ def _validate_settings(settings: TrainConfig) -> None:
             raise ValueError(message)
 
 
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh peak-memory window for this run (several runs may share one process)."""
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts a fresh peak-memory window, so that runs sharing one process each get their own peak."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
@@ -618,8 +618,9 @@ def _reset_peak_memory(device: torch.device) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_memory(device: torch.device) -> int:
-    """Peak memory in bytes since :func:`_reset_peak_memory`: CUDA allocator peak, or the process RSS peak on CPU."""
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory in bytes since :func:`reset_peak_memory`: the CUDA allocator's peak, or the process RSS peak on
+    CPU (Linux VmHWM; elsewhere the process lifetime peak)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     with contextlib.suppress(OSError):
@@ -758,7 +759,7 @@ def train(
             writer = _tensorboard_writer(run_dir / "tb", purge_step=start_step)
             preview_images = _preview_images(dataset, settings, device)
         frames_per_image = getattr(task, "frames_per_image", None)
-        _reset_peak_memory(device)
+        reset_peak_memory(device)
 
         def write_checkpoint(done: int) -> Path | None:
             rng = all_gather_objects(_capture_rng(generator, device), ctx)
@@ -878,7 +879,7 @@ def train(
             wall_time_s=time.perf_counter() - wall_start,
             images_per_s=images_per_s,
             frames_per_s=images_per_s * frames_per_image if frames_per_image else None,
-            peak_memory_bytes=_peak_memory(device),
+            peak_memory_bytes=peak_memory_bytes(device),
             device=str(device),
             world_size=ctx.world_size,
             mixed_precision=precision,
