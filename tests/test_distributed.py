@@ -109,3 +109,32 @@ def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_p
     assert not torch.equal(state["rng"][0]["generator"], state["rng"][1]["generator"])  # per-rank streams
     summary = (tmp_path / "ddp" / "train_summary.json").read_text()
     assert '"world_size": 2' in summary
+
+
+@pytest.mark.parametrize("frames", [["pseudo_video.num_frames=1"],
+                                    ["pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"]])
+def test_cvivit_seeing_single_frames_trains_under_ddp(tmp_path, frames):
+    # With one frame C-ViViT's tubelet layers get no gradient; DDP must be told, or its second step fails.
+    from pseudovideo.config import build_config
+    from pseudovideo.tasks import build_task
+
+    config = build_config(None, [
+        "model.family=cvivit", "data.resolution=8", "model.cvivit.dim=16", "model.cvivit.heads=2",
+        "model.cvivit.dim_head=8", "model.cvivit.spatial_depth=1", "model.cvivit.temporal_depth=1",
+        "model.cvivit.codebook_size=16", "model.cvivit.codebook_dim=4", *frames,
+    ])
+    task = build_task(config, channels=3)
+    assert task.find_unused_parameters
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(task.model, find_unused_parameters=task.find_unused_parameters)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        images = torch.rand(2, 3, 8, 8, generator=generator) * 2 - 1
+        for step in range(2):
+            loss, _ = task.training_loss(model, images, step, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.distributed.destroy_process_group()

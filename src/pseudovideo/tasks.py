@@ -155,8 +155,6 @@ class TokenizerTask:
     The perceptual and adversarial terms act on the clean last frame, the image the tokenizer is judged on.
     """
 
-    find_unused_parameters = False
-
     def __init__(
         self,
         model: VideoTokenizer,
@@ -182,6 +180,9 @@ class TokenizerTask:
         self.gan_start_step = gan_start_step
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
+        # C-ViViT leaves its tubelet layers unused when it sees single frames; DDP must not wait for their grads.
+        frames_seen = 1 if frames_as_images else builder.num_frames
+        self.find_unused_parameters = isinstance(model, CViViT) and frames_seen == 1
         self._last: tuple[Tensor, Tensor] | None = None  # (real, fake) clean frames for the discriminator
 
     def to(self, device: torch.device) -> "TokenizerTask":
