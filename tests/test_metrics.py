@@ -188,6 +188,16 @@ def test_kid_hand_computed_tiny_case() -> None:
         kernel_inception_distance(x, y, subsets=1, subset_size=3)
 
 
+def test_kid_of_whole_sets_is_computed_once() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 4, generator=gen), torch.randn(50, 4, generator=gen) + 0.5
+    mean, std = kernel_inception_distance(a, b, subsets=100, subset_size=50, generator=gen)
+    k_aa, k_bb, k_ab = (((p.double() @ q.double().T) / 4 + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
+    by_hand = (k_aa.sum() - k_aa.trace() + k_bb.sum() - k_bb.trace()) / (50 * 49) - 2 * k_ab.sum() / 50**2
+    assert mean == pytest.approx(float(by_hand), rel=1e-9)
+    assert std == 0.0  # one round: no spurious spread from reshuffling the same sets
+
+
 def test_kid_is_unbiased_near_zero_for_same_distribution() -> None:
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(400, 8, generator=gen), torch.randn(400, 8, generator=gen)
@@ -293,6 +303,10 @@ def test_reference_stats_cache_round_trip(tmp_path: Path, random_inception: torc
     first.save(tmp_path / other.filename, key.metadata())
     with pytest.raises(ValueError, match="do not match"):
         load_reference_stats(tmp_path, other)
+    # a grey copy of the same dataset gets its own file, not the RGB statistics
+    grey = ReferenceStatsKey("toy/set", "test", 16, 2, channels=1)
+    assert grey.filename == "toy_set-test-16px-c1-n2.safetensors"
+    assert load_reference_stats(tmp_path, grey) is None
 
 
 def test_evaluation_protocol() -> None:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pseudovideo import metrics as M
 from pseudovideo.config import EvalConfig, RunConfig
-from pseudovideo.data import spread_subset
+from pseudovideo.data import spread_images
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -51,7 +51,7 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 def held_out_images(config: RunConfig, num_images: int) -> Tensor:
     """``num_images`` images evenly spread over the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split)
-    return torch.stack([dataset.load(i) for i in spread_subset(len(dataset), num_images).tolist()])
+    return spread_images(dataset, num_images)
 
 
 @torch.no_grad()
@@ -118,7 +118,9 @@ def _distribution_metrics(
             skipped.update({name: reason for name in ("fid", "kid") if name in wanted})
             return
         extractor = M.build_inception(weights).to(device)
-        key = M.ReferenceStatsKey(config.data.dataset, config.data.eval_split, config.data.resolution, real.shape[0])
+        key = M.ReferenceStatsKey(
+            config.data.dataset, config.data.eval_split, config.data.resolution, real.shape[0], channels=real.shape[1]
+        )
         cache_dir = Path(eval_config.cache_dir).expanduser()
         real_stats = M.cached_reference_stats(cache_dir, key, lambda: real.to(device), extractor, eval_config.batch_size)
         fake_stats = M.InceptionFeatureStats.from_features(M.inception_features(fake.to(device), extractor, eval_config.batch_size))

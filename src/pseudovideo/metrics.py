@@ -458,6 +458,8 @@ def kernel_inception_distance(
         raise ValueError(f"subset_size must be in [2, min(N_real, N_fake) = {n_min}], got {m}")
     if subsets < 1:
         raise ValueError(f"subsets must be >= 1, got {subsets}")
+    if m == feats_real.shape[0] == feats_fake.shape[0]:
+        subsets = 1  # every "subset" would be both whole sets, the same value each round: compute it once (std 0)
     x_all, y_all = feats_real.double(), feats_fake.double().to(feats_real.device)
     values = []
     for _ in range(subsets):
@@ -498,18 +500,22 @@ def fid_kid(
 
 @dataclass(frozen=True)
 class ReferenceStatsKey:
-    """Identity of cached real-image statistics: caller-given dataset name, split, image side, number of images."""
+    """Identity of cached real-image statistics: caller-given dataset name, split, image side, number of images
+    and image channels (a grey-converted copy of a dataset must not share the RGB statistics)."""
 
     dataset: str
     split: str
     resolution: int
     num_images: int
+    channels: int = 3
 
     @property
     def filename(self) -> str:
-        """File name, e.g. ``mnist-test-32px-n10000.safetensors`` (unsafe characters replaced by '_')."""
+        """File name, e.g. ``cifar10-test-32px-n10000.safetensors`` or, for 1 channel, ``mnist-test-32px-c1-n10000``
+        (unsafe characters replaced by '_')."""
         safe = [re.sub(r"[^A-Za-z0-9_.]+", "_", s) for s in (self.dataset, self.split)]
-        return f"{safe[0]}-{safe[1]}-{self.resolution}px-n{self.num_images}.safetensors"
+        channels = "" if self.channels == 3 else f"-c{self.channels}"
+        return f"{safe[0]}-{safe[1]}-{self.resolution}px{channels}-n{self.num_images}.safetensors"
 
     def metadata(self) -> dict[str, str]:
         """String metadata stored beside the tensors (checked when loading)."""
@@ -518,6 +524,7 @@ class ReferenceStatsKey:
             "split": self.split,
             "resolution": str(self.resolution),
             "num_images": str(self.num_images),
+            "channels": str(self.channels),
             "inception": INCEPTION_WEIGHTS_FILE,
             "features": str(INCEPTION_FEATURE_DIM),
         }
