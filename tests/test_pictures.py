@@ -11,6 +11,7 @@ from pseudovideo.pictures import (
     plot_csv_curves,
     plot_curves,
     save_image_grid,
+    save_images,
     save_side_by_side,
     save_video_gif,
     save_video_grid,
@@ -141,3 +142,16 @@ def test_shape_errors(tmp_path):
         save_image_grid(torch.zeros(3, 4, 4), tmp_path / "i.png")
     with pytest.raises(ValueError, match="upscale"):
         save_image_grid(torch.zeros(1, 3, 4, 4), tmp_path / "i.png", upscale=0)
+
+
+def test_save_images_writes_one_png_per_image_at_native_size(tmp_path):
+    images = torch.linspace(-1, 1, 3 * 3 * 5 * 7).reshape(3, 3, 5, 7)
+    paths = save_images(images, tmp_path / "imgs")
+    assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png"]
+    with Image.open(paths[1]) as png:
+        assert png.size == (7, 5) and png.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(png), to_uint8(images[1]).permute(1, 2, 0).numpy())
+    with Image.open(save_images(images[:, :1], tmp_path / "grey")[0]) as png:
+        assert png.mode == "L" and png.size == (7, 5)
+    with pytest.raises(ValueError, match="C in"):
+        save_images(torch.zeros(1, 2, 4, 4), tmp_path / "bad")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pseudovideo.cli import main
 from pseudovideo.config import load_config
@@ -104,6 +105,8 @@ def test_train_and_sample_a_diffusion_model(tmp_path: Path, family: str, frames:
     out = tmp_path / "samples"
     assert main(["sample", str(run), "--n", "5", "--batch-size", "4", "--out", str(out), "--device", "cpu"]) == 0
     assert len(list((out / "images").glob("*.png"))) == 5
+    with Image.open(out / "images" / "00000.png") as first:  # native size, no grid border
+        assert first.size == (8, 8)
     assert (out / "grid.png").is_file()
     assert (out / "pseudo_videos.gif").is_file() == (frames > 1)
     # the sampler is chosen at sampling time: ancestral DDPM over all 20 timesteps

@@ -55,16 +55,14 @@ def _picture_upscale(resolution: int) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Writes a PNG grid and an animated GIF of pseudo videos for a dataset and a construction."""
-    import torch
-
+    from pseudovideo.data import spread_images
     from pseudovideo.pictures import save_video_gif, save_video_grid
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
     config = _config_from_args(args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
-    count = min(args.n, len(dataset))
-    images = torch.stack([dataset[i] for i in range(count)])  # (N, C, H, W)
+    images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
     video = builder(images, generator=_generator(args.seed))  # (N, T, C, H, W)
     out = Path(args.out) if args.out else config.run_dir / "show"
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
@@ -81,16 +79,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """Fits the best linear predictor of the clean frame from the last k frames (paper section 4.1)."""
     import dataclasses
 
-    import torch
-
+    from pseudovideo.data import spread_images
     from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
     config = _config_from_args(args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     dataset = build_dataset_from_config(config, split=config.data.train_split)
-    count = min(args.n_images, len(dataset))
-    images = torch.stack([dataset[i] for i in range(count)])  # (N, C, H, W)
+    images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
     out = Path(args.out) if args.out else config.run_dir / "diagnose"
     out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -100,7 +96,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         rows = markov_order_diagnostic(images, builder, generator=_generator(args.seed))
         results[construction] = rows
         corruption = "+".join(c.name for c in pv_config.corruptions)
-        title = f"{dataset.name}, {construction}, {corruption}, T={builder.num_frames}, {count} images"
+        title = f"{dataset.name}, {construction}, {corruption}, T={builder.num_frames}, {len(images)} images"
         print(format_diagnostic_table(rows, title))
         print()
     path = out / "diagnose.json"
@@ -158,7 +154,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from pseudovideo.evaluation import generate_videos
-    from pseudovideo.pictures import save_image_grid, save_video_gif, save_video_grid
+    from pseudovideo.pictures import save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
@@ -173,8 +169,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     images = videos[:, -1]
-    for i, image in enumerate(images):
-        save_image_grid(image[None], out / "images" / f"{i:05d}.png", nrow=1)
+    save_images(images, out / "images")
     upscale = _picture_upscale(config.data.resolution)
     print(f"grid: {save_image_grid(images[:64], out / 'grid.png', upscale=upscale)}")
     if videos.shape[1] > 1:

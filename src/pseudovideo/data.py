@@ -317,6 +317,11 @@ def spread_subset(total: int, count: int | None) -> Tensor:
     return torch.linspace(0, total - 1, count).round().long()
 
 
+def spread_images(dataset: ImageDataset, count: int) -> Tensor:
+    """``count`` images evenly spread over ``dataset`` (see :func:`spread_subset`), (N, C, H, W), no random flips."""
+    return torch.stack([dataset.load(i) for i in spread_subset(len(dataset), count).tolist()])
+
+
 # ----------------------------------------------------------------------------------------------
 # Image helpers
 # ----------------------------------------------------------------------------------------------

@@ -82,6 +82,22 @@ def save_image_grid(images: Tensor, path: str | os.PathLike, *, nrow: int = 8, u
     return path
 
 
+def save_images(images: Tensor, directory: str | os.PathLike) -> list[Path]:
+    """Save each image (N, C, H, W) in [-1, 1], C in (1, 3), as its own PNG ``00000.png``, ... at its own size
+    (no border, no upscaling), as outside metric tools expect; returns the paths."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, pixels in enumerate(to_uint8(images)):
+        array = rearrange(pixels, "c h w -> h w c").numpy()  # (H, W, C)
+        path = directory / f"{i:05d}.png"
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path, format="PNG")
+        paths.append(path)
+    return paths
+
+
 def save_video_grid(videos: Tensor, path: str | os.PathLike, *, upscale: int = 1) -> Path:
     """Save pseudo videos (B, T, C, H, W) in [-1, 1] as a PNG: one row per video, one column per frame.
 
