@@ -345,8 +345,8 @@ class GaussianDiffusion(nn.Module):
         else:
             output = self._call(model, x_t, t)
             x0 = self.predict_x0(output, x_t, t)
-            eps = self.predict_eps(output, x_t, t)
-        if clip != "none" or eps is None:
+            eps = self.predict_eps(output, x_t, t) if clip == "none" else None  # else recomputed from the clipped x0
+        if eps is None:
             x0 = _clip(x0, clip)
             eps = eps_from_x0(x_t, x0, self._at(self.alphas_cumprod, t, x_t))
         return x0, eps

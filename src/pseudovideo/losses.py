@@ -98,7 +98,7 @@ def reconstruction_loss(recon: Tensor, target: Tensor, weights: Tensor, kind: st
         err = err + diff.abs().mean(dim=(0, 2, 3, 4))  # (T,)
     if kind in ("l2", "l1+l2"):
         err = err + diff.square().mean(dim=(0, 2, 3, 4))  # (T,)
-    return (err * weights.to(device=recon.device, dtype=recon.dtype)).sum()
+    return (err * weights.to(device=recon.device)).sum()  # weights stay float32 (bf16 would round 1/9 by 0.2 %)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -59,6 +59,11 @@ def code_usage_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     return {"perplexity": torch.exp(entropy), "codebook_usage": (counts > 0).float().mean()}
 
 
+def _forget_known_initted(module: nn.Module, incompatible_keys: object) -> None:
+    """Loaded state may hold an un-initialised codebook: read the flag again on the next forward."""
+    module._known_initted = False
+
+
 class VectorQuantizer(nn.Module):
     """Quantizes (B, N, dim) tokens to the nearest of ``codebook_size`` codes of size ``codebook_dim``.
 
@@ -132,6 +137,15 @@ class VectorQuantizer(nn.Module):
             ema_update=ema_codebook,
             learnable_codebook=not ema_codebook,
         )
+        # k-means init runs once; remember that it did, so later forwards read no device flag (a host sync).
+        self._known_initted = False
+        self.register_load_state_dict_post_hook(_forget_known_initted)
+
+    def _initted(self) -> bool:
+        """Whether the library's k-means init has run (read from the device until it has, then remembered)."""
+        if not self._known_initted:
+            self._known_initted = bool(self.vq._codebook.initted)
+        return self._known_initted
 
     @property
     def codebook(self) -> Tensor:
@@ -151,7 +165,7 @@ class VectorQuantizer(nn.Module):
         # In training the library updates the codebook in place (EMA, dead codes) after choosing the codes;
         # the commitment target is the code that was chosen, so keep the codebook as it was before.
         # (Before k-means init has run there is no meaningful codebook yet: use the initialised one.)
-        needs_init = self.kmeans_init and not bool(self.vq._codebook.initted)
+        needs_init = self.kmeans_init and not self._initted()
         codes_before = self.codebook.detach().float()
         if self.training:
             codes_before = codes_before.clone()
