@@ -25,8 +25,10 @@ from _train_script import (
 from safetensors.torch import load_file
 
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
+from pseudovideo.distributed import DistributedContext
 from pseudovideo.training import (
     ModelEMA,
+    _ScalarMeter,
     TrainingDivergedError,
     batch_indices,
     epoch_permutation,
@@ -256,6 +258,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 # ------------------------------------------------------------------------------------------ bookkeeping
+
+
+def test_logged_means_count_only_the_steps_that_reported_a_value():
+    # A GAN term that starts mid-interval is averaged over its own steps, not the whole interval.
+    meter = _ScalarMeter()
+    meter.add({"loss": torch.tensor(1.0)})
+    meter.add({"loss": torch.tensor(3.0)})
+    meter.add({"loss": torch.tensor(5.0), "g_loss": torch.tensor(4.0)})
+    assert meter.mean(DistributedContext()) == {"loss": 3.0, "g_loss": 4.0}
+    assert meter.mean(DistributedContext()) == {}  # reset
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):

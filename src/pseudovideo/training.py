@@ -204,13 +204,9 @@ def batch_indices(
     The global batch of ``batch_size`` items is the ``b``-th slice of the epoch's permutation
     (incomplete last batches dropped); rank ``r`` takes items ``r * B/W .. (r + 1) * B/W`` of it.
     """
-    _check_batch(num_items, batch_size, world_size)
-    batches_per_epoch = num_items // batch_size
-    epoch, b = divmod(step, batches_per_epoch)
-    order = epoch_permutation(num_items, seed, epoch)
-    local = batch_size // world_size
-    start = b * batch_size + rank * local
-    return order[start : start + local].tolist()
+    sampler = _StepBatchSampler(num_items, batch_size, seed, rank, world_size, start=step, end=step + 1)
+    [(_, items)] = list(sampler)  # the production sampler's one batch: (step, [(position, index), ...])
+    return [index for _, index in items]
 
 
 def _check_batch(num_items: int, batch_size: int, world_size: int) -> None:
@@ -275,12 +271,14 @@ class _BatchFetcher(Dataset):
         random.seed(seeds[items[0][0]])
         np.random.seed(seeds[items[0][0]])
         images = []
-        with torch.random.fork_rng(devices=[]):
-            for position, index in items:
-                torch.default_generator.manual_seed(seeds[position])
-                images.append(self.dataset[index])
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                for position, index in items:
+                    torch.default_generator.manual_seed(seeds[position])
+                    images.append(self.dataset[index])
+        finally:  # also when the dataset raises (a corrupt image): the caller's RNGs stay as they were
+            random.setstate(py_state)
+            np.random.set_state(np_state)
         return torch.stack(images)  # (B_local, C, H, W)
 
 
@@ -454,26 +452,29 @@ def _tensorboard_writer(log_dir: Path, purge_step: int) -> Any | None:
 
 
 class _ScalarMeter:
-    """Sums named scalars on the device between log steps (no host sync per step)."""
+    """Sums named scalars on the device between log steps (no host sync per step).
+
+    Each name is averaged over the steps that reported it (GAN terms start mid-interval at gan_start_step).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, scalars: dict[str, Tensor]) -> None:
         for name, value in scalars.items():
             value = value.detach().float().reshape(())
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
-        self.count += 1
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def mean(self, ctx: DistributedContext) -> dict[str, float]:
         """Means since the last call, averaged over ranks; resets the meter."""
         if not self.sums:
             return {}
         names = list(self.sums)
-        vector = torch.stack([self.sums[n] for n in names]) / self.count
+        vector = torch.stack([self.sums[n] / self.counts[n] for n in names])
         vector = all_reduce_mean(vector, ctx)
-        self.sums, self.count = {}, 0
+        self.sums, self.counts = {}, {}
         return dict(zip(names, vector.tolist()))
 
 
@@ -841,8 +842,13 @@ def train(
             interval_steps += 1
             progress.update(1)
 
-            if done % settings.log_every == 0 or done == settings.steps:
-                watch.check(ctx)
+            last = done == settings.steps
+            log_now = done % settings.log_every == 0 or last
+            checkpoint_now = done % settings.checkpoint_every == 0 or last
+            preview_now = (settings.image_every > 0 and done % settings.image_every == 0) or last
+            if log_now or checkpoint_now or preview_now:
+                watch.check(ctx)  # one host sync, only at these boundaries
+            if log_now:
                 means = meter.mean(ctx)
                 now = time.perf_counter()
                 images_per_s = interval_steps * settings.batch_size / max(now - interval_start, 1e-9)
@@ -858,11 +864,9 @@ def train(
                     progress.set_postfix(
                         loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
                     )
-            if done % settings.checkpoint_every == 0 or done == settings.steps:
-                watch.check(ctx)
+            if checkpoint_now:
                 last_checkpoint = write_checkpoint(done) or last_checkpoint
-            if (settings.image_every > 0 and done % settings.image_every == 0) or done == settings.steps:
-                watch.check(ctx)
+            if preview_now:
                 if ctx.is_main:
                     eval_model = ema.module if ema else model
                     _save_previews(task, eval_model, preview_images, settings.seed, run_dir / "pictures", done, precision)
