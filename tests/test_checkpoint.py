@@ -101,6 +101,7 @@ def test_stale_temporary_folder_is_ignored_and_pruned(tmp_path):
         ("delete", "model.safetensors", "missing"),
         ("delete", "manifest.json", "incomplete"),
         ("garble", "manifest.json", "corrupt"),
+        ("empty-entry", "manifest.json", "corrupt"),
     ],
 )
 def test_damaged_checkpoint_raises_checkpoint_error_naming_the_file(tmp_path, damage, name, words):
@@ -113,6 +114,8 @@ def test_damaged_checkpoint_raises_checkpoint_error_naming_the_file(tmp_path, da
         target.write_bytes(data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:])
     elif damage == "delete":
         target.unlink()
+    elif damage == "empty-entry":
+        target.write_text('{"files": {"model.safetensors": {}}}')
     else:
         target.write_text("{not json")
     with pytest.raises(CheckpointError, match=f"{name}.*{words}|{words}.*{name}") as info:

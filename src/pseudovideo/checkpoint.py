@@ -204,6 +204,9 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         entries = manifest["files"]
         if not isinstance(entries, dict):
             raise TypeError("'files' is not a mapping")
+        for name, entry in entries.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)):
+                raise TypeError(f"entry {name!r} is not {{'bytes': int, 'sha256': str}}")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"checkpoint manifest {manifest_path} is corrupt: {err}") from None
     for name, entry in entries.items():
@@ -266,7 +269,7 @@ def load_checkpoint(
     return state
 
 
-def find_latest_checkpoint(checkpoints_dir: str | Path, *, verify: bool = True) -> Path | None:
+def find_latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
     """The newest intact checkpoint folder, or None when there is none at all.
 
     A corrupt or incomplete newer checkpoint is skipped with a warning naming it; when checkpoints
@@ -274,8 +277,6 @@ def find_latest_checkpoint(checkpoints_dir: str | Path, *, verify: bool = True) 
     """
     problems = []
     for _, path in reversed(list_checkpoints(checkpoints_dir)):
-        if not verify:
-            return path
         try:
             verify_checkpoint(path)
         except CheckpointError as err:
