@@ -106,3 +106,14 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     load_config(path)
+
+
+def test_each_operator_gets_only_its_own_parameters_from_the_config() -> None:
+    from pseudovideo.tasks import build_pseudo_video_builder
+
+    config = build_config(overrides=[
+        "pseudo_video.corruptions=[{name: blur, max_level: 1.0}, {name: mask, max_level: 0.5, patch_size: 2, fill_value: 0.25}]",
+    ])
+    blur, mask = build_pseudo_video_builder(config.pseudo_video).operators
+    assert type(blur).__name__ == "GaussianBlur" and not hasattr(blur, "patch_size")
+    assert (mask.patch_size, mask.fill_value) == (2, 0.25)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from pseudovideo.cli import main
@@ -91,6 +92,20 @@ def test_tokenizer_with_gan_and_frames_as_images(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert rows[0]["d_loss"] == "" and float(rows[-1]["d_loss"]) > 0  # the discriminator starts at step 1
     assert float(rows[-1]["g_loss"]) != 0
+
+
+def test_gan_of_an_image_model_on_every_frame_judges_only_the_clean_frames() -> None:
+    from pseudovideo.config import build_config
+    from pseudovideo.tasks import build_task
+
+    overrides = [*TINY, *TOKENIZERS["vqvae"], "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true",
+                 "loss.gan_weight=0.1", "loss.discriminator_channels=8", "data.resolution=16"]
+    task = build_task(build_config(overrides=overrides), channels=3)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    task.training_loss(task.model, images, step=0, generator=torch.Generator().manual_seed(1))
+    real, fake = task._last
+    assert real.shape == fake.shape == (2, 3, 16, 16)  # B clean frames, not the B*T corrupted ones
+    torch.testing.assert_close(real, images, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family,frames", [("unet", 1), ("video_unet", 3)])

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from pseudovideo.config import PseudoVideoConfig, RunConfig
+from pseudovideo.corruptions import corruption_params
 from pseudovideo.data import ImageDataset, build_dataset
 from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
 from pseudovideo.distributed import unwrap_model
@@ -40,7 +41,7 @@ from pseudovideo.models.discriminator import PatchGANDiscriminator
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.models.unet import UNet
 from pseudovideo.models.vqvae import VQVAE
-from pseudovideo.pseudo_video import PseudoVideoBuilder
+from pseudovideo.pseudo_video import SCHEDULE_KEYS, PseudoVideoBuilder
 from pseudovideo.pseudo_video import build_pseudo_video_builder as _build_builder
 
 TOKENIZER_FAMILIES = ("vqvae", "cvivit")
@@ -68,10 +69,8 @@ def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> PseudoVideoBuild
     """The PseudoVideoBuilder described by a ``pseudo_video`` config section."""
     corruptions: list[dict[str, Any]] = []
     for corruption in pv_config.corruptions:
-        spec = dataclasses.asdict(corruption)
-        if corruption.name != "mask":  # patch_size and fill_value are mask-only parameters
-            del spec["patch_size"], spec["fill_value"]
-        corruptions.append(spec)
+        accepted = (*SCHEDULE_KEYS, *corruption_params(corruption.name))  # e.g. patch_size only for mask
+        corruptions.append({k: v for k, v in dataclasses.asdict(corruption).items() if k in accepted})
     return _build_builder(corruptions, num_frames=pv_config.num_frames, construction=pv_config.construction)
 
 
@@ -205,7 +204,7 @@ class TokenizerTask:
         recon_loss = reconstruction_loss(out.recon, video, self.weights, self.reconstruction)
         loss = recon_loss + sum(out.aux_losses.values())
         scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
-        real, fake = video[:, -1], out.recon[:, -1]  # (B, C, H, W) clean frames
+        real, fake = self._clean_frames(video), self._clean_frames(out.recon)  # (B, C, H, W)
         nll = recon_loss
         if self.perceptual is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual(fake.float(), real.float()).mean()
@@ -220,8 +219,15 @@ class TokenizerTask:
             adaptive = adaptive_gan_weight(nll, g_loss, last_layer) if torch.is_grad_enabled() else torch.ones(())
             loss = loss + self.gan_weight * adaptive * g_loss
             scalars.update(g_loss=g_loss.detach(), gan_adaptive_weight=adaptive.detach())
-        self._last = (real.detach(), fake.detach())
+        if self.discriminator is not None:  # copies, so the step's whole videos are not kept alive
+            self._last = (real.detach().clone(), fake.detach().clone())
         return loss, scalars
+
+    def _clean_frames(self, video: Tensor) -> Tensor:
+        """The clean last frame of each pseudo video: (B, T, C, H, W) or (B*T, 1, C, H, W) -> (B, C, H, W)."""
+        if self.frames_as_images:
+            video = rearrange(video, "(b t) 1 c h w -> b t c h w", t=self.frames_per_image)
+        return video[:, -1]
 
     def discriminator_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Hinge loss of the patch GAN on the last clean/reconstructed frames; None before gan_start_step."""
