@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,25 +41,31 @@ def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tenso
     return level
 
 
-_DEVICE_COPIES: dict[tuple, Tensor] = {}
-_MAX_DEVICE_COPIES = 256
+_CACHE: dict[tuple, Tensor] = {}
+_MAX_CACHED = 256
+
+
+def _cached(key: tuple, make: Callable[[], Tensor]) -> Tensor:
+    """``make()`` computed once per ``key`` (a bounded memo of small constant tensors).
+
+    Pseudo-video levels, and so the blur kernels and their device copies, are the same every training
+    step; rebuilding them would cost host time, and copying them afresh from pageable host memory would
+    synchronise the GPU stream at every operator call.
+    """
+    value = _CACHE.get(key)
+    if value is None:
+        if len(_CACHE) >= _MAX_CACHED:
+            _CACHE.clear()
+        value = _CACHE[key] = make()
+    return value
 
 
 def _on_device(host: Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A (cached) copy of a small host tensor on ``device``.
-
-    Pseudo-video levels and blur kernels are the same every training step; copying them afresh from
-    pageable host memory would synchronise the GPU stream at every operator call.
-    """
+    """A copy of a small host tensor on ``device`` (cached for accelerators)."""
     if device.type == "cpu":
         return host.to(dtype)
-    key = (host.numpy().tobytes(), tuple(host.shape), str(device), dtype)
-    copy = _DEVICE_COPIES.get(key)
-    if copy is None:
-        if len(_DEVICE_COPIES) >= _MAX_DEVICE_COPIES:
-            _DEVICE_COPIES.clear()
-        copy = _DEVICE_COPIES[key] = host.to(device=device, dtype=dtype)
-    return copy
+    key = ("copy", host.numpy().tobytes(), tuple(host.shape), str(device), dtype)
+    return _cached(key, lambda: host.to(device=device, dtype=dtype))
 
 
 def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -90,7 +96,9 @@ class Corruption(ABC):
         level_host = _check_batch(x, level, self.name, self.max_level)
         level = _on_device(level_host, x.device)
         out = self._apply(x, level, generator, level_host=level_host)
-        return torch.where(rearrange(level, "n -> n 1 1 1") > 0, out, x)
+        if bool((level_host == 0).any()):  # a host check: no device sync, and no full-size select when unneeded
+            out = torch.where(rearrange(level, "n -> n 1 1 1") > 0, out, x)
+        return out
 
     @abstractmethod
     def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
@@ -155,14 +163,22 @@ class GaussianBlur(Corruption):
         radius_h, radius_w = min(radius, h - 1), min(radius, w - 1)
         flat = rearrange(x, "n c h w -> 1 (n c) h w")
         if radius_h > 0:
-            kernels = gaussian_kernels_1d(level_host, radius_h, self.truncate)  # (N, 2 * radius_h + 1)
-            k_h = _on_device(repeat(kernels, "n k -> (n c) 1 k 1", c=c), x.device, x.dtype)
+            k_h = self._conv_kernels(level_host, radius_h, "1 k 1", c, x)  # (N C, 1, K_h, 1)
             flat = F.conv2d(F.pad(flat, (0, 0, radius_h, radius_h), mode="reflect"), k_h, groups=n * c)
         if radius_w > 0:
-            kernels = gaussian_kernels_1d(level_host, radius_w, self.truncate)  # (N, 2 * radius_w + 1)
-            k_w = _on_device(repeat(kernels, "n k -> (n c) 1 1 k", c=c), x.device, x.dtype)
+            k_w = self._conv_kernels(level_host, radius_w, "1 1 k", c, x)  # (N C, 1, 1, K_w)
             flat = F.conv2d(F.pad(flat, (radius_w, radius_w, 0, 0), mode="reflect"), k_w, groups=n * c)
         return rearrange(flat, "1 (n c) h w -> n c h w", n=n, c=c)
+
+    def _conv_kernels(self, sigma_host: Tensor, radius: int, layout: str, channels: int, like: Tensor) -> Tensor:
+        """Grouped-conv weights of the per-sample kernels, ``(n c) {layout}``, on like's device and dtype (cached)."""
+        key = ("blur", sigma_host.numpy().tobytes(), self.truncate, radius, layout, channels, str(like.device), like.dtype)
+
+        def make() -> Tensor:
+            kernels = gaussian_kernels_1d(sigma_host, radius, self.truncate)  # (N, 2 * radius + 1)
+            return repeat(kernels, f"n k -> (n c) {layout}", c=channels).to(device=like.device, dtype=like.dtype)
+
+        return _cached(key, make)
 
     def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
         """sqrt(to^2 - from^2): blurring sigma_a then sigma_b equals blurring sqrt(a^2 + b^2)."""
