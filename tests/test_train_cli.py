@@ -60,7 +60,7 @@ def test_train_then_eval_a_tokenizer(tmp_path: Path, family: str, capsys: pytest
     assert "psnr" in capsys.readouterr().out
 
 
-def test_resume_through_the_cli_continues_from_the_checkpoint(tmp_path: Path) -> None:
+def test_resume_through_the_cli_continues_from_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _write_config(tmp_path, "resumed", [])
     assert main(["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"]]) == 0
     run = tmp_path / "runs" / "resumed"
@@ -70,8 +70,10 @@ def test_resume_through_the_cli_continues_from_the_checkpoint(tmp_path: Path) ->
     with open(run / "log.csv", newline="") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f)]
     assert steps == [1, 2, 3, 4, 5, 6]
-    # changing the model when resuming is refused with a clear message
+    # changing the model, the data or the pseudo videos when resuming is refused with a clear message
     assert main(["train", "--resume", str(run), "train.steps=8", "model.vqvae.base_channels=16"]) == 2
+    assert main(["train", "--resume", str(run), "train.steps=8", "pseudo_video.construction=first_order"]) == 2
+    assert "pseudo_video.construction" in capsys.readouterr().err
 
 
 def test_train_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -318,6 +318,31 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{a: {b: 1}, c.d: 2}`` -> ``{a.b: 1, c.d: 2}`` (lists are values, not sections)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten_overrides(value, full))
+        else:
+            flat[full] = value
+    return flat
+
+
+def dict_diff(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two config trees: key -> (saved, wanted)."""
+    a, b = flatten_overrides(saved, prefix), flatten_overrides(wanted, prefix)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def describe_diff(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
+    """One line naming the first ``limit`` differing keys of :func:`dict_diff` (saved "there", wanted "here")."""
+    items = [f"{k}: {old!r} there vs {new!r} here" for k, (old, new) in list(diff.items())[:limit]]
+    more = f", and {len(diff) - limit} more" if len(diff) > limit else ""
+    return "; ".join(items) + more
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")

@@ -24,7 +24,7 @@ from pseudovideo.evaluation import (
     reconstruct_clean_frames,
 )
 from pseudovideo.pictures import plot_curves, save_side_by_side, save_video_grid
-from pseudovideo.runs import load_run, train_run
+from pseudovideo.runs import load_run, plan_run, train_run
 from pseudovideo.tasks import (
     build_dataset_from_config,
     build_model,
@@ -186,10 +186,11 @@ def run_demo(settings: DemoSettings) -> str:
         for config in configs:
             print(f"\n== training {config.name}: {config.model.family}, T={config.pseudo_video.num_frames}, "
                   f"{config.train.steps} steps, run folder {config.run_dir}", flush=True)
-            if (config.run_dir / "eval.json").is_file() and (config.run_dir / "train_summary.json").is_file():
-                print("   (already trained; delete the folder to retrain)")
+            action, reason = plan_run(config)  # a folder holding other settings is an error naming them
+            if action in ("train", "resume"):
+                train_run(config, resume=action == "resume")
             else:
-                train_run(config, resume=(config.run_dir / "checkpoints").is_dir())
+                print(f"   ({reason}: not trained again; delete the folder to retrain)")
             results.append(evaluate_run(config.run_dir, device=settings.device))
         pictures = (_tokenizer_pictures(configs, out, device) if family == "tokenizer" else _diffusion_pictures(configs, out))
         what = "reconstruction of the clean image" if family == "tokenizer" else "generated images (last frames)"

@@ -61,18 +61,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pseudovideo.checkpoint import list_checkpoints
 from pseudovideo.config import (
     ConfigError,
     EvalConfig,
     RunConfig,
     build_config,
     config_to_dict,
+    describe_diff,
+    dict_diff,
+    flatten_overrides,
     load_config,
     read_yaml,
     save_config,
 )
-from pseudovideo.runs import check_run_inputs, read_train_summary, train_run
+from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
 
 __all__ = [
     "PlotSpec",
@@ -95,11 +97,6 @@ __all__ = [
 
 # Keys that the runner sets itself.
 RESERVED_KEYS = ("name", "out_dir", "train.seed")
-# Keys that may differ between a run folder's saved config and the expanded one without making it
-# another run: how it is shown or where it runs, not what it computes.
-INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
-# Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
-RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
 # Short labels of common grid axes in run names (``cvivit-T8-s0``); other keys use their last part.
 AXIS_LABELS = {
     "pseudo_video.num_frames": "T",
@@ -224,18 +221,6 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of dotted.key: value, got {value!r}")
     return value
-
-
-def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{a: {b: 1}, c.d: 2}`` -> ``{a.b: 1, c.d: 2}`` (lists are values, not sections)."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat.update(flatten_overrides(value, full))
-        else:
-            flat[full] = value
-    return flat
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -436,11 +421,11 @@ def expand_experiment(
         raise ConfigError(f"experiment {spec.name}: run names collide: {', '.join(repeated)} (give the variants distinct names)")
     reference = config_to_dict(runs[0].config)["eval"]
     for run in runs[1:]:
-        diff = _diff(reference, config_to_dict(run.config)["eval"], "eval")
+        diff = dict_diff(reference, config_to_dict(run.config)["eval"], "eval")
         if diff:
             raise ConfigError(
                 f"experiment {spec.name}: run {run.name} is evaluated differently from {runs[0].name} "
-                f"({_describe(diff)}); every run of an experiment shares one eval section (set it in base or scales)"
+                f"({describe_diff(diff)}); every run of an experiment shares one eval section (set it in base or scales)"
             )
     columns = _identity_columns(spec, runs)
     for key in [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]:
@@ -465,90 +450,10 @@ def _identity_columns(spec: ExperimentSpec, runs: Sequence[ExperimentRun]) -> li
 # Planning: what to do with each run folder
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: tree}
-
-
-def _diff(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ: key -> (saved, wanted)."""
-    a, b = _flat(saved, prefix), _flat(wanted, prefix)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-
-
-def _describe(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
-    items = [f"{k}: {old!r} there vs {new!r} here" for k, (old, new) in list(diff.items())[:limit]]
-    more = f", and {len(diff) - limit} more" if len(diff) > limit else ""
-    return "; ".join(items) + more
-
-
-def _config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """Differences that matter between a run folder's saved config and the expanded one."""
-    diff = _diff(config_to_dict(saved), config_to_dict(wanted))
-    if wanted.data.channels is None:
-        diff.pop("data.channels", None)  # the saved config holds the channel count resolved from the data
-    for key in INCIDENTAL_KEYS:
-        diff.pop(key, None)
-    return diff
-
-
 def plan_runs(runs: Sequence[ExperimentRun]) -> list[RunPlan]:
-    """Decides, from each run folder's contents, whether to train, resume, only evaluate, or skip a run.
-
-    - finished (train_summary.json at the configured steps, eval.json, saved config equal): skip;
-    - trained with the same config but not (or differently) evaluated: evaluate;
-    - checkpoints of the same run (only steps or bookkeeping intervals differ): resume;
-    - no run there yet: train.
-    A folder holding another run (a different config) raises ConfigError naming the differing keys,
-    before anything is trained.
-    """
-    plans = []
-    for run in runs:
-        run_dir = run.config.run_dir
-        checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
-        saved_path = run_dir / "config.yaml"
-        if not saved_path.is_file():
-            if checkpoints:
-                raise ConfigError(f"run folder {run_dir} holds checkpoints but no config.yaml; delete it or choose another --out")
-            plans.append(RunPlan(run, "train", "new run"))
-            continue
-        if not checkpoints:  # nothing to keep: stopped before its first checkpoint
-            plans.append(RunPlan(run, "train", "run folder without checkpoints"))
-            continue
-        try:
-            saved = load_config(saved_path)
-        except ConfigError as err:
-            raise ConfigError(f"run folder {run_dir} holds a config this version cannot read ({err}); delete it or choose another --out") from None
-        diff = _config_diff(saved, run.config)
-        eval_diff = {k: v for k, v in diff.items() if k.startswith("eval.")}
-        train_diff = {k: v for k, v in diff.items() if not k.startswith("eval.")}
-        summary = read_train_summary(run_dir)
-        newest = checkpoints[-1][0] if checkpoints else 0
-        if not train_diff:
-            if summary and summary.get("steps") == run.config.train.steps:
-                if (run_dir / "eval.json").is_file() and not eval_diff:
-                    plans.append(RunPlan(run, "skip", "finished and evaluated"))
-                else:
-                    plans.append(RunPlan(run, "evaluate", "trained; evaluation missing or made with another eval section"))
-            else:
-                plans.append(RunPlan(run, "resume", f"interrupted at step {newest}"))
-            continue
-        if set(train_diff) <= set(RESUMABLE_KEYS):
-            if newest > run.config.train.steps:
-                raise ConfigError(
-                    f"run folder {run_dir} has a checkpoint at step {newest}, beyond train.steps={run.config.train.steps}; "
-                    f"delete it or choose another --out"
-                )
-            plans.append(RunPlan(run, "resume", f"continues from step {newest} ({_describe(train_diff)})"))
-            continue
-        raise ConfigError(
-            f"run folder {run_dir} holds a different run ({_describe(train_diff)}); delete it or choose another --out"
-        )
-    return plans
+    """What to do with each run folder (see :func:`pseudovideo.runs.plan_run`); a folder holding another run
+    raises ConfigError naming the differing keys, before anything is trained."""
+    return [RunPlan(run, *plan_run(run.config)) for run in runs]
 
 
 def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
@@ -819,8 +724,9 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     extra_keys = [k for k in dict.fromkeys(["model.family", "pseudo_video.num_frames", *plot_keys])
                   if k not in identity and k not in (*spec.metrics, *RESULT_COLUMNS) and _has_key(tree, k)]
     header = [*identity[:-1], *extra_keys, "seed", *spec.metrics, *RESULT_COLUMNS]
-    finished = [run for run in runs if _is_finished(run)]
-    unfinished = [run.name for run in runs if not _is_finished(run)]
+    actions = {run.name: plan_run(run.config)[0] for run in runs}  # one read of each run folder
+    finished = [run for run in runs if actions[run.name] == "skip"]
+    unfinished = [run.name for run in runs if actions[run.name] != "skip"]
     rows = [_result_row(run, header, spec.metrics, extra_keys) for run in finished]
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(rows, header, folder / "results.csv")
@@ -840,14 +746,6 @@ def _has_key(tree: dict[str, Any], key: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _is_finished(run: ExperimentRun) -> bool:
-    run_dir = run.config.run_dir
-    if not ((run_dir / "eval.json").is_file() and (run_dir / "config.yaml").is_file()):
-        return False
-    summary = read_train_summary(run_dir)
-    return summary.get("steps") == run.config.train.steps and not _config_diff(load_config(run_dir / "config.yaml"), run.config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,10 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from pseudovideo.checkpoint import list_checkpoints
 from pseudovideo.config import (
     ConfigError,
     RunConfig,
     config_to_dict,
+    describe_diff,
+    dict_diff,
     load_config,
     save_config,
 )
@@ -33,14 +36,77 @@ def check_run_inputs(config: RunConfig) -> None:
     check_dataset_spec(data.dataset, data.root, data.train_split, download=data.download)
 
 
+# Keys that may differ between a run folder's saved config and the wanted one without making it another
+# run: how it is shown or where it runs, not what it computes.
+INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
+# Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
+RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
+
+
+def config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Differences that matter between a run folder's saved config and the wanted one: key -> (saved, wanted)."""
+    diff = dict_diff(config_to_dict(saved), config_to_dict(wanted))
+    if wanted.data.channels is None:
+        diff.pop("data.channels", None)  # the saved config holds the channel count resolved from the data
+    for key in INCIDENTAL_KEYS:
+        diff.pop(key, None)
+    return diff
+
+
+def _training_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_diff` without the ``eval`` section (evaluation does not change the trained weights)."""
+    return {k: v for k, v in config_diff(saved, wanted).items() if not k.startswith("eval.")}
+
+
+def plan_run(config: RunConfig) -> tuple[str, str]:
+    """``(action, reason)`` for the run folder of ``config``, from what it holds.
+
+    - finished (train_summary.json at the configured steps, eval.json, saved config equal): ``skip``;
+    - trained with the same config but not (or differently) evaluated: ``evaluate``;
+    - checkpoints of the same run (only steps or bookkeeping intervals differ): ``resume``;
+    - no run there yet: ``train``.
+    A folder holding another run (a different config) raises ConfigError naming the differing keys.
+    """
+    run_dir = config.run_dir
+    checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        if checkpoints:
+            raise ConfigError(f"run folder {run_dir} holds checkpoints but no config.yaml; delete it or choose another --out")
+        return "train", "new run"
+    if not checkpoints:  # nothing to keep: stopped before its first checkpoint
+        return "train", "run folder without checkpoints"
+    try:
+        saved = load_config(saved_path)
+    except ConfigError as err:
+        raise ConfigError(f"run folder {run_dir} holds a config this version cannot read ({err}); delete it or choose another --out") from None
+    train_diff = _training_diff(saved, config)
+    newest = checkpoints[-1][0]
+    if not train_diff:
+        if read_train_summary(run_dir).get("steps") == config.train.steps:
+            if (run_dir / "eval.json").is_file() and not config_diff(saved, config):  # nor an eval.* key
+                return "skip", "finished and evaluated"
+            return "evaluate", "trained; evaluation missing or made with another eval section"
+        return "resume", f"interrupted at step {newest}"
+    if set(train_diff) <= set(RESUMABLE_KEYS):
+        if newest > config.train.steps:
+            raise ConfigError(
+                f"run folder {run_dir} has a checkpoint at step {newest}, beyond train.steps={config.train.steps}; "
+                f"delete it or choose another --out"
+            )
+        return "resume", f"continues from step {newest} ({describe_diff(train_diff)})"
+    raise ConfigError(f"run folder {run_dir} holds a different run ({describe_diff(train_diff)}); delete it or choose another --out")
+
+
 def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
     """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked)."""
     check_run_inputs(config)
     run_dir = config.run_dir
     if resume and (run_dir / "config.yaml").is_file():
-        saved = load_config(run_dir / "config.yaml")
-        if config_to_dict(saved)["model"] != config_to_dict(config)["model"]:
-            raise ConfigError(f"cannot resume {run_dir}: its saved model config differs from the one given")
+        diff = _training_diff(load_config(run_dir / "config.yaml"), config)
+        changed = {k: v for k, v in diff.items() if k not in RESUMABLE_KEYS}
+        if changed:
+            raise ConfigError(f"cannot resume {run_dir}: it holds a different run ({describe_diff(changed)})")
     # Join the torchrun process group before building the model: the VQ codebooks enable their
     # cross-rank synchronisation only when the group already exists.
     ctx = init_distributed(config.train.device)

@@ -1,0 +1,28 @@
+"""The README's main job on a tiny budget: `pseudovideo demo` trains, evaluates and compares a model pair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pseudovideo.config import ConfigError
+from pseudovideo.demo import DemoSettings, run_demo
+
+
+def _settings(out: Path, **changes) -> DemoSettings:
+    return DemoSettings(**{"steps": 2, "batch_size": 8, "eval_images": 16, "out_dir": str(out), "progress": False,
+                           "device": "cpu", **changes})
+
+
+def test_demo_compares_the_tokenizer_pair_and_reuses_only_matching_runs(tmp_path: Path) -> None:
+    report = run_demo(_settings(tmp_path))
+    assert "| vqvae | vqvae | 1 |" in report and "| cvivit | cvivit | 5 |" in report
+    for picture in ("reconstructions_side_by_side.png", "pseudo_video_strip.png", "loss_curves.png", "comparison.md"):
+        assert (tmp_path / picture).is_file(), picture
+    # More steps continue the same runs; other frames are another run, refused with the key named.
+    run_demo(_settings(tmp_path, steps=3))
+    assert json.loads((tmp_path / "cvivit" / "train_summary.json").read_text())["steps"] == 3
+    with pytest.raises(ConfigError, match="pseudo_video.num_frames"):
+        run_demo(_settings(tmp_path, frames=3, steps=3))
