@@ -76,6 +76,13 @@ def test_resume_through_the_cli_continues_from_the_checkpoint(tmp_path: Path, ca
     assert "pseudo_video.construction" in capsys.readouterr().err
 
 
+def test_a_bad_eval_split_stops_train_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write_config(tmp_path, "badsplit", [])
+    assert main(["train", "-c", str(config), *TINY, *TOKENIZERS["vqvae"], "data.eval_split=valid"]) == 2
+    assert "unknown split 'valid'" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "badsplit" / "checkpoints").exists()  # nothing was trained
+
+
 def test_train_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _write_config(tmp_path, "twice", [])
     args = ["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"], "train.steps=2"]

@@ -153,12 +153,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
     import torch
 
+    from pseudovideo.distributed import resolve_device
     from pseudovideo.evaluation import generate_videos
     from pseudovideo.pictures import save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:
         raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")

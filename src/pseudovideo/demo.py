@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from pseudovideo.config import RunConfig, build_config
+from pseudovideo.distributed import resolve_device
 from pseudovideo.evaluation import (
     evaluate_run,
     held_out_images,
@@ -175,8 +176,7 @@ def run_demo(settings: DemoSettings) -> str:
         raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {settings.family!r}")
     probe = build_config(overrides=_common_overrides(settings, "probe", 1))
     channels = build_dataset_from_config(probe, split=probe.data.eval_split).channels
-    device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if settings.device == "auto" else settings.device))
+    device = resolve_device(settings.device)
     out = Path(settings.out_dir)
     report = []
     families = ["tokenizer", "diffusion"] if settings.family == "both" else [settings.family]

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from pseudovideo import metrics as M
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
+from pseudovideo.distributed import resolve_device
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -35,12 +36,6 @@ from pseudovideo.tasks import (
     model_frames,
 )
 from pseudovideo.training import resolve_precision
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -140,7 +135,7 @@ def evaluate_run(
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary).
     """
     run_dir = Path(run_dir)
-    dev = _device(device)
+    dev = resolve_device(device)
     eval_config = eval_config or load_run_config(run_dir).eval
     config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev)
     wanted = set(eval_config.metrics)

@@ -74,6 +74,7 @@ from pseudovideo.config import (
     read_yaml,
     save_config,
 )
+from pseudovideo.distributed import resolve_device
 from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
 
 __all__ = [
@@ -467,8 +468,6 @@ def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
         seen.add(key)
         try:
             check_run_inputs(run.config)
-            if data.eval_split != data.train_split:
-                check_run_inputs(dataclasses.replace(run.config, data=dataclasses.replace(data, train_split=data.eval_split)))
         except FileNotFoundError as err:
             message = f"run {run.name}: data.dataset={data.dataset}: {err}"
             if data.dataset.startswith("folder:"):
@@ -752,12 +751,6 @@ def _has_key(tree: dict[str, Any], key: str) -> bool:
 # The runner
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _record_flops(run_dir: Path, device: torch.device) -> None:
     """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
     saved = load_config(run_dir / "config.yaml")
@@ -774,7 +767,7 @@ def _finish_run(run: ExperimentRun, eval_config: EvalConfig) -> None:
     evaluate_run(run_dir, eval_config, device=run.config.train.device)
     if config_to_dict(saved.eval) != config_to_dict(eval_config):
         save_config(dataclasses.replace(saved, eval=eval_config), run_dir / "config.yaml")
-    _record_flops(run_dir, _device(run.config.train.device))
+    _record_flops(run_dir, resolve_device(run.config.train.device))
 
 
 def run_experiment(
@@ -814,7 +807,7 @@ def run_experiment(
         actions[run.name] = plan.action
         if plan.action == "skip":
             if not (run.config.run_dir / "flops.json").is_file():
-                _record_flops(run.config.run_dir, _device(run.config.train.device))
+                _record_flops(run.config.run_dir, resolve_device(run.config.train.device))
             continue
         log(f"\n== [{i}/{len(plans)}] {run.name}: {plan.action}, {run.config.model.family}, "
             f"T={run.config.pseudo_video.num_frames}, {run.config.train.steps} steps -> {run.config.run_dir}")

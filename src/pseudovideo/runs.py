@@ -31,9 +31,10 @@ from pseudovideo.training import TrainResult, load_trained_model, train
 
 
 def check_run_inputs(config: RunConfig) -> None:
-    """Cheap checks of everything a run reads (dataset names and paths) before any long work."""
+    """Cheap checks of everything a run reads (dataset names, paths, both splits) before any long work."""
     data = config.data
-    check_dataset_spec(data.dataset, data.root, data.train_split, download=data.download)
+    for split in dict.fromkeys((data.train_split, data.eval_split)):
+        check_dataset_spec(data.dataset, data.root, split, download=data.download)
 
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another
