@@ -38,15 +38,10 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
 
 
-def _generator(seed: int, device: str = "cpu"):
+def _generator(seed: int):
     import torch
 
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def _picture_upscale(resolution: int) -> int:
-    """Integer upscale so that small images (16x16 digits, 32x32 CIFAR) are visible in a viewer."""
-    return max(1, 64 // resolution)
+    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +51,7 @@ def _picture_upscale(resolution: int) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Writes a PNG grid and an animated GIF of pseudo videos for a dataset and a construction."""
     from pseudovideo.data import spread_images
-    from pseudovideo.pictures import save_video_gif, save_video_grid
+    from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
     config = _config_from_args(args)
@@ -66,7 +61,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     video = builder(images, generator=_generator(args.seed))  # (N, T, C, H, W)
     out = Path(args.out) if args.out else config.run_dir / "show"
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
-    upscale = _picture_upscale(config.data.resolution)
+    upscale = picture_upscale(config.data.resolution)
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale)
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
@@ -151,11 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
-    import torch
-
     from pseudovideo.distributed import resolve_device
     from pseudovideo.evaluation import generate_videos
-    from pseudovideo.pictures import save_image_grid, save_images, save_video_gif, save_video_grid
+    from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
@@ -171,7 +164,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     images = videos[:, -1]
     save_images(images, out / "images")
-    upscale = _picture_upscale(config.data.resolution)
+    upscale = picture_upscale(config.data.resolution)
     print(f"grid: {save_image_grid(images[:64], out / 'grid.png', upscale=upscale)}")
     if videos.shape[1] > 1:
         print(f"pseudo videos: {save_video_grid(videos[:16], out / 'pseudo_videos.png', upscale=upscale)}")

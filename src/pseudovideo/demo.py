@@ -24,7 +24,7 @@ from pseudovideo.evaluation import (
     held_out_images,
     reconstruct_clean_frames,
 )
-from pseudovideo.pictures import plot_curves, save_side_by_side, save_video_grid
+from pseudovideo.pictures import picture_upscale, plot_curves, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, plan_run, train_run
 from pseudovideo.tasks import (
     build_dataset_from_config,
@@ -151,7 +151,7 @@ def _tokenizer_pictures(configs: Sequence[RunConfig], out: Path, device: torch.d
         recon, _ = reconstruct_clean_frames(model, config, images, batch_size=16, seed=0, device=device)
         rows.append(recon)
         labels.append(f"{config.model.family} (T={config.pseudo_video.num_frames})")
-    upscale = max(1, 64 // video_config.data.resolution)
+    upscale = picture_upscale(video_config.data.resolution)
     strip = build_pseudo_video_builder(video_config.pseudo_video)(images[:6], generator=torch.Generator().manual_seed(0))
     return [
         save_side_by_side(rows, labels, out / "reconstructions_side_by_side.png", upscale=upscale),

@@ -25,7 +25,7 @@ from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
 from pseudovideo.losses import build_perceptual_loss
-from pseudovideo.pictures import save_image_grid, save_side_by_side, save_video_grid
+from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
 from pseudovideo.tasks import (
     TOKENIZER_FAMILIES,
@@ -175,8 +175,9 @@ def evaluate_run(
                 protocol["lpips"] = f"lpips package v0.1, {net} backbone"
         protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
         if write:
-            save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
-            save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=max(1, 64 // config.data.resolution))
+            upscale = picture_upscale(config.data.resolution)
+            save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
+            save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
     else:
         # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
         videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
@@ -185,9 +186,10 @@ def evaluate_run(
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
         protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
         if write:
-            save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=max(1, 64 // config.data.resolution))
+            upscale = picture_upscale(config.data.resolution)
+            save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
             if videos.shape[1] > 1:
-                save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=max(1, 64 // config.data.resolution))
+                save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(

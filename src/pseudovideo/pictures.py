@@ -32,6 +32,11 @@ __all__ = [
 GRID_PADDING = 2  # pixels between tiles (and around the border) in every grid
 
 
+def picture_upscale(side: int) -> int:
+    """Integer upscale that makes small images (16x16 digits, 32x32 CIFAR) about 64 px in a viewer."""
+    return max(1, 64 // max(1, side))
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """Images (..., C, H, W) in [-1, 1] -> uint8 (..., C, H, W) on the CPU, clamped and rounded."""
     return ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).cpu()

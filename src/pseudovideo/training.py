@@ -525,10 +525,6 @@ class _DivergenceWatch:
 # Previews
 
 
-def _picture_upscale(side: int) -> int:
-    return max(1, 64 // max(1, side))
-
-
 def _preview_images(dataset: Dataset, settings: TrainConfig, device: torch.device) -> Tensor:
     count = min(PREVIEW_IMAGES, len(dataset), settings.batch_size)
     fetcher = _BatchFetcher(dataset, settings.seed)
@@ -555,16 +551,16 @@ def _save_previews(
             np.random.set_state(np_state)
     if not pictures:
         return []
-    from pseudovideo.pictures import save_image_grid, save_video_grid
+    from pseudovideo.pictures import picture_upscale, save_image_grid, save_video_grid
 
     saved = []
     for name, picture in pictures.items():
         picture = picture.detach().float().cpu()
         path = pictures_dir / f"{name}_step{step:07d}.png"
         if picture.ndim == 4:  # (N, C, H, W)
-            saved.append(save_image_grid(picture, path, nrow=min(8, picture.shape[0]), upscale=_picture_upscale(picture.shape[-1])))
+            saved.append(save_image_grid(picture, path, nrow=min(8, picture.shape[0]), upscale=picture_upscale(picture.shape[-1])))
         elif picture.ndim == 5:  # (B, T, C, H, W)
-            saved.append(save_video_grid(picture, path, upscale=_picture_upscale(picture.shape[-1])))
+            saved.append(save_video_grid(picture, path, upscale=picture_upscale(picture.shape[-1])))
         else:
             raise ValueError(
                 f"task.preview returned {name!r} of shape {tuple(picture.shape)}; expected (N, C, H, W) or (B, T, C, H, W)"
