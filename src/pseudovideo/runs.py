@@ -22,7 +22,6 @@ from pseudovideo.config import (
     describe_diff,
     dict_diff,
     load_config,
-    save_config,
 )
 from pseudovideo.data import check_dataset_spec
 from pseudovideo.distributed import init_distributed, teardown
@@ -116,9 +115,8 @@ def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
         # Resolve the channel count so that evaluation can rebuild the model without reading the data.
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
         task = build_task(config, channels=dataset.channels)
+        # train() writes config_dict to run_dir/config.yaml (rank 0) before the first step
         result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
-        if ctx.is_main:
-            save_config(config, run_dir / "config.yaml")
     finally:
         teardown(ctx)
     return result
