@@ -35,7 +35,7 @@ from pseudovideo.tasks import (
     diffusion_sample_kwargs,
     model_frames,
 )
-from pseudovideo.training import resolve_precision
+from pseudovideo.training import autocast, resolve_precision
 
 
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -56,6 +56,8 @@ def reconstruct_clean_frames(
     """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
 
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
+    Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
+    passes, uses the training precision instead).
     """
     builder = build_pseudo_video_builder(config.pseudo_video)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -81,12 +83,12 @@ def generate_videos(
     kwargs = diffusion_sample_kwargs(config)
     res = config.data.resolution
     generator = torch.Generator(device=device).manual_seed(seed)
-    precision = resolve_precision(config.train.mixed_precision, device)
+    precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
     videos, info = [], {}
     start = time.perf_counter()
     for first in range(0, num_videos, batch_size):
         count = min(batch_size, num_videos - first)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision, device):
             video, info = diffusion.sample(model, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
         videos.append(video.float().cpu())
     elapsed = time.perf_counter() - start

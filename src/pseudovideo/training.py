@@ -70,6 +70,7 @@ __all__ = [
     "lr_at_step",
     "epoch_permutation",
     "batch_indices",
+    "autocast",
     "resolve_precision",
 ]
 
@@ -398,7 +399,8 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     return mixed_precision
 
 
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a resolved precision ("off", "bf16", "fp16"; see :func:`resolve_precision`)."""
     if precision == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -543,7 +545,7 @@ def _save_previews(
     # previews must not move the training RNGs, or a resumed run would differ from an uninterrupted one
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
-            with torch.no_grad(), _autocast(precision, device):
+            with torch.no_grad(), autocast(precision, device):
                 pictures = task.preview(model, images, generator)
         finally:
             model.train(was_training)
@@ -797,7 +799,7 @@ def train(
         # ---------------------------------------------------------------- the loop
         for step in range(start_step, settings.steps):
             images = next(batches).to(device, non_blocking=True)  # (B_local, C, H, W)
-            with _autocast(precision, device):
+            with autocast(precision, device):
                 loss, scalars = task.training_loss(train_model, images, step, generator)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -812,7 +814,7 @@ def train(
             logged = {"loss": loss, **scalars}
 
             if discriminator is not None:
-                with _autocast(precision, device):
+                with autocast(precision, device):
                     d_out = task.discriminator_loss(step)
                 if d_out is not None:
                     d_loss, d_scalars = d_out
