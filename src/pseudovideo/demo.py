@@ -10,7 +10,6 @@ Defaults fit about 5 minutes on 2 CPU cores on the embedded digits dataset; ``--
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +23,7 @@ from pseudovideo.evaluation import (
     held_out_images,
     reconstruct_clean_frames,
 )
-from pseudovideo.pictures import picture_upscale, plot_curves, save_side_by_side, save_video_grid
+from pseudovideo.pictures import picture_upscale, plot_curves, read_csv_series, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, plan_run, train_run
 from pseudovideo.tasks import (
     build_dataset_from_config,
@@ -133,11 +132,8 @@ def compare_runs(results: Sequence[dict[str, Any]]) -> str:
 
 
 def _loss_curves(run_dirs: Sequence[Path], key: str, path: Path) -> Path:
-    series = {}
-    for run_dir in run_dirs:
-        with open(run_dir / "log.csv", newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get(key)]
-        series[run_dir.name] = ([float(r["step"]) for r in rows], [float(r[key]) for r in rows])
+    """One curve of log column ``key`` per run, on a log scale."""
+    series = {run_dir.name: read_csv_series(run_dir / "log.csv", [key])[key] for run_dir in run_dirs}
     return plot_curves(series, path, title=f"training {key}", ylabel=key, logy=True)
 
 

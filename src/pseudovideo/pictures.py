@@ -20,13 +20,16 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 __all__ = [
+    "picture_upscale",
     "to_uint8",
+    "save_images",
     "save_image_grid",
     "save_video_grid",
     "save_video_gif",
     "save_side_by_side",
     "plot_curves",
     "plot_csv_curves",
+    "read_csv_series",
 ]
 
 GRID_PADDING = 2  # pixels between tiles (and around the border) in every grid
@@ -216,19 +219,10 @@ def plot_curves(
     return path
 
 
-def plot_csv_curves(
-    csv_path: str | os.PathLike,
-    keys: Sequence[str],
-    path: str | os.PathLike,
-    *,
-    title: str = "",
-    xlabel: str = "step",
-    ylabel: str = "",
-    logy: bool = False,
-) -> Path:
-    """Plot columns ``keys`` of a CSV log against its ``step`` column as a PNG (see :func:`plot_curves`).
+def read_csv_series(csv_path: str | os.PathLike, keys: Sequence[str]) -> dict[str, tuple[list[float], list[float]]]:
+    """Columns ``keys`` of a CSV log as ``{key: (steps, values)}`` against its ``step`` column.
 
-    Empty or non-finite cells are skipped, so columns logged at different intervals plot fine.
+    Empty or non-finite cells are skipped, so columns logged at different intervals read fine.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -255,4 +249,18 @@ def plot_csv_curves(
                 if math.isfinite(value):
                     series[k][0].append(step)
                     series[k][1].append(value)
-    return plot_curves(series, path, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)
+    return series
+
+
+def plot_csv_curves(
+    csv_path: str | os.PathLike,
+    keys: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    xlabel: str = "step",
+    ylabel: str = "",
+    logy: bool = False,
+) -> Path:
+    """Plot columns ``keys`` of a CSV log against its ``step`` column as a PNG (see :func:`read_csv_series`)."""
+    return plot_curves(read_csv_series(csv_path, keys), path, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)
