@@ -74,11 +74,6 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Scalar parameters of ``module`` that require grad."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 # -- timing ---------------------------------------------------------------------------------------------------
 class SectionTimer:
     """Accumulates the time spent in one section of a step (e.g. the pseudo-video builder).

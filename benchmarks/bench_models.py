@@ -48,6 +48,7 @@ import bench_common as bc
 bc.import_pseudovideo()
 
 from pseudovideo.config import build_config  # noqa: E402
+from pseudovideo.models.layers import count_parameters  # noqa: E402
 from pseudovideo.tasks import build_task  # noqa: E402
 
 MODELS = ("cvivit", "video_unet", "unet", "vqvae")
@@ -536,7 +537,7 @@ def to_row(impl: Impl, s: Sizes, opts: Options) -> bc.Row:
     step = bc.median(impl.train_times)
     sample = bc.median(impl.sample_times)
     return bc.Row(
-        model=impl.model, impl=impl.impl, params=bc.count_parameters(impl.module), batch=s.batch, frames=impl.frames,
+        model=impl.model, impl=impl.impl, params=count_parameters(impl.module, trainable_only=True), batch=s.batch, frames=impl.frames,
         train_step_ms=1000 * step, train_images_per_s=s.batch / step, train_frames_per_s=s.batch * impl.frames / step,
         sample_kind=impl.sample_kind, sample_images_per_s=s.batch / sample,
         sample_frames_per_s=s.batch * impl.frames / sample,

@@ -59,6 +59,7 @@ from pseudovideo.distributed import (
     teardown,
     wrap_ddp,
 )
+from pseudovideo.models.layers import count_parameters
 
 __all__ = [
     "TrainingTask",
@@ -574,10 +575,6 @@ def _save_previews(
 # The engine
 
 
-def _count_parameters(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
 def _make_optimizer(module: nn.Module, settings: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -885,7 +882,7 @@ def train(
             device=str(device),
             world_size=ctx.world_size,
             mixed_precision=precision,
-            parameters={"model": _count_parameters(model), "discriminator": _count_parameters(discriminator)},
+            parameters={"model": count_parameters(model), "discriminator": count_parameters(discriminator) if discriminator else 0},
             final_loss=final_loss,
             last_checkpoint=last_checkpoint,
             model=model,

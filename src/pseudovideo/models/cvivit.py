@@ -15,10 +15,10 @@ is what the method relies on.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from pseudovideo.models.layers import multi_head_attention
 from pseudovideo.models.quantizer import VectorQuantizer
 from pseudovideo.models.tokenizer import VideoTokenizer
 
@@ -48,9 +48,7 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, L, dim) -> (N, L, dim); with ``causal`` position i attends to positions <= i only."""
-        q, k, v = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (N, heads, L, dim_head)
-        return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
+        return self.to_out(multi_head_attention(self.to_qkv(x), self.heads, is_causal=self.causal))
 
 
 class TransformerBlock(nn.Module):

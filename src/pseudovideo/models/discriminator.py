@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from pseudovideo.models.layers import group_norm
 
 __all__ = ["PatchGANDiscriminator", "patchgan_output_size"]
 
@@ -87,7 +88,7 @@ class PatchGANDiscriminator(nn.Module):
 
         def norm_layer(channels: int) -> nn.Module:
             if norm == "group":
-                return nn.GroupNorm(math.gcd(32, channels), channels)
+                return group_norm(channels)
             return nn.Identity()
 
         layers: list[nn.Module] = [conv(in_channels, base_channels, num_strided >= 1, True), nn.LeakyReLU(0.2)]

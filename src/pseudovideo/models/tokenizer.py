@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pseudovideo.models.layers import count_parameters
+
 __all__ = ["TokenizerOutput", "VideoTokenizer", "count_parameters"]
 
 
@@ -32,11 +34,6 @@ class TokenizerOutput:
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, Tensor] = field(default_factory=dict)
     indices: Tensor | None = None
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters of ``module`` (sum of numel), optionally only those requiring grad."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 class VideoTokenizer(nn.Module):

@@ -27,6 +27,9 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pseudovideo.models import layers
+from pseudovideo.models.layers import count_parameters, group_norm, multi_head_attention
+
 __all__ = [
     "FRAME_POSITIONS",
     "UNet",
@@ -52,11 +55,6 @@ def is_temporal_key(key: str) -> bool:
     return ".temporal." in f".{key}"
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups that divide ``channels`` (tiny test models have 16 channels)."""
-    return nn.GroupNorm(math.gcd(32, channels), channels)
-
-
 def _zero(module: nn.Module) -> nn.Module:
     """Zero all parameters of ``module`` (residual branches start as identity, as in DDPM)."""
     for p in module.parameters():
@@ -69,10 +67,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
         super().__init__()
-        self.norm1 = _group_norm(in_channels)
+        self.norm1 = group_norm(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_channels)
-        self.norm2 = _group_norm(out_channels)
+        self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -85,19 +83,13 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(N, L, 3 C) projections -> q, k, v each (N, heads, L, C / heads)."""
-    q, k, v = rearrange(qkv, "n l (three heads d) -> three n heads l d", three=3, heads=num_heads)
-    return q, k, v
-
-
 class SpatialAttention(nn.Module):
     """Multi-head self-attention over the H W pixels of each frame, residual; ((B T), C, H, W) -> same."""
 
     def __init__(self, channels: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.norm = _group_norm(channels)
+        self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero(nn.Linear(channels, channels))
 
@@ -105,9 +97,7 @@ class SpatialAttention(nn.Module):
         """x ((B T), C, H, W) -> ((B T), C, H, W)."""
         h, w = x.shape[-2:]
         tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # ((B T), H W, C)
-        q, k, v = _split_heads(self.qkv(tokens), self.num_heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # ((B T), heads, H W, d)
-        out = self.proj(rearrange(out, "n heads l d -> n l (heads d)"))
+        out = self.proj(multi_head_attention(self.qkv(tokens), self.num_heads))  # ((B T), H W, C)
         return x + rearrange(out, "n (h w) c -> n c h w", h=h, w=w)
 
 
@@ -154,13 +144,9 @@ class TemporalAttention(nn.Module):
         normed = self.norm(tokens)
         if self.frame_position == "learned":
             normed = normed + self.frame_embedding[:num_frames].to(normed.dtype)
-        q, k, v = _split_heads(self.qkv(normed), self.num_heads)  # each ((B H W), heads, T, d)
-        bias = self.attention_bias(num_frames, q.dtype)
-        if bias is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        tokens = tokens + self.proj(rearrange(out, "n heads t d -> n t (heads d)"))
+        bias = self.attention_bias(num_frames, normed.dtype)  # (heads, T, T) or None
+        out = multi_head_attention(self.qkv(normed), self.num_heads, attn_mask=bias, is_causal=self.causal and bias is None)
+        tokens = tokens + self.proj(out)  # ((B H W), T, C)
         return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
 
 
@@ -195,16 +181,12 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-class Upsample(nn.Module):
+class Upsample(layers.Upsample):
     """Nearest-neighbour x2 then 3x3 convolution: ((B T), C, H, W) -> ((B T), C, 2H, 2W)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
         """Doubles the resolution; emb and num_frames are unused (uniform block signature)."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return super().forward(x)
 
 
 class UNet(nn.Module):
@@ -296,7 +278,7 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch))
                 res *= 2
 
-        self.out = nn.Sequential(_group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
 
     # -- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
@@ -360,7 +342,7 @@ class UNet(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters of the model."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        return count_parameters(self, trainable_only)
 
     def load_spatial_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Loads an image UNet's state_dict into the spatial layers; temporal layers keep their (identity) init.

@@ -8,22 +8,17 @@ A (B, T, C, H, W) video becomes (B, T, codebook_dim, H / f, W / f) latents with 
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from pseudovideo.models.layers import Upsample, group_norm
 from pseudovideo.models.quantizer import VectorQuantizer
 from pseudovideo.models.tokenizer import VideoTokenizer
 
 __all__ = ["VQVAE", "ResBlock"]
-
-
-def _group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups that divide ``channels`` (small test models have few channels)."""
-    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
@@ -31,9 +26,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.norm1 = _group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, eps=1e-6)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = _group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, eps=1e-6)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -42,18 +37,6 @@ class ResBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a 3x3 conv: (N, C, H, W) -> (N, C, 2H, 2W)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, 2H, 2W)."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class VQVAE(VideoTokenizer):
@@ -123,7 +106,7 @@ class VQVAE(VideoTokenizer):
             if level < len(widths) - 1:
                 self.enc_blocks.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
         self.enc_blocks.append(ResBlock(ch, ch))
-        self.enc_out = nn.Sequential(_group_norm(ch), nn.SiLU(), nn.Conv2d(ch, codebook_dim, 1))
+        self.enc_out = nn.Sequential(group_norm(ch, eps=1e-6), nn.SiLU(), nn.Conv2d(ch, codebook_dim, 1))
 
         self.quantizer = VectorQuantizer(
             codebook_dim,
@@ -145,7 +128,7 @@ class VQVAE(VideoTokenizer):
                 ch = widths[level]
             if level > 0:
                 self.dec_blocks.append(Upsample(ch))
-        self.dec_norm = _group_norm(ch)
+        self.dec_norm = group_norm(ch, eps=1e-6)
         self.dec_out = nn.Conv2d(ch, in_channels, 3, padding=1)
 
     @property
