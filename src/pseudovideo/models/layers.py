@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["group_norm", "Upsample", "multi_head_attention", "count_parameters"]
+__all__ = ["group_norm", "Upsample", "multi_head_attention", "count_parameters", "maybe_checkpoint"]
 
 
 def group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
@@ -44,3 +49,11 @@ def multi_head_attention(
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters of ``module`` (sum of numel), optionally only those requiring grad."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def maybe_checkpoint(enabled: bool, block: Callable[..., Tensor], *args: Any) -> Tensor:
+    """``block(*args)``, recomputed in the backward pass (activation checkpointing) when ``enabled`` and
+    gradients are being recorded. Only for deterministic blocks without state updates."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False)
+    return block(*args)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from pseudovideo.models.layers import count_parameters
+from pseudovideo.models.layers import count_parameters, maybe_checkpoint
 
 __all__ = ["TokenizerOutput", "VideoTokenizer", "count_parameters"]
 
@@ -104,6 +102,4 @@ class VideoTokenizer(nn.Module):
         Only deterministic, state-free blocks go through here: the quantizer (EMA codebook updates) never does,
         so checkpointing does not update the codebook twice.
         """
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return maybe_checkpoint(self.gradient_checkpointing, block, *args)

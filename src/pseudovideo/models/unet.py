@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from pseudovideo.models import layers
-from pseudovideo.models.layers import count_parameters, group_norm, multi_head_attention
+from pseudovideo.models.layers import count_parameters, group_norm, maybe_checkpoint, multi_head_attention
 
 __all__ = [
     "FRAME_POSITIONS",
@@ -307,9 +306,7 @@ class UNet(nn.Module):
 
     def _run(self, layer: nn.Module, h: Tensor, emb: Tensor, num_frames: int) -> Tensor:
         """Runs one block, recomputed in backward when gradient checkpointing is on."""
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(layer, h, emb, num_frames, use_reentrant=False)
-        return layer(h, emb, num_frames)
+        return maybe_checkpoint(self.gradient_checkpointing, layer, h, emb, num_frames)
 
     def _check_input(self, x: Tensor) -> tuple[int, int]:
         """Validates x (B, T, C, H, W) against the configuration; returns (B, T)."""
