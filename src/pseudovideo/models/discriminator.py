@@ -71,7 +71,6 @@ class PatchGANDiscriminator(nn.Module):
                     f"{MIN_OUTPUT_SIZE + 2} pixels to produce a {MIN_OUTPUT_SIZE}x{MIN_OUTPUT_SIZE} logit map"
                 )
         self.num_strided = num_strided
-        self.image_size = image_size
         use_bias = norm != "group"  # a norm layer right after the conv makes its bias redundant
 
         def finish(layer: nn.Conv2d) -> nn.Module:

@@ -78,10 +78,7 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: codes whose EMA cluster size falls below this are replaced by random batch
             tokens (0 disables).
         kmeans_init: initialise the codebook by k-means on the first batch seen.
-        kmeans_iters: k-means iterations of that initialisation.
         cosine_codes: l2-normalise tokens and codes (cosine-similarity lookup); needs ``ema_codebook``.
-        rotation_trick: pass gradients through the quantizer by the rotation trick instead of the plain
-            straight-through estimator.
     """
 
     def __init__(
@@ -94,9 +91,7 @@ class VectorQuantizer(nn.Module):
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.0,
         kmeans_init: bool = False,
-        kmeans_iters: int = 10,
         cosine_codes: bool = False,
-        rotation_trick: bool = False,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -129,11 +124,10 @@ class VectorQuantizer(nn.Module):
             codebook_size=codebook_size,
             decay=ema_decay,
             kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
             use_cosine_sim=cosine_codes,
             threshold_ema_dead_code=dead_code_threshold,
             commitment_weight=0.0,
-            rotation_trick=rotation_trick,
+            rotation_trick=False,  # plain straight-through gradients (the library defaults to the rotation trick)
             ema_update=ema_codebook,
             learnable_codebook=not ema_codebook,
         )

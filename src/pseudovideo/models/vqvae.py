@@ -91,8 +91,6 @@ class VQVAE(VideoTokenizer):
             )
         self.in_channels = in_channels
         self.resolution = resolution
-        self.downsample_factor = factor
-        self.latent_resolution = resolution // factor
         widths = [base_channels * m for m in channel_mult]
 
         # Encoder: (N, C, H, W) -> (N, codebook_dim, H / f, W / f)
