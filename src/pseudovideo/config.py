@@ -437,6 +437,24 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def validate_train_config(train: TrainConfig) -> None:
+    """Range checks of a ``train`` section (also run by the engine, which takes it without a RunConfig)."""
+    _require(train.steps >= 1, f"train.steps: expected >= 1, got {train.steps}")
+    _require(train.batch_size >= 1, f"train.batch_size: expected >= 1, got {train.batch_size}")
+    _require(train.lr > 0, f"train.lr: expected > 0, got {train.lr}")
+    _require(len(train.betas) == 2 and all(0 <= b < 1 for b in train.betas),
+             f"train.betas: expected two numbers in [0, 1), got {train.betas}")
+    _require(train.warmup_steps >= 0, f"train.warmup_steps: expected >= 0, got {train.warmup_steps}")
+    _require(0 <= train.ema_decay < 1, f"train.ema_decay: expected in [0, 1), got {train.ema_decay}")
+    _require(train.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {train.grad_clip}")
+    _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
+    _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
+    _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
+    _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
+    _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
+             f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
@@ -455,17 +473,7 @@ def validate_config(config: RunConfig) -> None:
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
-    _require(train.steps >= 1, f"train.steps: expected >= 1, got {train.steps}")
-    _require(train.batch_size >= 1, f"train.batch_size: expected >= 1, got {train.batch_size}")
-    _require(train.lr > 0, f"train.lr: expected > 0, got {train.lr}")
-    _require(len(train.betas) == 2 and all(0 <= b < 1 for b in train.betas),
-             f"train.betas: expected two numbers in [0, 1), got {train.betas}")
-    _require(0 <= train.ema_decay < 1, f"train.ema_decay: expected in [0, 1), got {train.ema_decay}")
-    _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
-    _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
-    _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
-    _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
-             f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
+    validate_train_config(train)
     family = config.model.family
     if family == "cvivit":
         tp = config.model.cvivit.temporal_patch_size

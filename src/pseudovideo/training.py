@@ -46,7 +46,7 @@ from pseudovideo.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from pseudovideo.config import TrainConfig
+from pseudovideo.config import TrainConfig, validate_train_config
 from pseudovideo.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -585,25 +585,6 @@ def _make_optimizer(module: nn.Module, settings: TrainConfig, device: torch.devi
     )
 
 
-def _validate_settings(settings: TrainConfig) -> None:
-    checks = [
-        (settings.steps >= 1, f"train.steps: expected >= 1, got {settings.steps}"),
-        (settings.batch_size >= 1, f"train.batch_size: expected >= 1, got {settings.batch_size}"),
-        (settings.lr > 0, f"train.lr: expected > 0, got {settings.lr}"),
-        (len(settings.betas) == 2, f"train.betas: expected two numbers, got {settings.betas}"),
-        (settings.warmup_steps >= 0, f"train.warmup_steps: expected >= 0, got {settings.warmup_steps}"),
-        (0 <= settings.ema_decay < 1, f"train.ema_decay: expected in [0, 1), got {settings.ema_decay}"),
-        (settings.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {settings.grad_clip}"),
-        (settings.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {settings.checkpoint_every}"),
-        (settings.keep_last >= 1, f"train.keep_last: expected >= 1, got {settings.keep_last}"),
-        (settings.log_every >= 1, f"train.log_every: expected >= 1, got {settings.log_every}"),
-        (settings.num_workers >= 0, f"train.num_workers: expected >= 0, got {settings.num_workers}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-
-
 def reset_peak_memory(device: torch.device) -> None:
     """Starts a fresh peak-memory window, so that runs sharing one process each get their own peak."""
     if device.type == "cuda":
@@ -646,7 +627,7 @@ def train(
     Seeds torch's, numpy's and Python's global RNGs from ``settings.seed`` (offset per rank); the
     task's ``model`` should be built (initialised) before the call.
     """
-    _validate_settings(settings)
+    validate_train_config(settings)
     run_dir = Path(run_dir)
     checkpoints_dir = run_dir / "checkpoints"
     wall_start = time.perf_counter()
