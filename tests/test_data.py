@@ -246,6 +246,9 @@ def test_celeba_through_torchvision(tmp_path, monkeypatch):
     assert item.shape == (3, 16, 16)
     torch.testing.assert_close(item.mean(dim=(1, 2)), torch.tensor([40, 100, 200]) / 127.5 - 1.0, atol=0.03, rtol=0)
     assert len(build_dataset("celeba", resolution=16, root=str(tmp_path), split="valid")) == 2
+    # max_images keeps images spread over the split (first and last here), as for every other dataset
+    two = build_dataset("celeba", resolution=16, root=str(tmp_path), max_images=2)
+    torch.testing.assert_close(two[1], build_dataset("celeba", resolution=16, root=str(tmp_path))[2], atol=0, rtol=0)
     with pytest.raises(FileNotFoundError, match="img_align_celeba"):
         build_dataset("celeba", resolution=16, root=str(tmp_path / "missing"))
 

@@ -594,19 +594,17 @@ def _check_celeba_files(root: Path) -> None:
 
 
 class _CelebAImages(Sequence):
-    """torchvision CelebA viewed as a sequence of PIL images (targets dropped), optionally truncated."""
+    """torchvision CelebA viewed as a sequence of PIL images (targets dropped), restricted to ``indices``."""
 
-    def __init__(self, ds, length: int) -> None:
+    def __init__(self, ds, indices: list[int]) -> None:
         self.ds = ds
-        self.length = length
+        self.indices = indices
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> Image.Image:
-        if not -self.length <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} images")
-        return self.ds[index % self.length][0]
+        return self.ds[self.indices[index]][0]  # IndexError past the end, as a sequence should
 
 
 def _build_celeba(
@@ -631,15 +629,15 @@ def _build_celeba(
             f"CelebA files under {str(root / CELEBA_FOLDER)!r} failed torchvision's integrity check (md5): "
             f"{err}. Pass download=True to fetch a fresh copy"
         ) from err
-    length = len(ds) if max_images is None else min(max_images, len(ds))
+    indices = spread_subset(len(ds), max_images).tolist()  # like every other dataset, not the first N
     folder = root / CELEBA_FOLDER / "img_align_celeba"
     return LazyImageDataset(
-        _CelebAImages(ds, length),
+        _CelebAImages(ds, indices),
         name="celeba",
         resolution=resolution,
         channels=3 if channels is None else channels,
         random_flip=random_flip,
-        describe=lambda i: str(folder / ds.filename[i]),
+        describe=lambda i: str(folder / ds.filename[indices[i]]),
     )
 
 
