@@ -241,8 +241,10 @@ def load_checkpoint(
     discriminator: nn.Module | None = None,
     map_location: torch.device | str = "cpu",
     verify: bool = True,
+    read_state: bool = True,
 ) -> dict[str, Any]:
-    """Loads weights into the given modules (in place) and returns the ``state.pt`` dict.
+    """Loads weights into the given modules (in place) and returns the ``state.pt`` dict ({} with
+    ``read_state=False``: weights only, no optimizer moments moved to ``map_location``).
 
     The folder is verified against its manifest first (unless ``verify=False``); any problem raises
     CheckpointError naming the file. A module asked for whose file is absent raises too.
@@ -257,6 +259,8 @@ def load_checkpoint(
         if not file.is_file():
             raise CheckpointError(f"checkpoint file {file} is missing")
         _load_weights(module, file, map_location)
+    if not read_state:
+        return {}
     state_file = path / STATE
     try:
         state = torch.load(state_file, map_location=map_location, weights_only=True)

@@ -689,7 +689,7 @@ def train(
             ema = ModelEMA(model, settings.ema_decay)
             if state is not None:
                 if (resume_path / EMA).is_file():
-                    load_checkpoint(resume_path, ema=ema.module, map_location="cpu", verify=False)
+                    load_checkpoint(resume_path, ema=ema.module, map_location="cpu", verify=False, read_state=False)
                     ema.num_updates = int(state.get("ema_updates", start_step))
                 else:
                     warnings.warn(f"checkpoint {resume_path} has no EMA weights; the EMA restarts from the model", stacklevel=2)
@@ -899,8 +899,7 @@ def load_trained_model(
     if use_ema and not (path / EMA).is_file():
         warnings.warn(f"checkpoint {path} has no EMA weights (train.ema_decay was 0); loading the raw model", stacklevel=2)
         use_ema = False
-    if use_ema:
-        load_checkpoint(path, ema=model, map_location=device)
-    else:
-        load_checkpoint(path, model=model, map_location=device)
+    weights = {"ema": model} if use_ema else {"model": model}
+    # The newest checkpoint was verified while resolving it; a named one is verified here.
+    load_checkpoint(path, **weights, map_location=device, verify=checkpoint is not None, read_state=False)
     return model.eval()
