@@ -120,6 +120,7 @@ def level_schedule(
 
     out = values.to(torch.float32)
     # Pin the endpoints exactly; float32 rounding is monotone so the schedule stays non-increasing.
-    out[0] = max_level if kind != "explicit" else out[0]
+    if kind != "explicit":
+        out[0] = max_level
     out[-1] = 0.0
     return out

@@ -39,7 +39,7 @@ from pseudovideo.losses import (
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.discriminator import PatchGANDiscriminator
 from pseudovideo.models.tokenizer import VideoTokenizer
-from pseudovideo.models.unet import UNet
+from pseudovideo.models.unet import UNet, image_unet, video_unet
 from pseudovideo.models.vqvae import VQVAE
 from pseudovideo.pseudo_video import SCHEDULE_KEYS, PseudoVideoBuilder
 from pseudovideo.pseudo_video import build_pseudo_video_builder as _build_builder
@@ -88,9 +88,9 @@ def build_model(config: RunConfig, channels: int) -> nn.Module:
         return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
     unet = _kwargs(config.model.unet)
     if family == "unet":
-        unet.pop("causal_temporal"), unet.pop("frame_position")
-        return UNet(in_channels=channels, resolution=resolution, temporal=False, **unet)
-    return UNet(in_channels=channels, resolution=resolution, temporal=True, **unet)
+        del unet["causal_temporal"], unet["frame_position"]  # options of the temporal layers it does not have
+        return image_unet(in_channels=channels, resolution=resolution, **unet)
+    return video_unet(in_channels=channels, resolution=resolution, **unet)
 
 
 def _kwargs(section: Any) -> dict[str, Any]:
