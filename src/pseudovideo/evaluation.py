@@ -129,7 +129,7 @@ def _distribution_metrics(
 
 
 def evaluate_run(
-    run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto", write: bool = True
+    run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
 ) -> dict[str, Any]:
     """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
 
@@ -176,10 +176,9 @@ def evaluate_run(
                 results["lpips"] = float(torch.cat(values).mean())
                 protocol["lpips"] = f"lpips package v0.1, {net} backbone"
         protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
-        if write:
-            upscale = picture_upscale(config.data.resolution)
-            save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
-            save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
+        upscale = picture_upscale(config.data.resolution)
+        save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
+        save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
     else:
         # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
         videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
@@ -187,11 +186,10 @@ def evaluate_run(
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
         protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
-        if write:
-            upscale = picture_upscale(config.data.resolution)
-            save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
-            if videos.shape[1] > 1:
-                save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
+        upscale = picture_upscale(config.data.resolution)
+        save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
+        if videos.shape[1] > 1:
+            save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(
@@ -202,9 +200,8 @@ def evaluate_run(
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
-    if write:
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
-        (run_dir / "eval.md").write_text(format_eval_markdown(result))
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    (run_dir / "eval.md").write_text(format_eval_markdown(result))
     return result
 
 

@@ -523,8 +523,7 @@ def training_flops_per_image(
         task.model.to(device).train()
         if task.discriminator is not None:
             task.discriminator.to(device).train()
-        if hasattr(task, "to"):
-            task.to(device)
+        task.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
         res = config.data.resolution
         images = torch.rand(batch_size, channels, res, res, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
