@@ -49,6 +49,8 @@ def test_train_then_eval_a_tokenizer(tmp_path: Path, family: str, capsys: pytest
     assert result["metrics"]["swd_avg"] >= 0
     assert set(result["skipped"]) <= {"lpips", "fid"}  # need downloaded weights; reasons are given
     assert all(reason for reason in result["skipped"].values())
+    if "fid" in result["skipped"]:  # the reason names the file to copy and where
+        assert "weights-inception-2015-12-05-6726825d.pth" in result["skipped"]["fid"]
     assert result["protocol"]["model_weights"] == "ema"
     assert result["protocol"]["num_images"] == 16
     assert (run / "pictures" / "eval_reconstructions.png").is_file()

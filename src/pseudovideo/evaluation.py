@@ -15,7 +15,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,14 @@ def generate_videos(
     return torch.cat(videos), info
 
 
+def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
+    """``build()`` and the text of the warnings it raised (the reason a metric is skipped, kept in eval.json)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build()
+    return result, "; ".join(str(w.message) for w in caught)
+
+
 def _distribution_metrics(
     real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
     results: dict[str, float], skipped: dict[str, str],
@@ -106,12 +114,8 @@ def _distribution_metrics(
         generator = torch.Generator().manual_seed(eval_config.seed)
         results.update(M.sliced_wasserstein_distance(real, fake, generator=generator))
     if wanted & {"fid", "kid"}:
-        weights = M.resolve_inception_weights(eval_config.inception_weights)
+        weights, reason = _with_warning_text(lambda: M.resolve_inception_weights(eval_config.inception_weights))
         if weights is None:
-            reason = (
-                f"Inception weights not found (looked at eval.inception_weights={eval_config.inception_weights!r} and "
-                f"{M.inception_weights_cache_path()}; download failed or offline)"
-            )
             skipped.update({name: reason for name in ("fid", "kid") if name in wanted})
             return
         extractor = M.build_inception(weights).to(device)
@@ -165,11 +169,9 @@ def evaluate_run(
             results["ssim"] = float(M.ssim(fake, real).mean())
         if "lpips" in wanted:
             net = "alex" if config.data.resolution >= 31 else "vgg"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                lpips = build_perceptual_loss(net, eval_config.lpips_weights)
+            lpips, reason = _with_warning_text(lambda: build_perceptual_loss(net, eval_config.lpips_weights))
             if lpips is None:
-                skipped["lpips"] = f"LPIPS {net} backbone weights not found (eval.lpips_weights or the torch hub cache)"
+                skipped["lpips"] = reason
             else:
                 lpips = lpips.to(dev)
                 values = [lpips(f.to(dev), r.to(dev)) for f, r in zip(_batches(fake, eval_config.batch_size), _batches(real, eval_config.batch_size))]

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
+from pseudovideo.weights import find_weights, hub_cache_path
+
 __all__ = [
     "LPIPS_BACKBONE_FILES",
     "PerceptualLoss",
@@ -150,7 +152,7 @@ def lpips_backbone_cache_path(net: str) -> Path:
     """Where torchvision caches the ImageNet backbone of LPIPS ``net``: ``<torch hub dir>/checkpoints/<file>``."""
     if net not in LPIPS_BACKBONE_FILES:
         raise ValueError(f"net must be one of {tuple(LPIPS_BACKBONE_FILES)}, got {net!r}")
-    return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net][0]
+    return hub_cache_path(LPIPS_BACKBONE_FILES[net][0])
 
 
 def _load_backbone(model: lpips.LPIPS, state_dict: dict[str, Tensor]) -> None:
@@ -199,32 +201,12 @@ def build_perceptual_loss(
     Raises:
         ValueError: unknown ``net``. FileNotFoundError: ``backbone_weights`` is given but does not exist.
     """
-    cache_path = lpips_backbone_cache_path(net)  # validates net
+    lpips_backbone_cache_path(net)  # validates net
     file_name, url = LPIPS_BACKBONE_FILES[net]
-    if backbone_weights is not None and not Path(backbone_weights).is_file():
-        raise FileNotFoundError(f"LPIPS backbone weights file {backbone_weights!r} does not exist")
-
-    source: Path | None = None
-    reason = "downloads are disabled (allow_download=False)"
-    if backbone_weights is not None:
-        source = Path(backbone_weights)
-    elif cache_path.is_file():
-        source = cache_path
-    elif allow_download:
-        try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(cache_path), progress=False)
-            source = cache_path
-        except Exception as err:  # offline, proxy, disk: any failure means "no weights"
-            reason = f"the download from {url} failed ({type(err).__name__}: {err})"
+    source, reason = find_weights(file_name, url, backbone_weights, allow_download)
     if source is None:
-        warnings.warn(
-            f"Perceptual (LPIPS-{net}) loss is OFF: no ImageNet backbone weights found at {cache_path} and "
-            f"{reason}. Provide them by copying {file_name} ({url}) into {cache_path.parent} or by passing "
-            "backbone_weights=<path to that file>.",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"Perceptual (LPIPS-{net}) loss is OFF: ImageNet backbone weights: {reason} "
+                      f"(backbone_weights=<path>; source {url}).", UserWarning, stacklevel=2)
         return None
 
     state = torch.load(source, map_location="cpu", weights_only=True)

@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from pseudovideo.weights import find_weights, hub_cache_path
+
 __all__ = [
     "INCEPTION_FEATURE_DIM",
     "INCEPTION_WEIGHTS_FILE",
@@ -249,7 +251,7 @@ INCEPTION_FEATURE_DIM = 2048
 
 def inception_weights_cache_path() -> Path:
     """``<torch hub dir>/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (``TORCH_HOME`` moves it)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    return hub_cache_path(INCEPTION_WEIGHTS_FILE)
 
 
 def inception_weights_available(path: str | None = None) -> Path | None:
@@ -258,14 +260,7 @@ def inception_weights_available(path: str | None = None) -> Path | None:
     Returns the file's path, or None when the cache file is absent (the caller then skips FID/KID).
     Raises FileNotFoundError when an explicit ``path`` does not exist (a user mistake, not a skip).
     """
-    if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"Inception weights file {path!r} does not exist (expected a copy of {INCEPTION_WEIGHTS_FILE})"
-            )
-        return Path(path)
-    cached = inception_weights_cache_path()
-    return cached if cached.is_file() else None
+    return find_weights(INCEPTION_WEIGHTS_FILE, "", path, allow_download=False)[0]
 
 
 def resolve_inception_weights(path: str | None = None, allow_download: bool = True) -> Path | None:
@@ -273,27 +268,13 @@ def resolve_inception_weights(path: str | None = None, allow_download: bool = Tr
 
     On failure returns None after one UserWarning saying FID/KID are skipped and where to put the file.
     """
-    found = inception_weights_available(path)
-    if found is not None:
-        return found
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-    target = inception_weights_cache_path()
-    reason = "downloads are disabled (allow_download=False)"
-    if allow_download:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(target), progress=False)
-            return target
-        except Exception as err:  # offline, proxy, disk: any failure means "no weights"
-            reason = f"the download from {URL_INCEPTION_V3} failed ({type(err).__name__}: {err})"
-    warnings.warn(
-        f"FID/KID are SKIPPED: Inception weights not found at {target} and {reason}. Copy {INCEPTION_WEIGHTS_FILE} "
-        f"({URL_INCEPTION_V3}) into {target.parent} or pass its path explicitly.",
-        UserWarning,
-        stacklevel=2,
-    )
-    return None
+    found, reason = find_weights(INCEPTION_WEIGHTS_FILE, URL_INCEPTION_V3, path, allow_download)
+    if found is None:
+        warnings.warn(f"FID/KID are SKIPPED: Inception weights: {reason} (eval.inception_weights=<path>; source "
+                      f"{URL_INCEPTION_V3}).", UserWarning, stacklevel=2)
+    return found
 
 
 def build_inception(weights_path: str | Path) -> nn.Module:
