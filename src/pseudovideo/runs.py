@@ -26,7 +26,7 @@ from pseudovideo.config import (
 from pseudovideo.data import check_dataset_spec
 from pseudovideo.distributed import init_distributed, teardown
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task
-from pseudovideo.training import TrainResult, load_trained_model, train
+from pseudovideo.training import TrainResult, load_trained_model, seeded, train
 
 
 def check_run_inputs(config: RunConfig) -> None:
@@ -114,7 +114,8 @@ def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
         dataset = build_dataset_from_config(config, split=config.data.train_split)
         # Resolve the channel count so that evaluation can rebuild the model without reading the data.
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
-        task = build_task(config, channels=dataset.channels)
+        with seeded(config.train.seed):  # initial weights (and codebooks) follow train.seed
+            task = build_task(config, channels=dataset.channels)
         # train() writes config_dict to run_dir/config.yaml (rank 0) before the first step
         result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
     finally:

@@ -379,6 +379,23 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Runs the block with torch's, numpy's and Python's global RNGs seeded from ``seed``, restoring them after.
+
+    Wrap whatever creates parameters (model and loss construction) so that the same seed gives the
+    same initial weights, whatever ran before in the process.
+    """
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        _seed_everything(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
+
+
 # --------------------------------------------------------------------------------------------
 # Precision
 
