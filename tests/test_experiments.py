@@ -6,7 +6,7 @@ import copy
 import csv
 import json
 import math
-import statistics
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,11 @@ import yaml
 from torch import nn
 
 from pseudovideo import experiments as E
-from pseudovideo.config import ConfigError, build_config, config_to_dict
+from pseudovideo.config import ConfigError, build_config, config_to_dict, save_config
 from pseudovideo.runs import train_run
+from pseudovideo.stats import Interval, format_interval, mean_interval
+
+T975_2 = 4.30265  # t_{0.975, 2} from a printed table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO_ROOT / "configs" / "experiments").glob("*.yaml"))
@@ -179,11 +182,12 @@ def test_aggregate_over_seeds_on_known_numbers() -> None:
     ]
     groups = E.aggregate_over_seeds(rows, ["variant"], ["psnr", "fid"])
     assert [g["variant"] for g in groups] == ["a", "b"] and [g["seeds"] for g in groups] == [3, 1]
-    mean, std = groups[0]["psnr"]
-    assert mean == pytest.approx(12.0) and std == pytest.approx(2.0)  # sample std of 10, 12, 14
+    psnr = groups[0]["psnr"]
+    assert psnr.mean == pytest.approx(12.0) and psnr.std == pytest.approx(2.0) and psnr.n == 3  # sample std of 10, 12, 14
+    assert psnr.half_width == pytest.approx(T975_2 * 2 / math.sqrt(3), rel=1e-5)  # Student-t, 2 degrees of freedom
     assert "fid" not in groups[0]  # empty cells are not numbers
-    assert groups[1]["psnr"] == (20.0, None) and groups[1]["fid"] == (3.0, None)
-    assert E._format_mean_std(groups[0]["psnr"]) == "12 ± 2"
+    assert groups[1]["psnr"] == Interval(20.0, None, 1, None) and groups[1]["fid"].mean == 3.0
+    assert format_interval(psnr, show_n=False) == "12.0 ± 5.0"
 
 
 # ------------------------------------------------------------------------------------- FLOPs
@@ -255,9 +259,9 @@ def test_runner_tables_plots_and_skipping_finished_runs(tmp_path: Path, train_ca
     flops = json.loads((folder / "cvivit-s0" / "flops.json").read_text())["flops_per_image"]
     assert float(rows[2]["flops_per_image"]) == flops
 
-    # results.md: mean ± sample std of the two VQVAE seeds, hand-computed from the CSV
+    # results.md: mean ± 95 % half-width of the two VQVAE seeds, computed from the CSV
     psnr = [float(r["psnr"]) for r in rows[:2]]
-    expected = f"{statistics.fmean(psnr):.4g} ± {statistics.stdev(psnr):.2g}"
+    expected = format_interval(mean_interval(psnr), show_n=False)
     markdown = result.markdown_path.read_text()
     assert markdown == result.markdown
     vqvae_line = next(line for line in markdown.splitlines() if line.startswith("| vqvae |"))
@@ -320,3 +324,201 @@ def test_a_folder_holding_another_run_is_refused(tmp_path: Path, train_calls: li
         E.run_experiment(write_experiment(tmp_path, data), out_dir=tmp_path / "out", log=lambda _: None)
     assert train_calls == []
     assert math.isfinite(json.loads((run.config.run_dir / "train_summary.json").read_text())["wall_time_s"])
+
+
+# ------------------------------------------------------------------------------------- summaries, differences, rate
+# Finished runs are faked (config.yaml, a checkpoint folder, train_summary.json, eval.json, flops.json): no training.
+
+VQVAE_PSNR = {0: 20.0, 1: 21.0, 2: 23.0}
+CVIVIT_PSNR = {0: 21.0, 1: 22.5, 2: 24.0}  # minus the VQVAE's, seed by seed: 1, 1.5, 1
+
+
+def fake_finished(run: E.ExperimentRun, metrics: dict[str, float], *, rate: dict | None = None,
+                  loss_terms: dict | None = None) -> None:
+    """Writes the files of a finished, evaluated run into its folder, as training and evaluation would."""
+    run_dir = run.config.run_dir
+    save_config(run.config, run_dir / "config.yaml")
+    (run_dir / "checkpoints" / f"step_{run.config.train.steps:07d}").mkdir(parents=True)
+    summary = {"steps": run.config.train.steps, "parameters": {"model": 2_000_000}, "images_per_s": 50.0,
+               "wall_time_s": 1.5, "peak_memory_bytes": 2**21, **({"loss_terms": loss_terms} if loss_terms else {})}
+    (run_dir / "train_summary.json").write_text(json.dumps(summary))
+    result = {"run": str(run_dir), "family": run.config.model.family, "metrics": metrics, "skipped": {},
+              "protocol": {"num_images": 16}, "train": summary, **({"rate": rate} if rate else {})}
+    (run_dir / "eval.json").write_text(json.dumps(result))
+    (run_dir / "flops.json").write_text(json.dumps({"flops_per_image": 3e8}))
+
+
+def pair_experiment(**changes: Any) -> dict[str, Any]:
+    """The tiny experiment over seeds 0, 1, 2 with the difference "C-ViViT minus VQVAE, same seed"."""
+    data = tiny_experiment(seeds=[0, 1, 2], differences=[
+        {"name": "video_minus_image", "of": {"variant": "cvivit"}, "minus": {"variant": "vqvae"}, "match": ["seed"]}])
+    data.update(changes)
+    return data
+
+
+def fake_pair_runs(tmp_path: Path, data: dict[str, Any], overrides: tuple[str, ...] = (), **extra: Any) -> list[E.ExperimentRun]:
+    runs = E.expand_experiment(E.parse_experiment(data), "cpu-small", tmp_path / "out", overrides)
+    for run in runs:
+        table = VQVAE_PSNR if run.variant == "vqvae" else CVIVIT_PSNR
+        fake_finished(run, {"psnr": table[run.seed], "ssim": 0.5 + 0.1 * run.seed, "swd_avg": 10.0}, **extra)
+    return runs
+
+
+def test_summary_and_paired_differences_with_hand_computed_intervals(tmp_path: Path, train_calls: list) -> None:
+    data = pair_experiment()
+    fake_pair_runs(tmp_path, data)
+    result = E.run_experiment(write_experiment(tmp_path, data), out_dir=tmp_path / "out", log=lambda _: None)
+    assert train_calls == [] and set(result.actions.values()) == {"skip"}
+    folder = tmp_path / "out" / "tiny" / "cpu-small"
+
+    summary = {(r["variant"], r["metric"]): r for r in _read_csv(folder / "results_summary.csv")}
+    vqvae = summary[("vqvae", "psnr")]  # 20, 21, 23: mean 64/3, s^2 = 7/3
+    assert int(vqvae["n"]) == 3 and float(vqvae["mean"]) == pytest.approx(64 / 3)
+    half = T975_2 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert float(vqvae["ci95_half_width"]) == pytest.approx(half, rel=1e-5)
+    assert float(vqvae["ci95_low"]) == pytest.approx(64 / 3 - half, rel=1e-5)
+    assert float(summary[("cvivit", "swd_avg")]["std"]) == 0.0
+    assert ("vqvae", "flops_per_image") in summary
+
+    (diff,) = [r for r in _read_csv(result.differences_path) if r["metric"] == "psnr"]
+    assert result.differences_path == folder / "differences.csv"
+    assert diff["difference"] == "video_minus_image" and diff["group"] == "" and int(diff["n"]) == 3
+    assert float(diff["mean"]) == pytest.approx(7 / 6)  # per-seed differences 1, 1.5, 1: s^2 = 1/12
+    assert float(diff["ci95_half_width"]) == pytest.approx(T975_2 * math.sqrt(1 / 12) / math.sqrt(3), rel=1e-5)
+    assert diff["of_runs"] == "cvivit-T3-s0 cvivit-T3-s1 cvivit-T3-s2" and diff["minus_runs"].startswith("vqvae-s0")
+    ssim = next(r for r in result.differences if r["metric"] == "ssim")
+    assert ssim["mean"] == pytest.approx(0.0) and ssim["ci95_half_width"] == 0.0  # equal in every pair: no spread
+
+    markdown = result.markdown
+    vqvae_line = next(line for line in markdown.splitlines() if line.startswith("| vqvae |"))
+    assert "| 21.3 ± 3.8 |" in vqvae_line and "| 3 |" in vqvae_line
+    diff_line = next(line for line in markdown.splitlines() if line.startswith("| video_minus_image |"))
+    assert "variant=cvivit − variant=vqvae" in diff_line and "| 3/3 |" in diff_line and "| 1.17 ± 0.72 |" in diff_line
+    # no rate or loss terms in these eval.json files: no such columns, no rate-distortion plots
+    assert "bits_per_image" not in _read_csv(result.csv_path)[0] and "loss terms" not in markdown
+    assert not list(folder.glob("plot_rd_*.png"))
+
+
+def test_differences_count_only_finished_pairs(tmp_path: Path) -> None:
+    data = pair_experiment()
+    runs = fake_pair_runs(tmp_path, data)
+    for name in ("cvivit-T3-s2",):  # one run not evaluated yet
+        (next(r for r in runs if r.name == name).config.run_dir / "eval.json").unlink()
+    result = E.write_results(E.parse_experiment(data), "cpu-small", runs, tmp_path / "tables")
+    diff = next(r for r in result.differences if r["metric"] == "psnr")
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(1.25)  # seeds 0 and 1 only
+    assert diff["ci95_half_width"] == pytest.approx(12.7062 * math.sqrt(0.125) / math.sqrt(2), rel=1e-5)
+    assert "| 2/3 |" in result.markdown and "Not finished yet (1): cvivit-T3-s2" in result.markdown
+
+
+def test_differences_grouped_by_the_other_match_columns(tmp_path: Path) -> None:
+    data = tiny_experiment(seeds=[0, 1])
+    data["runs"][1]["grid"] = {"corruption": {"blur": {}, "noise": {"pseudo_video.corruptions": [{"name": "noise"}]}},
+                               "pseudo_video.construction": ["first_order", "higher_order"]}
+    data["differences"] = [{"name": "first_minus_higher", "match": ["seed", "corruption"],
+                            "of": {"variant": "cvivit", "pseudo_video.construction": "first_order"},
+                            "minus": {"variant": "cvivit", "pseudo_video": {"construction": "higher_order"}}}]
+    spec = E.parse_experiment(data)
+    runs = E.expand_experiment(spec, "cpu-small", tmp_path)
+    (pairs,) = E.resolve_differences(spec, "cpu-small", runs)
+    assert [group for group, _ in pairs.groups] == [{"corruption": "blur"}, {"corruption": "noise"}]
+    assert pairs.groups[1][1] == [("cvivit-noise-first_order-s0", "cvivit-noise-higher_order-s0"),
+                                  ("cvivit-noise-first_order-s1", "cvivit-noise-higher_order-s1")]
+    psnr = {("cvivit", "first_order"): 2.0, ("cvivit", "higher_order"): 1.0}
+    for run in runs:
+        value = psnr.get((run.variant, run.config.pseudo_video.construction), 0.0) + run.seed
+        fake_finished(run, {"psnr": value + (0.5 if run.axes.get("corruption") == "noise" else 0.0)})
+    rows = [r for r in E.write_results(spec, "cpu-small", runs, tmp_path / "tables").differences if r["metric"] == "psnr"]
+    assert [(r["group"], r["n"], r["mean"]) for r in rows] == [("corruption=blur", 2, 1.0), ("corruption=noise", 2, 1.0)]
+
+
+def _bad_difference(**fields: Any) -> dict[str, Any]:
+    return pair_experiment(differences=[{"name": "d", "of": {"variant": "cvivit"}, "minus": {"variant": "vqvae"}, **fields}])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_bad_difference(of={"variant": "cvivitt"}), r"difference d: of: \{'variant': 'cvivitt'\} matches no run .*cvivit"),
+        (_bad_difference(minus={"colour": "red"}), r"minus: unknown column 'colour'"),
+        (_bad_difference(of={"pair": "tokenizer"}), r"of: ambiguous: runs vqvae-s0 and cvivit-T3-s0 both have seed=0"),
+        (_bad_difference(match=["seed", "pseudo_video.num_frames"]), r"of run\(s\) cvivit-T3-s0.* have no partner"),
+        (_bad_difference(minus={"variant": "cvivit"}), r"selected by both of and minus"),
+        (_bad_difference(mach=["seed"]), r"did you mean 'match'"),
+        (_bad_difference(only_scales=["gpu"]), r"only_scales.*cpu-small, paper"),
+        (pair_experiment(differences=[{"name": "d", "of": {"variant": "cvivit"}}]), r"missing required key 'minus'"),
+    ],
+)
+def test_bad_differences_fail_before_any_training(tmp_path: Path, train_calls: list, data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        E.run_experiment(write_experiment(tmp_path, data), out_dir=tmp_path / "out", log=lambda _: None)
+    assert train_calls == [] and not (tmp_path / "out").exists()
+
+
+def test_only_scales_of_a_difference(tmp_path: Path) -> None:
+    spec = E.parse_experiment(_bad_difference(only_scales=["paper"]))
+    assert E.resolve_differences(spec, "cpu-small", E.expand_experiment(spec, "cpu-small", tmp_path)) == []
+
+
+def test_rate_and_loss_term_columns_and_rate_distortion_plots(tmp_path: Path) -> None:
+    data = pair_experiment()
+    spec = E.parse_experiment(data)
+    runs = E.expand_experiment(spec, "cpu-small", tmp_path / "out")
+    for run in runs:
+        codes = 16 if run.variant == "vqvae" else 48  # 4x4 codes per frame, the C-ViViT's 3 frames
+        rate = {"codes_per_image": codes, "bits_per_image": codes * 4, "codebook_size": 16, "num_quantizers": 1,
+                "description": f"{codes} codes of a 16-entry codebook"}
+        table = VQVAE_PSNR if run.variant == "vqvae" else CVIVIT_PSNR
+        fake_finished(run, {"psnr": table[run.seed], "ssim": 0.5, "swd_avg": 10.0}, rate=rate,
+                      loss_terms={"recon": 1.0, "vq": 0.25, "gan": 0.1})
+    result = E.write_results(spec, "cpu-small", runs, tmp_path / "tables")
+    rows = _read_csv(result.csv_path)
+    header = list(rows[0])
+    assert header.index("bits_per_image") == header.index("swd_avg") + 2  # after the metrics
+    assert [(r["codes_per_image"], r["bits_per_image"]) for r in rows[:1] + rows[-1:]] == [("16", "64"), ("48", "192")]
+    assert rows[0]["loss_terms"] == "recon:1 vq:0.25 gan:0.1"
+    cvivit_line = next(line for line in result.markdown.splitlines() if line.startswith("| cvivit |"))
+    assert "| 48 | 192 | recon:1 vq:0.25 gan:0.1 |" in cvivit_line
+    assert "codes/image | bits/image | loss terms" in result.markdown and "cvivit-T3: 48 codes of a 16-entry codebook" in result.markdown
+    summary = {(r["variant"], r["metric"]): r for r in _read_csv(result.summary_path)}
+    assert float(summary[("cvivit", "bits_per_image")]["mean"]) == 192
+    for metric in ("psnr", "ssim", "swd_avg"):
+        plot = tmp_path / "tables" / f"plot_rd_{metric}.png"
+        assert plot in result.plot_paths and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resolved_sizes_are_stated_and_overrides_show(tmp_path: Path) -> None:
+    data = pair_experiment()
+    runs = fake_pair_runs(tmp_path, data, overrides=("train.steps=5",))
+    sizes = E.describe_sizes(runs)
+    assert "train.steps=5" in sizes and "data.resolution=8" in sizes and "eval.num_images=16" in sizes
+    assert "pseudo_video.num_frames: 1 (vqvae), 3 (cvivit-T3)" in sizes
+    result = E.write_results(E.parse_experiment(data), "cpu-small", runs, tmp_path / "tables")
+    assert f"Sizes as run (after every override): {sizes}." in result.markdown
+
+
+def test_cli_experiment_prints_its_table_once(tmp_path: Path, capsys: pytest.CaptureFixture, train_calls: list) -> None:
+    from pseudovideo.cli import main
+
+    data = pair_experiment()
+    fake_pair_runs(tmp_path, data)
+    assert main(["experiment", str(write_experiment(tmp_path, data)), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("# Experiment tiny (cpu-small)") == 1 and printed.count("| video_minus_image |") == 1
+    assert "results_summary.csv" in printed and "differences.csv" in printed and train_calls == []
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_descriptions_state_no_sizes(path: Path) -> None:
+    # Sizes change with scales and overrides; results.md states the resolved ones instead.
+    description = E.load_experiment(path).description
+    assert description and not re.search(r"\d", description), description
+
+
+def test_difference_names_repeat_only_for_disjoint_scales() -> None:
+    twice = [{"name": "d", "of": {"variant": "cvivit"}, "minus": {"variant": "vqvae"}, "only_scales": ["cpu-small"]},
+             {"name": "d", "of": {"variant": "cvivit"}, "minus": {"variant": "vqvae"}}]
+    with pytest.raises(ConfigError, match="name.s. d repeated at scale cpu-small"):
+        E.parse_experiment(pair_experiment(differences=twice))
+    twice[1]["only_scales"] = ["paper"]
+    assert [d.only_scales for d in E.parse_experiment(pair_experiment(differences=twice)).differences] == [["cpu-small"], ["paper"]]

@@ -190,11 +190,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
     from pseudovideo.experiments import run_experiment
 
-    result = run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides)
-    print(result.markdown)
-    print(f"results: {result.csv_path}\ntable: {result.markdown_path}")
-    for path in result.plot_paths:
-        print(f"plot: {path}")
+    # run_experiment prints the plan, the results table and the paths of what it wrote (once).
+    run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides, log=print)
     return 0
 
 

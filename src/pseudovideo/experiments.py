@@ -37,10 +37,30 @@ values, the seed (``train.seed``), then the command line's extra overrides. Run 
 variant, the grid values and the seed (``cvivit-T8-blur-s0``); run folders live in
 ``<out>/<experiment>/<scale>/<run>``.
 
+Paired comparisons (run A minus run B trained with the same seed) are listed under ``differences``::
+
+    differences:
+      - name: video_minus_image
+        of: {variant: cvivit, pseudo_video.num_frames: 8}   # selector: column -> value
+        minus: {variant: vqvae}
+        match: [seed]                                       # columns paired runs share (seed always)
+        only_scales: [paper]                                # optional
+      - name: first_minus_higher
+        of: {pseudo_video.construction: first_order}
+        minus: {pseudo_video.construction: higher_order}
+        match: [seed, corruption]                           # one difference per corruption
+
+Selector columns are ``variant``, labels, grid axes (a named axis by its label) and dotted config
+keys (the run's resolved value). Each side must select exactly one run per value of the ``match``
+columns, and every run must have a partner on the other side; otherwise ConfigError, before training.
+Keep sizes (resolution, steps, frames) out of ``description``: results.md states the resolved ones.
+
 :func:`run_experiment` validates every run config and input path before any training, trains the
 runs one after the other (skipping finished ones and resuming interrupted ones), evaluates them all
-with one protocol, measures training FLOPs per image, and writes ``results.csv``, ``results.md`` and
-PNG plots into the experiment folder.
+with one protocol, measures training FLOPs per image, and writes ``results.csv``,
+``results_summary.csv`` (mean and Student-t 95 % interval over seeds per variant),
+``differences.csv``, ``results.md`` and PNG plots (``plot_<metric>.png``; ``plot_rd_<metric>.png``,
+metric against bits per image, when the runs' eval.json reports a rate) into the experiment folder.
 """
 
 from __future__ import annotations
@@ -54,7 +74,6 @@ import json
 import math
 import os
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -76,10 +95,13 @@ from pseudovideo.config import (
 )
 from pseudovideo.distributed import resolve_device
 from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
+from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
 
 __all__ = [
     "PlotSpec",
     "Variant",
+    "Difference",
+    "DifferencePairs",
     "ExperimentSpec",
     "ExperimentRun",
     "RunPlan",
@@ -91,6 +113,10 @@ __all__ = [
     "count_flops",
     "training_flops_per_image",
     "aggregate_over_seeds",
+    "resolve_differences",
+    "summary_rows",
+    "difference_rows",
+    "describe_sizes",
     "flatten_overrides",
     "write_results",
     "run_experiment",
@@ -112,6 +138,12 @@ AXIS_LABELS = {
 RESULT_COLUMNS = (
     "flops_per_image", "parameters", "train_images_per_s", "train_frames_per_s", "peak_memory_mb", "train_seconds",
 )
+# Optional result columns, present when the runs' eval.json / train summary report them.
+RATE_COLUMNS = ("codes_per_image", "bits_per_image")
+RATE_TITLES = {"codes_per_image": "codes/image", "bits_per_image": "bits/image"}
+OPTIONAL_COLUMNS = (*RATE_COLUMNS, "loss_terms")
+# Sizes that results.md and the log state as resolved (after every override), instead of the description.
+SIZE_KEYS = ("data.resolution", "train.steps", "train.batch_size", "pseudo_video.num_frames", "eval.num_images")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 _TAR_HINT = "mkdir -p {parent} && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C {parent}"
 
@@ -153,6 +185,22 @@ class Variant:
 
 
 @dataclass
+class Difference:
+    """A paired comparison: runs selected by ``of`` minus runs selected by ``minus``, pair by pair.
+
+    Selectors map columns (``variant``, labels, grid axes, config keys) to the value a run must have.
+    Runs are paired when they agree on every ``match`` column (``seed`` always among them); the
+    other ``match`` columns split the comparison into one group per value (e.g. one per corruption).
+    """
+
+    name: str
+    of: dict[str, Any]
+    minus: dict[str, Any]
+    match: list[str] = field(default_factory=lambda: ["seed"])
+    only_scales: list[str] | None = None  # compute at these scales only (None: at every scale)
+
+
+@dataclass
 class ExperimentSpec:
     """One experiment file: variants x grid axes x seeds, sized by a scale; see the module docstring."""
 
@@ -164,6 +212,7 @@ class ExperimentSpec:
     scales: dict[str, dict[str, Any]]
     base: dict[str, Any]
     runs: list[Variant]
+    differences: list[Difference] = field(default_factory=list)
 
 
 @dataclass
@@ -200,9 +249,13 @@ class ExperimentResult:
     rows: list[dict[str, Any]]
     actions: dict[str, str]  # run name -> action taken (train, resume, evaluate, skip)
     unfinished: list[str]  # expanded runs without results yet (e.g. left out by ``only``)
+    summary_path: Path | None = None  # results_summary.csv: per variant, mean and 95 % interval over seeds
+    differences_path: Path | None = None  # differences.csv (None when the experiment has no differences here)
+    differences: list[dict[str, Any]] = field(default_factory=list)  # its rows
 
 
-_SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base", "runs")
+_SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base", "runs", "differences")
+_DIFFERENCE_KEYS = ("name", "of", "minus", "match", "only_scales")
 _VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
 _PLOT_KEYS = ("x", "group_by", "panels", "kind")
 _METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "sampling_images_per_s")
@@ -336,8 +389,51 @@ def parse_experiment(data: dict[str, Any], source: str = "experiment") -> Experi
         if repeated:
             raise ConfigError(f"{source}: runs: variant name(s) {', '.join(repeated)} repeated at scale {scale} "
                               f"(names may repeat only with disjoint only_scales)")
+    differences = _parse_differences(data.get("differences"), list(scales), source)
     return ExperimentSpec(name=name, description=description.strip(), metrics=list(metrics), plot=plot,
-                          seeds=seeds, scales=scales, base=base, runs=variants)
+                          seeds=seeds, scales=scales, base=base, runs=variants, differences=differences)
+
+
+def _parse_selector(value: Any, where: str) -> dict[str, Any]:
+    selector = _mapping(value, where)
+    if not selector:
+        raise ConfigError(f"{where}: expected a mapping column -> value selecting runs (e.g. {{variant: vqvae}})")
+    return flatten_overrides(selector)
+
+
+def _parse_differences(data: Any, scales: Sequence[str], source: str) -> list[Difference]:
+    """The ``differences:`` list (see :class:`Difference`); runs are not looked at here."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ConfigError(f"{source}: differences: expected a list of {{name, of, minus, match, only_scales}}")
+    out: list[Difference] = []
+    for i, item in enumerate(data):
+        where = f"{source}: differences.{i}"
+        item = _mapping(item, where)
+        _check_keys(item, _DIFFERENCE_KEYS, where)
+        for key in ("name", "of", "minus"):
+            if key not in item:
+                raise ConfigError(f"{where}: missing required key '{key}'")
+        name = _check_name(item["name"], f"{where}.name")
+        where = f"{source}: differences.{i} ({name})"
+        match = item.get("match", ["seed"])
+        if not isinstance(match, list) or not all(isinstance(k, str) for k in match):
+            raise ConfigError(f"{where}.match: expected a list of column names (e.g. [seed, corruption]), got {match!r}")
+        match = ["seed", *[k for k in dict.fromkeys(match) if k != "seed"]]
+        only = item.get("only_scales")
+        if only is not None and (not isinstance(only, list) or not only or any(s not in scales for s in only)):
+            raise ConfigError(f"{where}.only_scales: expected a non-empty list of the experiment's scales "
+                              f"({', '.join(scales)}), got {only!r}")
+        out.append(Difference(name=name, of=_parse_selector(item["of"], f"{where}.of"),
+                              minus=_parse_selector(item["minus"], f"{where}.minus"), match=match,
+                              only_scales=list(only) if only is not None else None))
+    for scale in scales:  # a name may repeat only between differences for disjoint scales
+        names = [d.name for d in out if d.only_scales is None or scale in d.only_scales]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: differences: name(s) {', '.join(repeated)} repeated at scale {scale}")
+    return out
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
@@ -428,6 +524,7 @@ def expand_experiment(
                 f"experiment {spec.name}: run {run.name} is evaluated differently from {runs[0].name} "
                 f"({describe_diff(diff)}); every run of an experiment shares one eval section (set it in base or scales)"
             )
+    resolve_differences(spec, scale, runs)  # selectors are checked before anything trains
     columns = _identity_columns(spec, runs)
     for key in [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]:
         if key not in columns and key not in (*spec.metrics, *RESULT_COLUMNS):
@@ -439,6 +536,96 @@ def expand_experiment(
                     f"{', '.join([*columns, *RESULT_COLUMNS])}"
                 ) from None
     return runs
+
+
+@dataclass
+class DifferencePairs:
+    """A difference resolved against the runs of one scale: (of run, minus run) name pairs per group.
+
+    ``groups`` holds, per value of the ``match`` columns other than ``seed`` (an empty dict when there
+    are none), the pairs of run names, one pair per seed.
+    """
+
+    difference: Difference
+    groups: list[tuple[dict[str, Any], list[tuple[str, str]]]]
+
+
+_MISSING = object()
+
+
+def _run_value(run: ExperimentRun, key: str, tree: dict[str, Any]) -> Any:
+    """A run's value of a column: variant, seed, run, a label, a grid axis, else a config key (``tree``)."""
+    special = {"variant": run.variant, "seed": run.seed, "run": run.name}
+    if key in special:
+        return special[key]
+    if key in run.labels:
+        return run.labels[key]
+    if key in run.axes:
+        return run.axes[key]
+    try:
+        return _lookup(tree, key)
+    except KeyError:
+        return _MISSING
+
+
+def _select(runs: Sequence[ExperimentRun], trees: dict[str, dict], selector: dict[str, Any], where: str) -> list[ExperimentRun]:
+    """The runs whose columns equal every value of ``selector``; ConfigError when a key is unknown or nothing matches."""
+    for key in selector:
+        if all(_run_value(run, key, trees[run.name]) is _MISSING for run in runs):
+            raise ConfigError(f"{where}: unknown column {key!r} (not a label, grid axis or config key of any run; "
+                              f"use variant, a label, a grid axis or a dotted config key)")
+    chosen = [run for run in runs if all(_run_value(run, k, trees[run.name]) == v for k, v in selector.items())]
+    if not chosen:
+        seen = {k: sorted({json.dumps(_run_value(r, k, trees[r.name]), default=str) for r in runs
+                           if _run_value(r, k, trees[r.name]) is not _MISSING}) for k in selector}
+        values = "; ".join(f"{k} takes {', '.join(v)}" for k, v in seen.items())
+        raise ConfigError(f"{where}: {selector} matches no run ({values})")
+    return chosen
+
+
+def _by_match(runs: Sequence[ExperimentRun], trees: dict[str, dict], match: Sequence[str], where: str) -> dict[str, ExperimentRun]:
+    """Runs keyed by their ``match`` values; ConfigError when two runs share them (an ambiguous selector)."""
+    keyed: dict[str, ExperimentRun] = {}
+    for run in runs:
+        key = json.dumps([_run_value(run, k, trees[run.name]) for k in match], default=str)
+        if key in keyed:
+            same = ", ".join(f"{k}={_run_value(run, k, trees[run.name])}" for k in match)
+            raise ConfigError(f"{where}: ambiguous: runs {keyed[key].name} and {run.name} both have {same}; add a "
+                              f"column that tells them apart to the selector, or to match to compare them group by group")
+        keyed[key] = run
+    return keyed
+
+
+def resolve_differences(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun]) -> list[DifferencePairs]:
+    """Pairs the runs of each of ``spec.differences`` at ``scale`` (see :class:`Difference`).
+
+    Raises ConfigError naming the difference when a selector names an unknown column, matches no
+    run, matches two runs with the same ``match`` values, when a run has no partner on the other
+    side, or when a run is on both sides.
+    """
+    trees = {run.name: config_to_dict(run.config) for run in runs}
+    resolved = []
+    for diff in spec.differences:
+        if diff.only_scales is not None and scale not in diff.only_scales:
+            continue
+        where = f"experiment {spec.name}, scale {scale}, difference {diff.name}"
+        of = _by_match(_select(runs, trees, diff.of, f"{where}: of"), trees, diff.match, f"{where}: of")
+        minus = _by_match(_select(runs, trees, diff.minus, f"{where}: minus"), trees, diff.match, f"{where}: minus")
+        both = sorted({r.name for r in of.values()} & {r.name for r in minus.values()})
+        if both:
+            raise ConfigError(f"{where}: run(s) {', '.join(both)} selected by both of and minus")
+        for side, mine, other in (("of", of, minus), ("minus", minus, of)):
+            lonely = [run.name for key, run in mine.items() if key not in other]
+            if lonely:
+                raise ConfigError(f"{where}: {side} run(s) {', '.join(lonely)} have no partner with equal "
+                                  f"{', '.join(diff.match)} on the other side")
+        groups: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {}
+        for key, run in of.items():
+            group = {k: _run_value(run, k, trees[run.name]) for k in diff.match if k != "seed"}
+            entry = groups.setdefault(json.dumps(group, default=str), (group, []))
+            entry[1].append((run.name, minus[key].name))
+        resolved.append(DifferencePairs(difference=diff, groups=list(groups.values())))
+    return resolved
 
 
 def _identity_columns(spec: ExperimentSpec, runs: Sequence[ExperimentRun]) -> list[str]:
@@ -544,20 +731,15 @@ def training_flops_per_image(
 # Results
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (n - 1 in the denominator; None for a single value)."""
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def aggregate_over_seeds(
-    rows: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str]
+    rows: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str], confidence: float = 0.95
 ) -> list[dict[str, Any]]:
-    """Groups result rows by ``group_columns`` (seed excluded) and averages ``value_columns``.
+    """Groups result rows by ``group_columns`` (seed excluded) and summarises ``value_columns`` over seeds.
 
     Returns one dict per group (in order of first appearance) holding the group columns, ``seeds``
-    (how many rows) and, for each value column with at least one number, ``(mean, std)`` where std
-    is the sample standard deviation over seeds (None for one seed). Empty cells are ignored.
+    (how many rows) and, for each value column with at least one number, a
+    :class:`pseudovideo.stats.Interval` (mean, Student-t half-width at ``confidence``, n, sample std;
+    no half-width for one seed). Empty and non-finite cells are ignored.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -567,19 +749,25 @@ def aggregate_over_seeds(
         entry: dict[str, Any] = dict(zip(group_columns, key))
         entry["seeds"] = len(members)
         for column in value_columns:
-            values = [float(m[column]) for m in members if m.get(column) not in (None, "")]
-            values = [v for v in values if math.isfinite(v)]
+            values = [v for m in members if (v := _as_number(m.get(column))) is not None]
             if values:
-                entry[column] = _mean_std(values)
+                entry[column] = mean_interval(values, confidence)
         out.append(entry)
     return out
 
 
-def _format_mean_std(value: tuple[float, float | None] | None) -> str:
-    if value is None:
-        return "-"
-    mean, std = value
-    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
+def _format_loss_terms(terms: Any) -> str:
+    """``{"recon": 1.0, "gan": 0.1}`` -> ``"recon:1 gan:0.1"`` (empty when the summary has none)."""
+    if not isinstance(terms, dict) or not terms:
+        return ""
+    return " ".join(f"{name}:{weight:g}" if isinstance(weight, (int, float)) else f"{name}:{weight}"
+                    for name, weight in terms.items())
+
+
+def _run_label(run_name: str, seed: Any) -> str:
+    """The run name without its seed suffix (``cvivit-T8-s0`` -> ``cvivit-T8``): one label per variant."""
+    suffix = f"-s{seed}"
+    return run_name[: -len(suffix)] if run_name.endswith(suffix) else run_name
 
 
 def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[str], extra_keys: Sequence[str]) -> dict[str, Any]:
@@ -592,7 +780,7 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     row.update({"run": run.name, "variant": run.variant, **run.labels, **run.axes, "seed": run.seed})
     tree = config_to_dict(run.config)
     # Config-key columns (grid axes of other variants included) hold every run's own value.
-    for key in [c for c in columns if row.get(c, "") == "" and c not in (*metrics, *RESULT_COLUMNS)]:
+    for key in [c for c in columns if row.get(c, "") == "" and c not in (*metrics, *RESULT_COLUMNS, *OPTIONAL_COLUMNS)]:
         if _has_key(tree, key):
             extra_keys = [*extra_keys, key]
     for key in extra_keys:
@@ -600,8 +788,12 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
         row[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
     for metric in metrics:
         row[metric] = result["metrics"].get(metric, "")
+    rate = result.get("rate") or {}  # tokenizers: what the decoder of the clean frame can read
     frames_per_s = summary.get("frames_per_s")
     row.update({
+        "codes_per_image": rate.get("codes_per_image", ""),
+        "bits_per_image": rate.get("bits_per_image", ""),
+        "loss_terms": _format_loss_terms(summary.get("loss_terms")),
         "flops_per_image": flops if flops is not None else "",
         "parameters": summary.get("parameters", {}).get("model", ""),
         "train_images_per_s": summary.get("images_per_s", ""),
@@ -609,6 +801,8 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
         "peak_memory_mb": summary["peak_memory_bytes"] / 2**20 if "peak_memory_bytes" in summary else "",
         "train_seconds": summary.get("wall_time_s", ""),
     })
+    row["_label"] = _run_label(run.name, run.seed)
+    row["_rate"] = rate.get("description", "")
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
     return row
@@ -623,38 +817,153 @@ def _write_csv(rows: Sequence[dict[str, Any]], header: Sequence[str], path: Path
     return path
 
 
-def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
-              unfinished: Sequence[str]) -> str:
-    values = [*spec.metrics, "flops_per_image", "parameters", "train_images_per_s"]
-    groups = aggregate_over_seeds(rows, group_columns, values)
-    header = [*group_columns, "seeds", *spec.metrics, "GFLOPs/image", "params (M)", "train img/s"]
-    lines = [f"# Experiment {spec.name} ({scale})", ""]
-    if spec.description:
-        lines += [spec.description, ""]
-    lines += [f"Mean ± sample std over seeds {spec.seeds[scale]}; GFLOPs/image: forward + backward of one training step per "
-              "clean image (matmuls, convolutions, attention).", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
+def _blank(value: float | None) -> float | str:
+    return "" if value is None else value
+
+
+def _interval_columns(interval: Interval) -> dict[str, Any]:
+    """The CSV columns of an interval: n, mean, std, ci95_low, ci95_high, ci95_half_width (blank for n = 1)."""
+    return {"n": interval.n, "mean": interval.mean, "std": _blank(interval.std), "ci95_low": _blank(interval.low),
+            "ci95_high": _blank(interval.high), "ci95_half_width": _blank(interval.half_width)}
+
+
+INTERVAL_HEADER = ("n", "mean", "std", "ci95_low", "ci95_high", "ci95_half_width")
+
+
+def summary_rows(groups: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """results_summary.csv rows (one per group and quantity) from :func:`aggregate_over_seeds` groups."""
+    return [{**{c: group[c] for c in group_columns}, "metric": column, **_interval_columns(group[column])}
+            for group in groups for column in value_columns if column in group]
+
+
+def _group_text(group: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items())
+
+
+def difference_rows(resolved: Sequence[DifferencePairs], rows: Sequence[dict[str, Any]], metrics: Sequence[str],
+                    confidence: float = 0.95) -> list[dict[str, Any]]:
+    """differences.csv rows: per difference, group and metric, the paired difference (of minus minus) over the
+    seeds where both runs are finished, with its Student-t interval (:func:`pseudovideo.stats.paired_difference`)."""
+    by_run = {row["run"]: row for row in rows}
+    out = []
+    for pairs in resolved:
+        for group, pair_list in pairs.groups:
+            done = [(a, b) for a, b in pair_list if a in by_run and b in by_run]
+            for metric in metrics:
+                values = [(x, y) for a, b in done
+                          if (x := _as_number(by_run[a].get(metric))) is not None and (y := _as_number(by_run[b].get(metric))) is not None]
+                if not values:
+                    continue
+                interval = paired_difference([x for x, _ in values], [y for _, y in values], confidence)
+                out.append({"difference": pairs.difference.name, "group": _group_text(group), "metric": metric,
+                            **_interval_columns(interval), "pairs": len(done),
+                            "of_runs": " ".join(a for a, _ in done), "minus_runs": " ".join(b for _, b in done)})
+    return out
+
+
+DIFFERENCE_HEADER = ("difference", "group", "metric", *INTERVAL_HEADER, "of_runs", "minus_runs")
+
+
+def _interval_of(row: dict[str, Any]) -> Interval:
+    return Interval(mean=row["mean"], half_width=row["ci95_half_width"] or None, n=row["n"], std=row["std"] or None)
+
+
+def _differences_markdown(spec: ExperimentSpec, resolved: Sequence[DifferencePairs], diff_rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The paired-differences table of results.md (one line per difference and group)."""
+    if not resolved:
+        return []
+    lines = ["", "## Paired differences", "",
+             "Of minus minus, paired by seed (and the other match columns); mean ± half-width of the Student-t "
+             "95 % interval over the pairs whose two runs are finished (an interval that excludes 0 is a difference "
+             "at that level; no interval with one pair).", "",
+             "| difference | of − minus | group | pairs | " + " | ".join(spec.metrics) + " |",
+             "|---|---|---|---:|" + "---:|" * len(spec.metrics)]
+    for pairs in resolved:
+        diff = pairs.difference
+        selectors = f"{_group_text(diff.of)} − {_group_text(diff.minus)}"
+        for group, pair_list in pairs.groups:
+            text = _group_text(group)
+            found = {r["metric"]: r for r in diff_rows if r["difference"] == diff.name and r["group"] == text}
+            done = max((r["pairs"] for r in found.values()), default=0)
+            cells = [format_interval(_interval_of(found[m]), show_n=found[m]["n"] != done) if m in found else "-"
+                     for m in spec.metrics]
+            lines.append(f"| {diff.name} | {selectors} | {text or '-'} | {done}/{len(pair_list)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
+    """The sizes every run was built with, after every override (``SIZE_KEYS``); where runs differ, the value
+    of each variant (run names without their seed), e.g. ``train.steps: 300 (vqvae, cvivit), 150 (ddpm)``."""
+    parts = []
+    trees = [(run, config_to_dict(run.config)) for run in runs]
+    for key in SIZE_KEYS:
+        by_value: dict[str, list[str]] = {}
+        for run, tree in trees:
+            labels = by_value.setdefault(json.dumps(_lookup(tree, key)), [])
+            if (label := _run_label(run.name, run.seed)) not in labels:
+                labels.append(label)
+        if len(by_value) == 1:
+            parts.append(f"{key}={next(iter(by_value))}")
+        else:
+            parts.append(f"{key}: " + ", ".join(f"{value} ({', '.join(labels)})" for value, labels in by_value.items()))
+    return "; ".join(parts)
+
+
+def _results_table(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
+                   optional: Sequence[str]) -> list[str]:
+    """The main results.md table: one line per variant (mean ± 95 % half-width over seeds)."""
+    rate = [c for c in RATE_COLUMNS if c in optional]
+    values = [*spec.metrics, *rate, "flops_per_image", "parameters", "train_images_per_s"]
+    groups = aggregate_over_seeds(rows, [*group_columns, "_label"], values)
+    header = [*group_columns, "seeds", *spec.metrics, *[RATE_TITLES[c] for c in rate],
+              *(["loss terms"] if "loss_terms" in optional else []), "GFLOPs/image", "params (M)", "train img/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
     for group in groups:
         flops = group.get("flops_per_image")
         params = group.get("parameters")
         cells = [str(group[c]) for c in group_columns] + [str(group["seeds"])]
-        cells += [_format_mean_std(group.get(m)) for m in spec.metrics]
-        cells += [f"{flops[0] / 1e9:.4g}" if flops else "-", f"{params[0] / 1e6:.3g}" if params else "-",
-                  _format_mean_std(group.get("train_images_per_s"))]
+        cells += [format_interval(group.get(m), show_n=False) for m in spec.metrics]
+        cells += [f"{group[c].mean:.4g}" if c in group else "-" for c in rate]
+        if "loss_terms" in optional:
+            terms = dict.fromkeys(r["loss_terms"] for r in rows if r["_label"] == group["_label"] and r["loss_terms"])
+            cells.append(" / ".join(terms) or "-")
+        cells += [f"{flops.mean / 1e9:.4g}" if flops else "-", f"{params.mean / 1e6:.3g}" if params else "-",
+                  format_interval(group.get("train_images_per_s"), show_n=False)]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
+              unfinished: Sequence[str], *, sizes: str = "", optional: Sequence[str] = (),
+              resolved: Sequence[DifferencePairs] = (), diff_rows: Sequence[dict[str, Any]] = ()) -> str:
+    lines = [f"# Experiment {spec.name} ({scale})", ""]
+    if spec.description:
+        lines += [spec.description, ""]
+    if sizes:
+        lines += [f"Sizes as run (after every override): {sizes}.", ""]
+    lines += [f"Mean ± half-width of the Student-t 95 % interval over seeds {spec.seeds[scale]} (no interval with one "
+              "seed); GFLOPs/image: forward + backward of one training step per clean image (matmuls, convolutions, "
+              "attention).", ""]
+    lines += _results_table(spec, rows, group_columns, optional)
     skipped = {name: reason for row in rows for name, reason in row["_skipped"].items() if name in spec.metrics}
     lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
+    rates = dict.fromkeys(f"{row['_label']}: {row['_rate']}" for row in rows if row["_rate"])
+    if rates:
+        lines += ["", "Rate (codes and bits per clean image that its decoder reads): " + "; ".join(rates)]
     if rows:
         protocol = rows[0]["_protocol"]
         keep = ("num_images", "eval_split", "resolution", "model_weights", "seed")
         lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
                   + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
+    lines += _differences_markdown(spec, resolved, diff_rows)
     if unfinished:
         lines += ["", f"Not finished yet ({len(unfinished)}): {', '.join(unfinished)}"]
     return "\n".join(lines) + "\n"
 
 
 def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -662,23 +971,39 @@ def _as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path | None:
-    """Metric against ``plot.x``: mean over seeds with std error bars, one line/bar set per group, per panel."""
+def _error(interval: Interval) -> float:
+    return interval.half_width or 0.0
+
+
+def _new_figure(width: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    """Metric against ``plot.x``: mean over seeds with 95 % interval error bars, one line/bar set per group, per panel."""
     plot = spec.plot
     rows = [r for r in rows if _as_number(r.get(metric)) is not None]
     if not rows:
         return None
     panel_values = list(dict.fromkeys(r[plot.panels] for r in rows)) if plot.panels else [None]
-    fig = Figure(figsize=(5.2 * len(panel_values), 4.0), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _new_figure(5.2 * len(panel_values))
     for p, panel in enumerate(panel_values):
         ax = fig.add_subplot(1, len(panel_values), p + 1)
         members = [r for r in rows if plot.panels is None or r[plot.panels] == panel]
         groups = aggregate_over_seeds(members, [*plot.group_by, plot.x], [metric])
-        series: dict[tuple, list[tuple[Any, tuple[float, float | None]]]] = {}
+        series: dict[tuple, list[tuple[Any, Interval]]] = {}
         for g in groups:
             series.setdefault(tuple(g[c] for c in plot.group_by), []).append((g[plot.x], g[metric]))
         categories = list(dict.fromkeys(g[plot.x] for g in groups))
@@ -688,8 +1013,8 @@ def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, pat
             label = ", ".join(str(k) for k in key) or metric
             if numeric:
                 points = sorted(points, key=lambda item: _as_number(item[0]))
-            ys = [m for _, (m, _) in points]
-            errs = [sd or 0.0 for _, (_, sd) in points]
+            ys = [iv.mean for _, iv in points]
+            errs = [_error(iv) for _, iv in points]
             if plot.kind == "line":
                 xs = [_as_number(x) if numeric else categories.index(x) for x, _ in points]
                 ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
@@ -699,21 +1024,42 @@ def _plot(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, pat
         if not numeric:
             ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=20)
         ax.set_xlabel(plot.x)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"{metric} (mean, 95 % interval)")
         ax.set_title(f"{spec.name}: {metric}" + (f" ({plot.panels}={panel})" if plot.panels else ""))
         ax.grid(True, alpha=0.3)
         if len(series) > 1 or plot.group_by:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save_figure(fig, path)
+
+
+def _plot_rate_distortion(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    """Metric against bits per clean image: one point per variant (mean over seeds, 95 % interval error bars)."""
+    rows = [r for r in rows if _as_number(r.get("bits_per_image")) is not None and _as_number(r.get(metric)) is not None]
+    if not rows:
+        return None
+    fig = _new_figure(6.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for group in aggregate_over_seeds(rows, ["_label"], ["bits_per_image", metric]):
+        x, y = group["bits_per_image"], group[metric]
+        ax.errorbar([x.mean], [y.mean], yerr=[_error(y)], xerr=[_error(x)], marker="o", capsize=3, linestyle="none")
+        ax.annotate(group["_label"], (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    bits = [_as_number(r["bits_per_image"]) for r in rows]
+    if min(bits) > 0 and max(bits) / min(bits) > 4:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per clean image (codes × log2 codebook size)")
+    ax.set_ylabel(f"{metric} (mean, 95 % interval)")
+    ax.set_title(f"{spec.name}: {metric} vs rate")
+    ax.grid(True, alpha=0.3)
+    return _save_figure(fig, path)
 
 
 def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: str | Path) -> ExperimentResult:
-    """Writes results.csv, results.md and plot_<metric>.png into ``folder`` for the finished runs among ``runs``.
+    """Writes the tables and plots of the finished runs among ``runs`` into ``folder``.
 
-    Trains nothing; the returned result's ``actions`` is empty.
+    results.csv (one row per run), results_summary.csv (per variant and quantity: mean, 95 % interval, n),
+    differences.csv (the ``differences:`` of the experiment, when it has some at this scale), results.md,
+    plot_<metric>.png and, when eval.json reports a rate, plot_rd_<metric>.png. Trains nothing; the
+    returned result's ``actions`` is empty.
     """
     folder = Path(folder)
     identity = _identity_columns(spec, runs)
@@ -726,16 +1072,33 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     finished = [run for run in runs if actions[run.name] == "skip"]
     unfinished = [run.name for run in runs if actions[run.name] != "skip"]
     rows = [_result_row(run, header, spec.metrics, extra_keys) for run in finished]
+    optional = [c for c in OPTIONAL_COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
+    after_metrics = header.index(spec.metrics[-1]) + 1
+    header[after_metrics:after_metrics] = optional
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(rows, header, folder / "results.csv")
     group_columns = [c for c in [*identity, *extra_keys] if c not in ("run", "seed")]
-    markdown = _markdown(spec, scale, rows, group_columns, unfinished)
+    values = [*spec.metrics, *[c for c in RATE_COLUMNS if c in optional], *RESULT_COLUMNS]
+    summary = summary_rows(aggregate_over_seeds(rows, group_columns, values), group_columns, values)
+    summary_path = _write_csv(summary, [*group_columns, "metric", *INTERVAL_HEADER], folder / "results_summary.csv")
+    resolved = resolve_differences(spec, scale, runs)
+    diff_rows = difference_rows(resolved, rows, spec.metrics)
+    differences_path = folder / "differences.csv"
+    if resolved:
+        _write_csv(diff_rows, DIFFERENCE_HEADER, differences_path)
+    elif differences_path.is_file():
+        differences_path.unlink()  # left by an earlier version of the experiment file
+    markdown = _markdown(spec, scale, rows, group_columns, unfinished, sizes=describe_sizes(runs), optional=optional,
+                         resolved=resolved, diff_rows=diff_rows)
     md_path = folder / "results.md"
     md_path.write_text(markdown)
     plots = [p for metric in spec.metrics if (p := _plot(spec, rows, metric, folder / f"plot_{metric}.png")) is not None]
+    plots += [p for metric in spec.metrics
+              if (p := _plot_rate_distortion(spec, rows, metric, folder / f"plot_rd_{metric}.png")) is not None]
     return ExperimentResult(out_dir=folder, csv_path=csv_path, markdown_path=md_path, plot_paths=plots, markdown=markdown,
                             rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-                            actions={}, unfinished=unfinished)
+                            actions={}, unfinished=unfinished, summary_path=summary_path,
+                            differences_path=differences_path if resolved else None, differences=diff_rows)
 
 
 def _has_key(tree: dict[str, Any], key: str) -> bool:
@@ -744,7 +1107,6 @@ def _has_key(tree: dict[str, Any], key: str) -> bool:
     except KeyError:
         return False
     return True
-
 
 # --------------------------------------------------------------------------------------------
 # The runner
@@ -797,6 +1159,7 @@ def run_experiment(
     plans = plan_runs(selected)
     folder = Path(out_dir) / spec.name / scale
     log(f"experiment {spec.name} ({scale}): {len(runs)} runs, {len(selected)} selected, folder {folder}")
+    log(f"sizes (after every override): {describe_sizes(runs)}")
     for plan in plans:
         log(f"  {plan.run.name}: {plan.action} ({plan.reason})")
     eval_config = runs[0].config.eval
@@ -814,6 +1177,8 @@ def run_experiment(
             train_run(run.config, resume=plan.action == "resume")
         _finish_run(run, eval_config)
     result = dataclasses.replace(write_results(spec, scale, runs, folder), actions=actions)
-    log(f"\n{result.markdown}\nresults: {result.csv_path}, {result.markdown_path}"
+    tables = [result.csv_path, result.summary_path, *([result.differences_path] if result.differences_path else []),
+              result.markdown_path]
+    log(f"\n{result.markdown}\nresults: {', '.join(str(p) for p in tables)}"
         + "".join(f"\nplot: {p}" for p in result.plot_paths))
     return result
