@@ -59,5 +59,5 @@ def test_format_interval() -> None:
     assert format_interval(mean_interval([1, 2, 3])) == "2.0 ± 2.5 (n=3)"
     assert format_interval(Interval(mean=1234.5, half_width=56.0, n=2, std=6.0), show_n=False) == "1234 ± 56"
     assert format_interval(mean_interval([19.21345])) == "19.21 (n=1)"
-    assert format_interval(mean_interval([0.5, 0.5]), show_n=False) == "0.5"
+    assert format_interval(mean_interval([0.5, 0.5]), show_n=False) == "0.5 ± 0"
     assert format_interval(None) == "-"

@@ -873,9 +873,10 @@ def _differences_markdown(spec: ExperimentSpec, resolved: Sequence[DifferencePai
     if not resolved:
         return []
     lines = ["", "## Paired differences", "",
-             "Of minus minus, paired by seed (and the other match columns); mean ± half-width of the Student-t "
-             "95 % interval over the pairs whose two runs are finished (an interval that excludes 0 is a difference "
-             "at that level; no interval with one pair).", "",
+             "Each line: the runs selected by *of* minus those selected by *minus*, paired by seed (and by the "
+             "group's columns); mean ± half-width of the Student-t 95 % interval of the per-pair differences, over "
+             "the pairs whose two runs are finished (no interval with one pair; an interval that excludes 0 is a "
+             "difference at that level).", "",
              "| difference | of − minus | group | pairs | " + " | ".join(spec.metrics) + " |",
              "|---|---|---|---:|" + "---:|" * len(spec.metrics)]
     for pairs in resolved:

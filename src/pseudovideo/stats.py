@@ -87,12 +87,15 @@ def _decimals(half_width: float) -> int:
 def format_interval(interval: Interval | None, *, show_n: bool = True, digits: int = 4) -> str:
     """``"19.21 ± 0.12 (n=3)"``: the half-width with two significant digits and the mean to the same decimal.
 
-    A single value (or a zero half-width) is shown with ``digits`` significant digits; None gives "-".
+    A single value (no interval) or a zero half-width shows the mean with ``digits`` significant digits;
+    None gives "-".
     """
     if interval is None:
         return "-"
     suffix = f" (n={interval.n})" if show_n else ""
-    if interval.half_width is None or interval.half_width == 0:
+    if interval.half_width is None:
         return f"{interval.mean:.{digits}g}{suffix}"
+    if interval.half_width == 0:
+        return f"{interval.mean:.{digits}g} ± 0{suffix}"
     decimals = _decimals(interval.half_width)
     return f"{interval.mean:.{decimals}f} ± {interval.half_width:.{decimals}f}{suffix}"
