@@ -445,6 +445,7 @@ def _bad_difference(**fields: Any) -> dict[str, Any]:
         (_bad_difference(match=["seed", "pseudo_video.num_frames"]), r"of run\(s\) cvivit-T3-s0.* have no partner"),
         (_bad_difference(minus={"variant": "cvivit"}), r"selected by both of and minus"),
         (_bad_difference(mach=["seed"]), r"did you mean 'match'"),
+        (_bad_difference(match=["seed", "corruptoin"]), r"match: unknown column 'corruptoin'"),
         (_bad_difference(only_scales=["gpu"]), r"only_scales.*cpu-small, paper"),
         (pair_experiment(differences=[{"name": "d", "of": {"variant": "cvivit"}}]), r"missing required key 'minus'"),
     ],

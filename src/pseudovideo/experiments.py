@@ -568,7 +568,9 @@ def _run_value(run: ExperimentRun, key: str, tree: dict[str, Any]) -> Any:
         return _MISSING
 
 
-def _select(runs: Sequence[ExperimentRun], trees: dict[str, dict], selector: dict[str, Any], where: str) -> list[ExperimentRun]:
+def _select(
+    runs: Sequence[ExperimentRun], trees: dict[str, dict], selector: dict[str, Any], where: str
+) -> list[ExperimentRun]:
     """The runs whose columns equal every value of ``selector``; ConfigError when a key is unknown or nothing matches."""
     for key in selector:
         if all(_run_value(run, key, trees[run.name]) is _MISSING for run in runs):
@@ -583,7 +585,9 @@ def _select(runs: Sequence[ExperimentRun], trees: dict[str, dict], selector: dic
     return chosen
 
 
-def _by_match(runs: Sequence[ExperimentRun], trees: dict[str, dict], match: Sequence[str], where: str) -> dict[str, ExperimentRun]:
+def _by_match(
+    runs: Sequence[ExperimentRun], trees: dict[str, dict], match: Sequence[str], where: str
+) -> dict[str, ExperimentRun]:
     """Runs keyed by their ``match`` values; ConfigError when two runs share them (an ambiguous selector)."""
     keyed: dict[str, ExperimentRun] = {}
     for run in runs:
@@ -609,6 +613,9 @@ def resolve_differences(spec: ExperimentSpec, scale: str, runs: Sequence[Experim
         if diff.only_scales is not None and scale not in diff.only_scales:
             continue
         where = f"experiment {spec.name}, scale {scale}, difference {diff.name}"
+        for key in diff.match:
+            if all(_run_value(run, key, trees[run.name]) is _MISSING for run in runs):
+                raise ConfigError(f"{where}: match: unknown column {key!r} (not a label, grid axis or config key of any run)")
         of = _by_match(_select(runs, trees, diff.of, f"{where}: of"), trees, diff.match, f"{where}: of")
         minus = _by_match(_select(runs, trees, diff.minus, f"{where}: minus"), trees, diff.match, f"{where}: minus")
         both = sorted({r.name for r in of.values()} & {r.name for r in minus.values()})
@@ -830,7 +837,9 @@ def _interval_columns(interval: Interval) -> dict[str, Any]:
 INTERVAL_HEADER = ("n", "mean", "std", "ci95_low", "ci95_high", "ci95_half_width")
 
 
-def summary_rows(groups: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str]) -> list[dict[str, Any]]:
+def summary_rows(
+    groups: Sequence[dict[str, Any]], group_columns: Sequence[str], value_columns: Sequence[str]
+) -> list[dict[str, Any]]:
     """results_summary.csv rows (one per group and quantity) from :func:`aggregate_over_seeds` groups."""
     return [{**{c: group[c] for c in group_columns}, "metric": column, **_interval_columns(group[column])}
             for group in groups for column in value_columns if column in group]
@@ -851,7 +860,8 @@ def difference_rows(resolved: Sequence[DifferencePairs], rows: Sequence[dict[str
             done = [(a, b) for a, b in pair_list if a in by_run and b in by_run]
             for metric in metrics:
                 values = [(x, y) for a, b in done
-                          if (x := _as_number(by_run[a].get(metric))) is not None and (y := _as_number(by_run[b].get(metric))) is not None]
+                          if (x := _as_number(by_run[a].get(metric))) is not None
+                          and (y := _as_number(by_run[b].get(metric))) is not None]
                 if not values:
                     continue
                 interval = paired_difference([x for x, _ in values], [y for _, y in values], confidence)
@@ -868,7 +878,9 @@ def _interval_of(row: dict[str, Any]) -> Interval:
     return Interval(mean=row["mean"], half_width=row["ci95_half_width"] or None, n=row["n"], std=row["std"] or None)
 
 
-def _differences_markdown(spec: ExperimentSpec, resolved: Sequence[DifferencePairs], diff_rows: Sequence[dict[str, Any]]) -> list[str]:
+def _differences_markdown(
+    spec: ExperimentSpec, resolved: Sequence[DifferencePairs], diff_rows: Sequence[dict[str, Any]]
+) -> list[str]:
     """The paired-differences table of results.md (one line per difference and group)."""
     if not resolved:
         return []
