@@ -198,7 +198,9 @@ def test_bad_quantizer_counts_are_rejected_in_the_model_and_the_config() -> None
         build_config(overrides=["model.cvivit.num_quantizers=2", "model.cvivit.cosine_codes=true"])
     with pytest.raises(ConfigError, match="model.cvivit.clean_frame_context: expected one of all, own"):
         build_config(overrides=["model.cvivit.clean_frame_context=last"])
-    config = build_config(overrides=["model.family=cvivit", "model.cvivit.num_quantizers=2", "model.cvivit.clean_frame_context=own"])
+    config = build_config(
+        overrides=["model.family=cvivit", "model.cvivit.num_quantizers=2", "model.cvivit.clean_frame_context=own"]
+    )
     assert (config.model.cvivit.num_quantizers, config.model.cvivit.clean_frame_context) == (2, "own")
 
 
@@ -211,7 +213,8 @@ def _decoded_with_step0_randomised(model: CViViT, x: torch.Tensor) -> tuple[torc
     with torch.no_grad():
         _, indices, _, _ = model.encode(x)
         changed = indices.clone()
-        changed[:, 0] = torch.randint(0, model.codebook_size, changed[:, 0].shape, generator=torch.Generator().manual_seed(3))
+        generator = torch.Generator().manual_seed(3)
+        changed[:, 0] = torch.randint(0, model.codebook_size, changed[:, 0].shape, generator=generator)
         assert not torch.equal(changed, indices)
         return model.decode_codes(indices), model.decode_codes(changed)
 

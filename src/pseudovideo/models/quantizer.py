@@ -186,7 +186,9 @@ class VectorQuantizer(nn.Module):
         codes = sum(F.embedding(indices[..., q], vq.codebook.detach()) for q, vq in enumerate(self.stages))
         return self.project_out(codes)  # (B, N, dim)
 
-    def _quantize_stage(self, vq: VectorQuantize, z_e: Tensor, needs_init: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _quantize_stage(
+        self, vq: VectorQuantize, z_e: Tensor, needs_init: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """One library quantizer on (B, N, codebook_dim) tokens: (quantized, indices, commitment, codebook loss)."""
         # In training the library updates the codebook in place (EMA, dead codes) after choosing the codes;
         # the commitment target is the code that was chosen, so keep the codebook as it was before.

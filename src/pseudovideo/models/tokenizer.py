@@ -55,7 +55,9 @@ class TokenizerRate:
     description: str
 
     @classmethod
-    def from_positions(cls, positions: int, codebook_size: int, num_quantizers: int, description: str) -> "TokenizerRate":
+    def from_positions(
+        cls, positions: int, codebook_size: int, num_quantizers: int, description: str
+    ) -> "TokenizerRate":
         """The rate of ``positions`` code positions of ``num_quantizers`` codes each from a K-code codebook."""
         codes = positions * num_quantizers
         return cls(codes, codes * math.log2(codebook_size), codebook_size, num_quantizers, description)
