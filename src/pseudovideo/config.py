@@ -89,6 +89,9 @@ class VQVAEConfig:
     dead_code_threshold: float = 0.0
     kmeans_init: bool = False
     cosine_codes: bool = False
+    # Residual vector quantization stages (SoundStream / RQ-VAE): Q codes per latent position, so
+    # Q x (H/f) x (W/f) codes per image; raises the rate at a fixed grid (the rate-matched image baseline).
+    num_quantizers: int = 1
 
 
 @dataclass
@@ -112,6 +115,10 @@ class CViViTConfig:
     kmeans_init: bool = False
     cosine_codes: bool = False
     max_frames: int = 32
+    num_quantizers: int = 1  # residual vector quantization stages per token
+    # Which time steps the decoder's last step (it decodes the clean frame) attends to: all (causal decoder,
+    # rate t x h x w codes) or its own (rate h x w codes, that of an image tokenizer on the same grid).
+    clean_frame_context: str = field(default="all", metadata=_choices("all", "own"))
 
 
 @dataclass
@@ -473,6 +480,13 @@ def validate_config(config: RunConfig) -> None:
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
     validate_train_config(train)
     family = config.model.family
+    for name in ("vqvae", "cvivit"):
+        section = getattr(config.model, name)
+        key = f"model.{name}"
+        _require(section.num_quantizers >= 1, f"{key}.num_quantizers: expected an integer >= 1, got {section.num_quantizers}")
+        _require(section.num_quantizers == 1 or not section.cosine_codes,
+                 f"{key}.num_quantizers={section.num_quantizers} needs {key}.cosine_codes=false: residual "
+                 "quantization subtracts codes from tokens, and the residual of a unit vector is not one")
     if family == "cvivit":
         tp = config.model.cvivit.temporal_patch_size
         _require((pv.num_frames - 1) % tp == 0,

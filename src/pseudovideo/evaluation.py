@@ -3,6 +3,8 @@
 - Tokenizers (VQVAE, C-ViViT): build pseudo videos of held-out images, reconstruct them, and compare
   the reconstructed last frame with the clean image: PSNR, SSIM, LPIPS, and the distribution metrics
   SWD (weight-free), FID, KID between reconstructions and originals (reconstruction FID, as in the paper).
+  Beside them the tokenizer's rate: the codes (and bits) per clean image that the last frame's decoder reads,
+  so tokenizers are compared at a known rate.
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
@@ -138,7 +140,9 @@ def evaluate_run(
     """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
 
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
-    ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary).
+    ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
+    for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
+    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`).
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -202,6 +206,8 @@ def evaluate_run(
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
+    if is_tokenizer:
+        result["rate"] = model.rate(model_frames(config)).as_dict()
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
     return result
@@ -212,6 +218,10 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
     lines = [f"## Evaluation of {result['run']} ({result['family']})", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in result["metrics"].items()]
     lines += [f"| {name} | skipped: {reason} |" for name, reason in result["skipped"].items()]
+    rate = result.get("rate")
+    if rate:
+        lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
+                      f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
     lines += ["", "Protocol:"]
     lines += [f"- {key}: {value}" for key, value in result["protocol"].items()]
     return "\n".join(lines) + "\n"
