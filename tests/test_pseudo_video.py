@@ -205,3 +205,24 @@ def test_config_style_specs_explicit_ignores_default_max_level_and_single_frame_
     assert torch.equal(single(x)[:, 0], x) and single.num_frames == 1
     with pytest.raises(ValueError, match=r"at least one operator when num_frames=3"):
         build_pseudo_video_builder([], 3, "first_order")
+
+
+@pytest.mark.parametrize("family", ["vqvae", "cvivit", "unet", "video_unet"])
+def test_copies_construction_trains_every_model_family(family: str) -> None:
+    from pseudovideo.config import build_config
+    from pseudovideo.tasks import build_task, describe_pseudo_video
+    from test_train_cli import TINY, TOKENIZERS, UNET
+
+    frames = {"vqvae": 1, "cvivit": 3, "unet": 1, "video_unet": 3}[family]
+    model = TOKENIZERS.get(family, [f"model.family={family}", *UNET])
+    config = build_config(overrides=[*TINY, *model, f"pseudo_video.num_frames={frames}",
+                                     "pseudo_video.construction=copies"])
+    task = build_task(config, channels=1)
+    images = _images(n=2, c=1)
+    video = task.builder(images)
+    assert video.shape == (2, frames, 1, 8, 8) and all(torch.equal(video[:, t], images) for t in range(frames))
+    loss, _ = task.training_loss(task.model, images, 0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    assert describe_pseudo_video(config.pseudo_video) == (
+        f"T={frames}, copies ({frames} identical clean frames: the capacity control, corruptions ignored)"
+    )
