@@ -167,17 +167,20 @@ class GaussianBlur(Corruption):
     name = "blur"
 
     def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
-        _, _, h, w = x.shape
+        n, _, h, w = x.shape
+        if n == 0:
+            return x.clone()
         rows = self._matrices(level_host, h, x)  # (N, H, H)
         cols = self._matrices(level_host, w, x)  # (N, W, W)
         return rows[:, None] @ x @ cols.transpose(1, 2)[:, None]  # (N, C, H, W)
 
     @staticmethod
     def _matrices(sigma_host: Tensor, size: int, like: Tensor) -> Tensor:
-        """Per-sample blur matrices (N, size, size) on like's device and dtype.
+        """Per-sample blur matrices (N, size, size), or (1, size, size) when all sigmas agree, on like's device.
 
         Only the distinct sigmas' matrices are built and cached (a pseudo video has T - 1 of them), then
-        gathered per sample on the device.
+        gathered per sample on the device (a first-order step shares one matrix: no gather). In like's
+        dtype, so products round as the backend's matmul does (e.g. to ~1e-3 if the caller enables TF32).
         """
         values, inverse = torch.unique(sigma_host, return_inverse=True)
         key = ("blur", values.numpy().tobytes(), size, str(like.device), like.dtype)
@@ -186,7 +189,10 @@ class GaussianBlur(Corruption):
             stack = torch.stack([heat_blur_matrix(size, float(v)) for v in values.tolist()])  # (U, size, size)
             return stack.to(device=like.device, dtype=like.dtype)
 
-        return _cached(key, make)[_on_device(inverse, like.device, torch.long)]  # (N, size, size)
+        stack = _cached(key, make)
+        if values.numel() <= 1:
+            return stack  # (1, size, size): broadcast over the batch
+        return stack[_on_device(inverse, like.device, torch.long)]  # (N, size, size)
 
     def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
         """sqrt(to^2 - from^2): blurring sigma_a then sigma_b equals blurring sqrt(a^2 + b^2)."""
