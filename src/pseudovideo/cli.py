@@ -22,6 +22,7 @@ from pseudovideo.config import (
     merge_config_dict,
     read_yaml,
     save_config,
+    validate_config,
 )
 
 
@@ -80,6 +81,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
+    for construction in constructions:  # the config was checked with its own construction: check these before work
+        pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
+        validate_config(dataclasses.replace(config, pseudo_video=pv_config))
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
     out = Path(args.out) if args.out else config.run_dir / "diagnose"

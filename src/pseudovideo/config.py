@@ -46,7 +46,8 @@ class PseudoVideoConfig:
     """How clean images become pseudo videos of ``num_frames`` frames (last frame clean)."""
 
     num_frames: int = 8
-    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order"))
+    # copies: T identical clean frames (the capacity control; corruptions are ignored)
+    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order", "copies"))
     corruptions: list[CorruptionConfig] = field(
         default_factory=lambda: [
             CorruptionConfig(name="blur", schedule="linear", max_level=2.0),
@@ -460,12 +461,31 @@ def validate_train_config(train: TrainConfig) -> None:
              f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> None:
+    """ConfigError when a downsample corruption's first-order chain would not reproduce its direct frames."""
+    from pseudovideo.corruptions import Downsample  # torch-heavy; only needed for this check
+    from pseudovideo.pseudo_video import corruption_levels
+
+    for i, corruption in enumerate(pv.corruptions):
+        if corruption.name != "downsample":
+            continue
+        key = f"pseudo_video.corruptions.{i}"
+        try:
+            levels = corruption_levels(dataclasses.asdict(corruption), pv.num_frames).tolist()
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        problem = Downsample.first_order_problem(levels, (resolution,))
+        _require(problem is None, f"{key} (schedule {corruption.schedule!r}, max_level {corruption.max_level}, "
+                                  f"T={pv.num_frames}, data.resolution={resolution}) with construction first_order: {problem}")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
     _require(pv.num_frames >= 1, f"pseudo_video.num_frames: expected >= 1, got {pv.num_frames}")
-    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1,
-             "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1")
+    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1 or pv.construction == "copies",
+             "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1 "
+             "(or construction copies)")
     for i, corruption in enumerate(pv.corruptions):
         key = f"pseudo_video.corruptions.{i}"
         _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
@@ -477,6 +497,8 @@ def validate_config(config: RunConfig) -> None:
         if corruption.name == "mask":
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
+    if pv.construction == "first_order":
+        _validate_first_order_downsample(pv, data.resolution)
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
     validate_train_config(train)
     family = config.model.family

@@ -34,6 +34,7 @@ from pseudovideo.tasks import (
     build_dataset_from_config,
     build_diffusion,
     build_pseudo_video_builder,
+    describe_pseudo_video,
     diffusion_sample_kwargs,
     model_frames,
 )
@@ -160,8 +161,7 @@ def evaluate_run(
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
-        "pseudo_video": f"T={config.pseudo_video.num_frames}, {config.pseudo_video.construction}, "
-        + "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in config.pseudo_video.corruptions),
+        "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
     }
