@@ -135,6 +135,9 @@ class UNetConfig:
     causal_temporal: bool = False
     max_frames: int = 32
     frame_position: str = field(default="learned", metadata=_choices("learned", "relative"))
+    # video_unet only: which blocks get a temporal layer, and which layer (see pseudovideo.models.unet)
+    temporal_layers: str = field(default="every_block", metadata=_choices("every_block", "per_level", "low_res"))
+    temporal_mixer: str = field(default="attention", metadata=_choices("attention", "conv", "hybrid"))
 
 
 @dataclass

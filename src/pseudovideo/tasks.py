@@ -100,7 +100,8 @@ def build_model(config: RunConfig, channels: int) -> nn.Module:
         return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
     unet = _kwargs(config.model.unet)
     if family == "unet":
-        del unet["causal_temporal"], unet["frame_position"]  # options of the temporal layers it does not have
+        for key in ("causal_temporal", "frame_position", "temporal_layers", "temporal_mixer"):
+            del unet[key]  # options of the temporal layers it does not have
         return image_unet(in_channels=channels, resolution=resolution, **unet)
     return video_unet(in_channels=channels, resolution=resolution, **unet)
 

@@ -5,11 +5,17 @@ noise or v prediction). T = 1 is the image setting.
 
 - Image UNet (``temporal=False``): every frame goes through the 2D network on its own ((B T) C H W), so
   frames never see each other.
-- Video UNet (``temporal=True``): the same 2D layers, plus a temporal attention layer after every residual
-  block (after its spatial attention where there is one) that attends across frames at each pixel
-  ((B H W) T C). Frame positions come from a learned per-frame embedding or a learned relative position
-  bias; with ``causal_temporal`` frame i only attends to frames <= i. The output projection of every
-  temporal layer starts at zero, so a fresh video UNet computes exactly the image UNet's function and
+- Video UNet (``temporal=True``): the same 2D layers, plus temporal layers that mix frames at each pixel,
+  placed after a residual block (after its spatial attention where there is one). ``temporal_layers``
+  chooses which blocks get one: ``every_block`` (all of them, the original design), ``per_level`` (the last
+  block of each level on the way down and up, plus the first middle block: one per level and direction, as
+  in video-diffusion-pytorch's Unet3D) or ``low_res`` (every block except those at the full input
+  resolution, where frames are mixed by the most, and smallest, attention problems). ``temporal_mixer``
+  chooses the layer: ``attention`` (self-attention across the T frames, (B H W) T C), ``conv`` (a
+  3-tap convolution over time, one Conv3d over the whole batch) or ``hybrid`` (conv at the full-resolution
+  level, attention below). Frame positions come from a learned per-frame embedding or (attention only) a
+  learned relative position bias; with ``causal_temporal`` frame i only sees frames <= i. The output layer of
+  every temporal layer starts at zero, so a fresh video UNet computes exactly the image UNet's function and
   :meth:`UNet.load_spatial_state_dict` can start it from a trained image UNet.
 
 Temporal layers live in sub-modules named ``temporal``: removing the keys containing ``.temporal.`` from a
@@ -31,6 +37,8 @@ from pseudovideo.models.layers import count_parameters, group_norm, maybe_checkp
 
 __all__ = [
     "FRAME_POSITIONS",
+    "TEMPORAL_LAYERS",
+    "TEMPORAL_MIXERS",
     "UNet",
     "image_unet",
     "video_unet",
@@ -39,6 +47,8 @@ __all__ = [
 ]
 
 FRAME_POSITIONS = ("learned", "relative")
+TEMPORAL_LAYERS = ("every_block", "per_level", "low_res")
+TEMPORAL_MIXERS = ("attention", "conv", "hybrid")
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -149,10 +159,42 @@ class TemporalAttention(nn.Module):
         return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
 
 
-class UNetBlock(nn.Module):
-    """One UNet stage unit: residual block, optional spatial attention, optional temporal attention."""
+class TemporalConv(nn.Module):
+    """GroupNorm-SiLU then a 3-tap convolution over time at every pixel, residual; ((B T), C, H, W) -> same.
 
-    def __init__(self, res: ResBlock, attn: SpatialAttention | None, temporal: TemporalAttention | None) -> None:
+    The cheap temporal mixer: one Conv3d with kernel (3, 1, 1) over the whole (B, C, T, H, W) batch instead of
+    B H W attention problems of T tokens. Zero padding at the clip's ends; ``causal`` pads two frames before
+    the first instead, so frame i sees frames i-2..i only. ``"learned"`` frame positions add a learned
+    (max_frames, C) embedding after the norm; ``"relative"`` adds nothing (a convolution is already relative).
+    The convolution starts at zero, so the layer starts as the identity.
+    """
+
+    def __init__(self, channels: int, max_frames: int, frame_position: str, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.frame_position = frame_position
+        self.norm = group_norm(channels)
+        self.conv = _zero(nn.Conv3d(channels, channels, (3, 1, 1), padding=(0 if causal else 1, 0, 0)))
+        if frame_position == "learned":
+            self.frame_embedding = nn.Parameter(0.02 * torch.randn(max_frames, channels))
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
+        h = rearrange(self.norm(x), "(b t) c h w -> b c t h w", t=num_frames)  # (B, C, T, H, W)
+        if self.frame_position == "learned":
+            h = h + rearrange(self.frame_embedding[:num_frames].to(h.dtype), "t c -> c t 1 1")
+        h = F.silu(h)
+        if self.causal:
+            h = F.pad(h, (0, 0, 0, 0, 2, 0))  # (B, C, T + 2, H, W): two zero frames before frame 0
+        return x + rearrange(self.conv(h), "b c t h w -> (b t) c h w")
+
+
+class UNetBlock(nn.Module):
+    """One UNet stage unit: residual block, optional spatial attention, optional temporal layer."""
+
+    def __init__(
+        self, res: ResBlock, attn: SpatialAttention | None, temporal: TemporalAttention | TemporalConv | None
+    ) -> None:
         super().__init__()
         self.res = res
         self.attn = attn
@@ -204,6 +246,8 @@ class UNet(nn.Module):
         causal_temporal: frame i attends only to frames <= i (needs ``temporal``).
         max_frames: largest T the temporal layers accept (size of the position tables).
         frame_position: "learned" (absolute frame embedding) or "relative" (relative position bias).
+        temporal_layers: which blocks get a temporal layer: "every_block", "per_level" or "low_res".
+        temporal_mixer: "attention", "conv" (3-tap temporal convolution) or "hybrid" (conv at full resolution).
     """
 
     def __init__(
@@ -220,6 +264,8 @@ class UNet(nn.Module):
         causal_temporal: bool = False,
         max_frames: int = 32,
         frame_position: str = "learned",
+        temporal_layers: str = "every_block",
+        temporal_mixer: str = "attention",
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -228,6 +274,7 @@ class UNet(nn.Module):
             in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, resolution,
             dropout, num_heads, temporal, causal_temporal, max_frames, frame_position,
         )
+        _validate_temporal_choices(temporal_layers, temporal_mixer)
         self.in_channels = in_channels
         self.base_channels = base_channels
         self.channel_mult = channel_mult
@@ -236,15 +283,24 @@ class UNet(nn.Module):
         self.causal_temporal = causal_temporal
         self.max_frames = max_frames
         self.frame_position = frame_position
+        self.temporal_layers = temporal_layers
+        self.temporal_mixer = temporal_mixer
         self.gradient_checkpointing = False
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
         emb_dim = 4 * base_channels
 
-        def block(c_in: int, c_out: int, spatial_attention: bool) -> UNetBlock:
+        num_levels = len(channel_mult)
+
+        def block(c_in: int, c_out: int, spatial_attention: bool, place: tuple[int, int, int] | None) -> UNetBlock:
+            # place = (level, index in the level, blocks in the level) on the down/up path; None in the middle
             attn = SpatialAttention(c_out, num_heads) if spatial_attention else None
-            temp = (
-                TemporalAttention(c_out, num_heads, max_frames, frame_position, causal_temporal) if temporal else None
-            )
+            mixer = _temporal_mixer_at(temporal, temporal_layers, temporal_mixer, place, num_levels)
+            if mixer == "attention":
+                temp = TemporalAttention(c_out, num_heads, max_frames, frame_position, causal_temporal)
+            elif mixer == "conv":
+                temp = TemporalConv(c_out, max_frames, frame_position, causal_temporal)
+            else:
+                temp = None
             return UNetBlock(ResBlock(c_in, c_out, emb_dim, dropout), attn, temp)
 
         self.time_embed = nn.Sequential(
@@ -256,8 +312,9 @@ class UNet(nn.Module):
         skip_channels = [base_channels]
         ch, res = base_channels, resolution
         for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                self.down.append(block(ch, base_channels * mult, res in attention_resolutions))
+            for index in range(num_res_blocks):
+                place = (level, index, num_res_blocks)
+                self.down.append(block(ch, base_channels * mult, res in attention_resolutions, place))
                 ch = base_channels * mult
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
@@ -266,12 +323,14 @@ class UNet(nn.Module):
                 res //= 2
 
         # middle: res + attention, res (attention at the lowest resolution always, as in DDPM)
-        self.middle = nn.ModuleList([block(ch, ch, True), block(ch, ch, False)])
+        self.middle = nn.ModuleList([block(ch, ch, True, None), block(ch, ch, False, (-1, 1, 2))])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(block(ch + skip_channels.pop(), base_channels * mult, res in attention_resolutions))
+            for index in range(num_res_blocks + 1):
+                place = (level, index, num_res_blocks + 1)
+                c_in = ch + skip_channels.pop()
+                self.up.append(block(c_in, base_channels * mult, res in attention_resolutions, place))
                 ch = base_channels * mult
             if level != 0:
                 self.up.append(Upsample(ch))
@@ -411,6 +470,36 @@ def _validate_config(
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     if causal_temporal and not temporal:
         raise ValueError("causal_temporal=True needs temporal=True (the image UNet has no temporal layers)")
+
+
+def _temporal_mixer_at(
+    temporal: bool, layers: str, mixer: str, place: tuple[int, int, int] | None, num_levels: int
+) -> str | None:
+    """The temporal layer of one block: "attention", "conv" or None.
+
+    ``place`` is (level, index in the level, blocks in the level) on the down and up paths; None for the first
+    middle block, (-1, 1, 2) for the second (the middle is at the lowest resolution, never at full resolution
+    unless the UNet has a single level).
+    """
+    if not temporal:
+        return None
+    level, index, count = place if place is not None else (-1, 0, 2)
+    full_resolution = level == 0 or (level == -1 and num_levels == 1)
+    if layers == "per_level" and index != (count - 1 if level >= 0 else 0):
+        return None
+    if layers == "low_res" and full_resolution and level >= 0:
+        return None
+    if mixer == "hybrid":
+        return "conv" if full_resolution else "attention"
+    return mixer
+
+
+def _validate_temporal_choices(temporal_layers: str, temporal_mixer: str) -> None:
+    """Raises ValueError naming a bad temporal_layers / temporal_mixer value."""
+    if temporal_layers not in TEMPORAL_LAYERS:
+        raise ValueError(f"temporal_layers must be one of {TEMPORAL_LAYERS}, got {temporal_layers!r}")
+    if temporal_mixer not in TEMPORAL_MIXERS:
+        raise ValueError(f"temporal_mixer must be one of {TEMPORAL_MIXERS}, got {temporal_mixer!r}")
 
 
 def image_unet(**kwargs) -> UNet:
