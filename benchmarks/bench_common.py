@@ -169,15 +169,41 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[fl
 
 
 # -- FLOPs ----------------------------------------------------------------------------------------------------
+def conv_backward_flops(
+    grad_out_shape: Sequence[int], x_shape: Sequence[int], w_shape: Sequence[int], _bias: Any, _stride: Any,
+    _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int, output_mask: Sequence[bool],
+    out_shape: Any = None, **kwargs: Any,
+) -> int:
+    """FLOPs of ``aten.convolution_backward``: the forward's count for each gradient computed (input, weight).
+
+    Each of grad_input and grad_weight multiplies the same pairs of numbers as the forward convolution, so each
+    costs exactly the forward's FLOPs. torch's own formula re-derives them as convolutions with swapped channel
+    axes, which over-counts grouped convolutions by a factor of about the number of groups (a depthwise Conv3d's
+    backward came out ~129x its forward); this formula is exact for any ``groups``.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flop_counter(**kwargs: Any) -> Any:
+    """A ``FlopCounterMode`` whose convolution backward is counted by :func:`conv_backward_flops`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}, **kwargs)
+
+
 def count_flops(fn: Callable[[], Any]) -> int | None:
-    """FLOPs of one call of ``fn`` as counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
-    convolutions, attention; elementwise ops are not counted); None when counting fails."""
+    """FLOPs of one call of ``fn`` (matmuls, convolutions, attention; elementwise ops are not counted), by
+    ``torch.utils.flop_counter.FlopCounterMode`` with the convolution backward counted as 1x forward per
+    gradient (see :func:`conv_backward_flops`); None when counting fails."""
     try:
-        from torch.utils.flop_counter import FlopCounterMode
+        counter = flop_counter(display=False)
     except ImportError:
         return None
     try:
-        with FlopCounterMode(display=False) as counter:
+        with counter:
             fn()
         return int(counter.get_total_flops())
     except Exception as err:  # a reference's op the counter cannot trace: report n/a, do not abort the run
