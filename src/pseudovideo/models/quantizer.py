@@ -15,6 +15,12 @@ the stages before it; the decoder reads e_1 + ... + e_Q. It is the standard way 
 e_q) are summed over the stages, as SoundStream/EnCodec do; straight-through gradients reach z_e through stage 1
 only (the sum's gradient with respect to z_e is the identity). With Q = 1 the module is the plain quantizer.
 
+Compile-friendly: the library's ``VectorQuantize`` modules are kept in eval mode while their codebooks follow the
+wrapper's mode (so the EMA updates run in training), and the wrapper applies the straight-through estimator itself,
+exactly as the library would; in training mode the library would otherwise mark a shared zero buffer as requiring
+grad, which torch.compile cannot trace. Without k-means init the codebook's "is it initialised?" check (a branch
+on a device flag) is skipped, as the flag is constant. A training step then compiles to one graph.
+
 Everything that changes during training (``embed``, ``embed_avg``, ``cluster_size``, ``initted``) is a
 persistent buffer (or the codebook parameter) of the library's codebook, so it is part of ``state_dict``.
 """
@@ -65,6 +71,11 @@ def code_usage_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     p = counts / counts.sum().clamp(min=1.0)
     entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()  # 0 log 0 = 0
     return {"perplexity": torch.exp(entropy), "codebook_usage": (counts > 0).float().mean()}
+
+
+def _no_kmeans_init(data: Tensor, mask: Tensor | None = None) -> None:
+    """Stands in for the codebook's ``init_embed_`` when there is no k-means init (its flag is always true)."""
+    return None
 
 
 def _forget_known_initted(module: nn.Module, incompatible_keys: object) -> None:
@@ -153,9 +164,21 @@ class VectorQuantizer(nn.Module):
         self.vq = VectorQuantize(**library_kwargs)  # stage 1 (the only one when Q = 1)
         # Stages 2..Q of residual quantization; empty for Q = 1, so state_dict and weights are the plain VQ's.
         self.residual_vqs = nn.ModuleList(VectorQuantize(**library_kwargs) for _ in range(num_quantizers - 1))
+        if not kmeans_init:
+            for vq in self.stages:
+                vq._codebook.init_embed_ = _no_kmeans_init
+        self.train(self.training)
         # k-means init runs once; remember that it did, so later forwards read no device flag (a host sync).
         self._known_initted = False
         self.register_load_state_dict_post_hook(_forget_known_initted)
+
+    def train(self, mode: bool = True) -> "VectorQuantizer":
+        """Sets the training mode; the library quantizers stay in eval mode, their codebooks follow ``mode``."""
+        super().train(mode)
+        for vq in self.stages:
+            vq.training = False  # no straight-through / requires_grad_ side effects inside the library
+            vq._codebook.training = mode  # EMA updates and dead-code replacement in training
+        return self
 
     @property
     def stages(self) -> list[VectorQuantize]:
@@ -199,8 +222,9 @@ class VectorQuantizer(nn.Module):
         quantized, indices, _ = vq(z_e)  # (B, N, codebook_dim), (B, N)
         if needs_init:
             codes_before = vq.codebook.detach().float()
-        # The library marks its shared zero buffer as requiring grad in training mode; undo that side effect.
-        vq.zero.requires_grad_(False)
+        if self.training and z_e.requires_grad:  # the library's straight-through estimator, on its own input
+            compared = vq._codebook.transform_input(z_e)  # l2-normalised for cosine codes
+            quantized = compared + (quantized - compared).detach()
 
         z = F.normalize(z_e.float(), dim=-1) if self.cosine_codes else z_e.float()  # what the library compared
         commitment = F.mse_loss(z, F.embedding(indices, codes_before))
