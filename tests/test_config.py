@@ -57,7 +57,7 @@ def test_int_is_accepted_where_a_float_is_expected() -> None:
         ("trian.steps=3", "unknown config key 'trian'"),
         ("train.steps=many", "train.steps: expected an integer, got 'many'"),
         ("train.steps=2.5", "train.steps: expected an integer"),
-        ("train.compile=maybe", "train.compile: expected true or false"),
+        ("train.compile=maybe", "train.compile: expected auto, true or false"),
         ("pseudo_video.construction=second_order",
          "pseudo_video.construction: expected one of first_order, higher_order, copies"),
         ("pseudo_video.corruptions.5.max_level=1", "not an index of a list of 2"),

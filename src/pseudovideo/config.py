@@ -201,7 +201,11 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     ema_decay: float = 0.999  # 0 disables the EMA copy
     mixed_precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp16", "off"))
-    compile: bool = False
+    # torch.compile of the model: auto = on for CUDA, off on CPU; true / false force it
+    compile: bool | str = "auto"
+    # auto: "reduce-overhead" (CUDA graphs) where the task's step allows it on one CUDA device, else "default"
+    compile_mode: str = field(default="auto", metadata=_choices("auto", "default", "reduce-overhead", "max-autotune",
+                                                                "max-autotune-no-cudagraphs"))
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     keep_last: int = 2
@@ -460,6 +464,8 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
+    _require(train.compile in (True, False, "auto"),
+             f"train.compile: expected auto, true or false, got {train.compile!r}")
     _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
              f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
 

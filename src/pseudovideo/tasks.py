@@ -274,6 +274,7 @@ class DiffusionTask:
 
     discriminator = None
     find_unused_parameters = False
+    cuda_graphs_ok = True  # static shapes, no buffers mutated in the forward: train.compile_mode auto = CUDA graphs
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ __all__ = [
     "batch_indices",
     "autocast",
     "resolve_precision",
+    "resolve_compile",
 ]
 
 PREVIEW_IMAGES = 8  # clean images given to task.preview
@@ -417,6 +418,28 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     return mixed_precision
 
 
+def resolve_compile(
+    compile_setting: bool | str, mode: str, device: torch.device, *, world_size: int = 1,
+    cuda_graphs_ok: bool = False, gradient_checkpointing: bool = False,
+) -> str | None:
+    """The ``torch.compile`` mode to use, or None for eager.
+
+    ``compile_setting`` ``auto`` compiles on CUDA and stays eager on CPU (where compiling costs more than it
+    saves at these sizes); true / false force it. ``mode`` ``auto`` picks ``reduce-overhead`` (CUDA graphs)
+    on one CUDA device when the task says its step has static shapes and no state mutated outside the graph
+    (``cuda_graphs_ok``) and no gradient checkpointing, and ``default`` otherwise (CPU, DDP, tokenizers).
+    """
+    if compile_setting not in (True, False, "auto"):
+        raise ValueError(f"train.compile: expected auto, true or false, got {compile_setting!r}")
+    enabled = device.type == "cuda" if compile_setting == "auto" else bool(compile_setting)
+    if not enabled:
+        return None
+    if mode != "auto":
+        return mode
+    graphs = device.type == "cuda" and world_size == 1 and cuda_graphs_ok and not gradient_checkpointing
+    return "reduce-overhead" if graphs else "default"
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context of a resolved precision ("off", "bf16", "fp16"; see :func:`resolve_precision`)."""
     if precision == "off":
@@ -698,8 +721,14 @@ def train(
         train_model = wrap_ddp(model, ctx, find_unused_parameters=bool(getattr(task, "find_unused_parameters", False)))
         if discriminator is not None:
             broadcast_module(discriminator, ctx)
-        if settings.compile:
-            train_model = torch.compile(train_model)
+        compile_mode = resolve_compile(
+            settings.compile, settings.compile_mode, device, world_size=ctx.world_size,
+            cuda_graphs_ok=bool(getattr(task, "cuda_graphs_ok", False)),
+            gradient_checkpointing=settings.gradient_checkpointing,
+        )
+        if compile_mode is not None:
+            # dynamic=False: every training batch has the same shape; a new shape recompiles, no dynamic kernels
+            train_model = torch.compile(train_model, mode=compile_mode, dynamic=False)
 
         ema: ModelEMA | None = None
         if settings.ema_decay > 0:
