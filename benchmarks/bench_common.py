@@ -285,7 +285,7 @@ class Row:
     train_step_ms: float = math.nan
     train_images_per_s: float = math.nan  # clean images (one per pseudo video) per second
     train_frames_per_s: float = math.nan  # frames (B T) per second
-    train_ratio: float = math.nan  # ours / reference training images per second (on the "ours" row)
+    train_ratio: float = math.nan  # ours / this reference, training images per second (on reference rows)
     sample_kind: str = ""  # "ddim S steps" / "reconstruction"
     sample_images_per_s: float = math.nan
     sample_frames_per_s: float = math.nan
@@ -311,10 +311,11 @@ def _fmt_params(n: int) -> str:
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as a markdown table (ratios are ours / reference on the ``ours`` row)."""
+    """The rows as a markdown table (ratios are ours / that reference, on each reference row)."""
     header = [
         "model", "impl", "params", "B x T", "train ms/step", "train img/s", "train frames/s", "train ratio",
-        "sample", "sample img/s", "sample frames/s", "sample ratio", "peak MiB", "builder %", "TFLOP/s", "MFU %",
+        "sample", "sample img/s", "sample frames/s", "sample ratio", "peak MiB", "builder %", "GFLOP/step", "TFLOP/s",
+        "MFU %",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -322,7 +323,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
             r.model, r.impl, _fmt_params(r.params), f"{r.batch} x {r.frames}", _fmt(r.train_step_ms),
             _fmt(r.train_images_per_s), _fmt(r.train_frames_per_s), _fmt(r.train_ratio, 2), r.sample_kind or "n/a",
             _fmt(r.sample_images_per_s), _fmt(r.sample_frames_per_s), _fmt(r.sample_ratio, 2),
-            _fmt(r.peak_mem_mib), _fmt(100 * r.builder_share, 2), _fmt(r.achieved_tflops, 3), _fmt(100 * r.mfu, 2),
+            _fmt(r.peak_mem_mib), _fmt(100 * r.builder_share, 2), _fmt(r.train_flops_per_step / 1e9, 1),
+            _fmt(r.achieved_tflops, 3), _fmt(100 * r.mfu, 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

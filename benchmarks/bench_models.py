@@ -10,12 +10,15 @@ For each model at one fixed configuration it measures, in the same process and o
 - sampling images/s: DDIM with S steps for the diffusion models, one reconstruction pass for the tokenizers;
 - peak memory of one training step (CUDA: max_memory_allocated, less the other implementations' resident tensors;
   CPU: peak RSS above the RSS before the step);
-- training FLOPs per step (``FlopCounterMode``), achieved TFLOP/s, and MFU against ``--peak-flops`` on CUDA.
+- training FLOPs per step (``FlopCounterMode``, convolution backward = forward per gradient, see
+  ``bench_common.conv_backward_flops``), achieved TFLOP/s, and MFU against ``--peak-flops`` on CUDA.
 
 Pairs (ours -> reference):
   cvivit      -> phenaki-pytorch CViViT
   video_unet  -> video-diffusion-pytorch Unet3D inside its GaussianDiffusion
   unet        -> denoising-diffusion-pytorch Unet inside its GaussianDiffusion (T = 1: the plain image DDPM)
+  The UNet references get two rows each: attention width (attn_heads x attn_dim_head) matching our parameter
+  count (within 5 %) and their fastest width (a two-step probe over ATTENTION_CHOICES); ratios on their rows.
   vqvae       -> (no reference: ours only)
 A missing reference package is skipped with a note. Output: a markdown table on stdout and a JSON file (--out).
 
@@ -91,6 +94,15 @@ PRESETS: dict[str, Sizes] = {
         vqvae=dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, codebook_size=512, codebook_dim=32),
         sample_steps=5, warmup=2, iters=3, repeats=5,
     ),
+    # the CPU sizes at 32x32 and T = 4: the 16x16 preset hides the cost of the video UNet's temporal layers
+    "cpu32": Sizes(
+        resolution=32, channels=3, batch=8, frames=4,
+        cvivit=dict(dim=128, spatial_depth=2, temporal_depth=2, heads=4, dim_head=32, patch_size=4,
+                    temporal_patch_size=1, codebook_size=512),
+        unet=dict(base_channels=32, channel_mult=(1, 2, 2), heads=4),
+        vqvae=dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, codebook_size=512, codebook_dim=32),
+        sample_steps=5, warmup=2, iters=2, repeats=3,
+    ),
     # GPU: the widths of the shipped CIFAR-10 configs (configs/cifar10_*.yaml) at 32x32
     "gpu": Sizes(
         resolution=32, channels=3, batch=64, frames=5,
@@ -113,6 +125,7 @@ class Options:
     channels_last: bool
     peak_flops: float
     fused_adamw: bool = True
+    our_overrides: tuple[str, ...] = ()  # extra config overrides of our models (e.g. the temporal setting)
 
 
 # -- one implementation under test -----------------------------------------------------------------------------
@@ -220,7 +233,7 @@ def _our_overrides(model: str, s: Sizes) -> list[str]:
 
 def build_ours(model: str, s: Sizes, opts: Options) -> Impl:
     """Our task and model of family ``model`` at sizes ``s``."""
-    config = build_config(overrides=_our_overrides(model, s))
+    config = build_config(overrides=[*_our_overrides(model, s), *opts.our_overrides])
     task = build_task(config, s.channels)
     module = _prepare(task.model, opts)
     task.model = module
@@ -296,15 +309,17 @@ def build_phenaki(s: Sizes, opts: Options) -> Impl | str:
     )
 
 
-def build_unet3d(s: Sizes, opts: Options) -> Impl | str:
-    """video-diffusion-pytorch's Unet3D in its GaussianDiffusion (l2 loss, cosine schedule) at our video UNet's sizes."""
+def build_unet3d(s: Sizes, opts: Options, heads: int | None = None, dim_head: int | None = None) -> Impl | str:
+    """video-diffusion-pytorch's Unet3D in its GaussianDiffusion (l2 loss, cosine schedule) at our video UNet's sizes;
+    ``heads`` x ``dim_head`` of its attention layers (default: our heads, base_channels / heads each)."""
     ref = bc.load_reference("video_diffusion_pytorch", "video_diffusion_pytorch")
     if ref.module is None:
         return ref.note
     u = s.unet
+    heads, dim_head = heads or u["heads"], dim_head or u["base_channels"] // u["heads"]
     net = ref.module.Unet3D(
-        dim=u["base_channels"], dim_mults=tuple(u["channel_mult"]), channels=s.channels, attn_heads=u["heads"],
-        attn_dim_head=u["base_channels"] // u["heads"],
+        dim=u["base_channels"], dim_mults=tuple(u["channel_mult"]), channels=s.channels, attn_heads=heads,
+        attn_dim_head=dim_head,
     )
     diffusion = ref.module.GaussianDiffusion(
         net, image_size=s.resolution, num_frames=s.frames, channels=s.channels, timesteps=1000, loss_type="l2",
@@ -344,15 +359,17 @@ def build_unet3d(s: Sizes, opts: Options) -> Impl | str:
     )
 
 
-def build_ddpm_unet(s: Sizes, opts: Options) -> Impl | str:
-    """denoising-diffusion-pytorch's Unet in its GaussianDiffusion (pred_noise, cosine, DDIM) at our UNet's sizes."""
+def build_ddpm_unet(s: Sizes, opts: Options, heads: int | None = None, dim_head: int | None = None) -> Impl | str:
+    """denoising-diffusion-pytorch's Unet in its GaussianDiffusion (pred_noise, cosine, DDIM) at our UNet's sizes;
+    ``heads`` x ``dim_head`` of its attention layers (default: our heads, base_channels / heads each)."""
     ref = bc.load_reference("denoising_diffusion_pytorch", "denoising_diffusion_pytorch")
     if ref.module is None:
         return ref.note
     u = s.unet
+    heads, dim_head = heads or u["heads"], dim_head or u["base_channels"] // u["heads"]
     net = ref.module.Unet(
-        dim=u["base_channels"], dim_mults=tuple(u["channel_mult"]), channels=s.channels, attn_heads=u["heads"],
-        attn_dim_head=u["base_channels"] // u["heads"],
+        dim=u["base_channels"], dim_mults=tuple(u["channel_mult"]), channels=s.channels, attn_heads=heads,
+        attn_dim_head=dim_head,
         # its flash setting forces the FLASH backend alone on sm > 8.0, which has no fp32 kernel
         flash_attn=opts.device.type == "cuda" and opts.dtype == "bf16",
     )
@@ -386,11 +403,43 @@ def build_ddpm_unet(s: Sizes, opts: Options) -> Impl | str:
     )
 
 
-REFERENCES: dict[str, Callable[[Sizes, Options], Impl | str]] = {
+REFERENCES: dict[str, Callable[..., Impl | str]] = {
     "cvivit": build_phenaki,
     "video_unet": build_unet3d,
     "unet": build_ddpm_unet,
 }
+# The UNet references' constructors choose their attention width (attn_heads x attn_dim_head); each gets two rows.
+ATTENTION_CHOICES = tuple((h, d) for h in (2, 4, 8) for d in (8, 16, 32, 64))
+MATCH_TOLERANCE = 0.05  # the "matched" row's parameters within 5 % of ours
+
+
+def build_references(model: str, s: Sizes, opts: Options, our_params: int) -> list[Impl | str]:
+    """The reference rows of ``model``: one for phenaki; for the UNets the setting whose parameter count is closest
+    to ours (``matched``, noted when not within 5 %) and the fastest setting of :data:`ATTENTION_CHOICES` by a
+    two-step timing probe (``fastest``)."""
+    builder = REFERENCES[model]
+    if model == "cvivit":
+        return [builder(s, opts)]
+    candidates: list[tuple[float, int, int, int]] = []  # (probe seconds, params, heads, dim_head)
+    for heads, dim_head in ATTENTION_CHOICES:
+        impl = builder(s, opts, heads, dim_head)
+        if isinstance(impl, str):
+            return [impl]
+        impl.train_step()  # warm-up
+        seconds = bc.time_calls(impl.train_step, opts.device, 2)
+        candidates.append((seconds, count_parameters(impl.module, trainable_only=True), heads, dim_head))
+        del impl
+    matched = min(candidates, key=lambda c: abs(c[1] - our_params))
+    fastest = min(candidates)
+    rows: list[Impl | str] = []
+    for label, (_, params, heads, dim_head) in (("matched", matched), ("fastest", fastest)):
+        impl = builder(s, opts, heads, dim_head)
+        impl.impl = f"{impl.impl} ({label}: {heads} x {dim_head})"
+        gap = params / our_params - 1
+        impl.notes.append(f"{label}: attn_heads={heads}, attn_dim_head={dim_head}, params {100 * gap:+.1f} % vs ours"
+                          + (" (no choice within 5 %)" if label == "matched" and abs(gap) > MATCH_TOLERANCE else ""))
+        rows.append(impl)
+    return rows
 
 
 # -- measurement -----------------------------------------------------------------------------------------------
@@ -559,9 +608,9 @@ def summarise(impls: list[Impl], s: Sizes, opts: Options) -> list[bc.Row]:
         row.notes = list(impl.notes)
         rows.append(row)
     ours, refs = rows[0], rows[1:]
-    if refs:
-        ours.train_ratio = ours.train_images_per_s / refs[0].train_images_per_s
-        ours.sample_ratio = ours.sample_images_per_s / refs[0].sample_images_per_s
+    for ref in refs:  # on each reference row: ours / that reference
+        ref.train_ratio = ours.train_images_per_s / ref.train_images_per_s
+        ref.sample_ratio = ours.sample_images_per_s / ref.sample_images_per_s
     return rows
 
 
@@ -577,15 +626,16 @@ def run(models: Sequence[str], s: Sizes, opts: Options) -> list[bc.Row]:
         impls = [build_ours(model, s, opts)]
         if model in REFERENCES:
             try:
-                ref = REFERENCES[model](s, opts)
+                refs = build_references(model, s, opts, count_parameters(impls[0].module, trainable_only=True))
             except Exception as err:
                 traceback.print_exc(file=sys.stderr)
-                ref = f"reference failed to build: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
-            if isinstance(ref, str):
-                impls[0].notes.append(f"reference skipped: {ref}")
-                print(f"[bench] {model}: reference skipped: {ref}", file=sys.stderr)
-            else:
-                impls.append(ref)
+                refs = [f"reference failed to build: {type(err).__name__}: {str(err).splitlines()[0][:300]}"]
+            for ref in refs:
+                if isinstance(ref, str):
+                    impls[0].notes.append(f"reference skipped: {ref}")
+                    print(f"[bench] {model}: reference skipped: {ref}", file=sys.stderr)
+                else:
+                    impls.append(ref)
         print(f"[bench] {model}: timing {[i.impl for i in impls]}", file=sys.stderr)
         benchmark_group(impls, s, opts)
         rows.extend(summarise(impls, s, opts))
@@ -603,7 +653,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="AdamW's per-parameter loop instead of the fused kernel the training engine uses")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (preset 'quick')")
     parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                        help="sizes: quick | cpu | gpu (default: gpu on CUDA, cpu otherwise)")
+                        help="sizes: quick | cpu | cpu32 | gpu (default: gpu on CUDA, cpu otherwise)")
     parser.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
     parser.add_argument("--frames", type=int, default=None, help="override the preset's pseudo-video length T")
     parser.add_argument("--resolution", type=int, default=None, help="override the preset's image size")
@@ -615,6 +665,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-flops", type=float, default=bc.H100_SXM_BF16_DENSE_FLOPS,
                         help="peak dense FLOP/s of the GPU for MFU (default: H100 SXM bf16, 989e12)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--our-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of our models, e.g. model.unet.temporal_mixer=conv (repeatable)")
     parser.add_argument("--out", default=None, help="JSON output path")
     return parser.parse_args(argv)
 
@@ -658,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     opts = Options(device=device, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
-                   peak_flops=args.peak_flops, fused_adamw=args.fused_adamw)
+                   peak_flops=args.peak_flops, fused_adamw=args.fused_adamw, our_overrides=tuple(args.our_override))
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -672,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fused_adamw": args.fused_adamw,
         "peak_flops": args.peak_flops if device.type == "cuda" else None,
         "sizes": {k: v for k, v in s.__dict__.items()},
-        "ratio": "ours / reference throughput (images per second), on the 'ours' row",
+        "ratio": "ours / reference throughput (images per second), on each reference row",
     }
     print(f"\n{bc.markdown_table(rows)}\n")
     for row in rows:
