@@ -126,6 +126,7 @@ class Options:
     peak_flops: float
     fused_adamw: bool = True
     our_overrides: tuple[str, ...] = ()  # extra config overrides of our models (e.g. the temporal setting)
+    compile_mode: str = "default"  # torch.compile mode with --compile (reduce-overhead = CUDA graphs)
 
 
 # -- one implementation under test -----------------------------------------------------------------------------
@@ -172,9 +173,12 @@ def _make_step(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, 
     return step
 
 
+_COMPILE_MODE = ["default"]  # set from --compile-mode in main()
+
+
 def _compile(module: nn.Module) -> nn.Module:
     # dynamic=False: a shape change recompiles instead of switching to dynamic-shape kernels
-    return torch.compile(module, dynamic=False)
+    return torch.compile(module, dynamic=False, mode=_COMPILE_MODE[0])
 
 
 def _maybe_compile(module: nn.Module, opts: Options) -> nn.Module:
@@ -648,6 +652,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile ours and the references")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile mode with --compile (reduce-overhead: CUDA graphs, as train.compile_mode "
+                             "auto picks for the diffusion models on one GPU)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
     parser.add_argument("--no-fused-adamw", dest="fused_adamw", action="store_false",
                         help="AdamW's per-parameter loop instead of the fused kernel the training engine uses")
@@ -710,7 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     opts = Options(device=device, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
-                   peak_flops=args.peak_flops, fused_adamw=args.fused_adamw, our_overrides=tuple(args.our_override))
+                   peak_flops=args.peak_flops, fused_adamw=args.fused_adamw, our_overrides=tuple(args.our_override),
+                   compile_mode=args.compile_mode)
+    _COMPILE_MODE[0] = args.compile_mode
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -720,7 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "command": " ".join(["python", "benchmarks/bench_models.py", *(sys.argv[1:] if argv is None else argv)]),
         "environment": bc.environment(device),
-        "dtype": args.dtype, "compile": args.compile, "channels_last": args.channels_last,
+        "dtype": args.dtype, "compile": args.compile, "compile_mode": args.compile_mode,
+        "channels_last": args.channels_last,
         "fused_adamw": args.fused_adamw,
         "peak_flops": args.peak_flops if device.type == "cuda" else None,
         "sizes": {k: v for k, v in s.__dict__.items()},
