@@ -292,7 +292,7 @@ class UNet(nn.Module):
         num_levels = len(channel_mult)
 
         def block(c_in: int, c_out: int, spatial_attention: bool, place: tuple[int, int, int] | None) -> UNetBlock:
-            # place = (level, index in the level, blocks in the level) on the down/up path; None in the middle
+            # place = (level, index in the level, blocks in the level) on the down/up path; see _temporal_mixer_at
             attn = SpatialAttention(c_out, num_heads) if spatial_attention else None
             mixer = _temporal_mixer_at(temporal, temporal_layers, temporal_mixer, place, num_levels)
             if mixer == "attention":
