@@ -252,6 +252,7 @@ def load_reference(package: str, submodule: str) -> LoadedReference:
     spec = importlib.util.find_spec(package)
     bare = types.ModuleType(package)
     bare.__path__ = list(spec.submodule_search_locations or [])  # type: ignore[union-attr]
+    bare.__spec__ = spec  # find_spec(package) on a module without a spec raises ValueError
     sys.modules[package] = bare
     notes = [f"imported {name} without {package}/__init__ ({first_error})"]
     for _ in range(len(TRAINER_ONLY) + 1):
