@@ -284,6 +284,7 @@ class Row:
     batch: int = 0
     frames: int = 0
     train_step_ms: float = math.nan
+    train_step_ms_range: list[float] = field(default_factory=list)  # [min, max] over the repeats
     train_images_per_s: float = math.nan  # clean images (one per pseudo video) per second
     train_frames_per_s: float = math.nan  # frames (B T) per second
     train_ratio: float = math.nan  # ours / this reference, training images per second (on reference rows)

@@ -591,7 +591,9 @@ def to_row(impl: Impl, s: Sizes, opts: Options) -> bc.Row:
     sample = bc.median(impl.sample_times)
     return bc.Row(
         model=impl.model, impl=impl.impl, params=count_parameters(impl.module, trainable_only=True), batch=s.batch, frames=impl.frames,
-        train_step_ms=1000 * step, train_images_per_s=s.batch / step, train_frames_per_s=s.batch * impl.frames / step,
+        train_step_ms=1000 * step,
+        train_step_ms_range=[1000 * min(impl.train_times), 1000 * max(impl.train_times)] if impl.train_times else [],
+        train_images_per_s=s.batch / step, train_frames_per_s=s.batch * impl.frames / step,
         sample_kind=impl.sample_kind, sample_images_per_s=s.batch / sample,
         sample_frames_per_s=s.batch * impl.frames / sample,
         builder_share=bc.median(impl.builder_shares), loss=impl.loss, notes=list(impl.notes),
