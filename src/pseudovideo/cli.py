@@ -194,7 +194,7 @@ def cmd_feature_net(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
     net = prepare_feature_net(config, channels, retrain=args.retrain)
-    print(f"feature net: {net.path}\nsha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
+    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
     return 0
 
 

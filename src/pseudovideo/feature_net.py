@@ -40,6 +40,7 @@ __all__ = [
     "classifier_features",
     "feature_net_key",
     "file_sha256",
+    "weights_sha256",
     "load_feature_net",
     "prepare_feature_net",
     "save_feature_net",
@@ -101,22 +102,24 @@ class FeatureNetKey:
 
 @dataclass
 class FeatureNet:
-    """A trained feature classifier with its provenance: file, sha256, held-out accuracy and key metadata."""
+    """A trained feature classifier with its provenance: file, weights and file sha256, held-out accuracy, metadata."""
 
     model: FeatureClassifier
     path: Path
-    sha256: str
+    sha256: str  # weights_sha256: equal for bit-identical nets
+    file_sha256: str
     accuracy: float
     metadata: dict[str, str]
 
     def describe(self) -> dict[str, str | float]:
         """Protocol entry for eval.json: which net produced the features."""
-        return {"file": str(self.path), "sha256": self.sha256, "held_out_accuracy": self.accuracy,
+        return {"file": str(self.path), "weights_sha256": self.sha256, "file_sha256": self.file_sha256,
+                "held_out_accuracy": self.accuracy,
                 "features": f"{FEATURE_DIM}-d penultimate (global average pool) of a 3-conv CNN ({FEATURE_NET_VERSION})",
                 "trained_on": f"{self.metadata.get('dataset')} train split minus every {HELD_OUT_EVERY}th image, "
                 f"{self.metadata.get('resolution')} px, {self.metadata.get('steps')} steps, seed {self.metadata.get('seed')}",
                 "note": "classifier Fréchet distance in this dataset-trained net's features; not FID, comparable "
-                "only between evaluations with the same sha256"}
+                "only between evaluations with the same weights_sha256"}
 
 
 def _held_out_mask(n: int) -> Tensor:
@@ -163,8 +166,22 @@ def train_feature_net(
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (names the exact net in the protocol)."""
+    """Hex sha256 of a file's bytes (what ``sha256sum`` prints)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    """Hex sha256 over the tensors' names, dtypes, shapes and bytes in name order: the identity of a net.
+
+    Unlike the file hash it does not depend on the order safetensors writes metadata in (which varies between
+    saves), so bit-identical weights always give the same value.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_feature_net(model: FeatureClassifier, accuracy: float, path: str | Path, metadata: dict[str, str]) -> FeatureNet:
@@ -202,7 +219,7 @@ def load_feature_net(path: str | Path, expected: dict[str, str] | None = None) -
     wrong = {k: (meta.get(k), v) for k, v in (expected or {}).items() if meta.get(k) != v}
     if wrong:
         raise ValueError(f"feature-net weights file {str(path)!r} was trained for other data (stored, expected): {wrong}")
-    return FeatureNet(model.eval().requires_grad_(False), path, file_sha256(path), accuracy, meta)
+    return FeatureNet(model.eval().requires_grad_(False), path, weights_sha256(state), file_sha256(path), accuracy, meta)
 
 
 @torch.no_grad()
@@ -263,5 +280,5 @@ def prepare_feature_net(config: "RunConfig", channels: int, *, retrain: bool = F
         raise ValueError(f"training split has {images.shape[1]} channels but the evaluated images have {channels}")
     model, accuracy = train_feature_net(images, labels, num_classes, seed=key.seed, steps=key.steps)
     net = save_feature_net(model, accuracy, path, key.metadata())
-    log(f"cfd: feature classifier saved to {path} (held-out accuracy {accuracy:.3f}, sha256 {net.sha256[:12]})")
+    log(f"cfd: feature classifier saved to {path} (held-out accuracy {accuracy:.3f}, weights sha256 {net.sha256[:12]})")
     return net
