@@ -89,8 +89,12 @@ class FeatureNetKey:
 
     @property
     def filename(self) -> str:
-        """E.g. ``feature-net-cifar10-32px-c3-seed0-1000steps-cfd-cnn-v1.safetensors`` (unsafe chars -> '_')."""
-        safe = re.sub(r"[^A-Za-z0-9_.]+", "_", self.dataset)
+        """E.g. ``feature-net-cifar10-32px-c3-seed0-1000steps-cfd-cnn-v1.safetensors`` or, for a folder,
+        ``feature-net-folder_cifar10-jpeg_<8 hex of its path>-32px-...`` (unsafe characters -> '_')."""
+        name, _, location = self.dataset.partition(":")
+        if location:  # folder:/long/path -> folder_<last part>_<hash of the path>
+            name = f"{name}_{Path(location).name}_{hashlib.sha256(location.encode()).hexdigest()[:8]}"
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         return (f"feature-net-{safe}-{self.resolution}px-c{self.channels}-seed{self.seed}-{self.steps}steps-"
                 f"{FEATURE_NET_VERSION}.safetensors")
 
@@ -239,9 +243,13 @@ class UnlabelledDatasetError(ValueError):
 
 
 def feature_net_key(config: "RunConfig", channels: int) -> FeatureNetKey:
-    """The cache key of a run config's feature net (its dataset, resolution, ``channels`` and eval.feature_net_* keys)."""
-    ev = config.eval
-    return FeatureNetKey(config.data.dataset, config.data.resolution, channels, ev.feature_net_seed, ev.feature_net_steps)
+    """The cache key of a run config's feature net: dataset (a folder by its resolved path), resolution, ``channels``
+    and the eval.feature_net_seed / eval.feature_net_steps keys. data.max_images plays no part: the net always
+    trains on the whole training split, so runs on subsets are scored by the same net."""
+    ev, dataset = config.eval, config.data.dataset
+    if dataset.startswith("folder:"):  # one net per real folder, whatever relative path or symlink names it
+        dataset = f"folder:{Path(dataset.removeprefix('folder:')).expanduser().resolve()}"
+    return FeatureNetKey(dataset, config.data.resolution, channels, ev.feature_net_seed, ev.feature_net_steps)
 
 
 def _labelled_training_split(config: "RunConfig") -> tuple[Tensor, Tensor, int]:
