@@ -132,7 +132,8 @@ def _held_out_mask(n: int) -> Tensor:
 
 @torch.no_grad()
 def _accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
-    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+    batches = zip(images.split(batch_size), labels.split(batch_size))
+    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
     return correct / max(1, labels.shape[0])
 
 
@@ -267,7 +268,9 @@ def _labelled_training_split(config: "RunConfig") -> tuple[Tensor, Tensor, int]:
     return spread_images(dataset, len(dataset)), dataset.labels, len(dataset.class_names)
 
 
-def prepare_feature_net(config: "RunConfig", channels: int, *, retrain: bool = False, log: Callable[[str], None] = print) -> FeatureNet:
+def prepare_feature_net(
+    config: "RunConfig", channels: int, *, retrain: bool = False, log: Callable[[str], None] = print
+) -> FeatureNet:
     """The feature net for a run config: ``eval.feature_net`` if set, else the cached file, else trained and cached.
 
     ``channels`` is the image channel count of the evaluated images (checked against the file's). ``retrain``
