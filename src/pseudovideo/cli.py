@@ -190,6 +190,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feature_net(args: argparse.Namespace) -> int:
+    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
+    from pseudovideo.feature_net import prepare_feature_net
+    from pseudovideo.tasks import build_dataset_from_config
+
+    config = _config_from_args(args)
+    channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
+    net = prepare_feature_net(config, channels, retrain=args.retrain)
+    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
     from pseudovideo.experiments import run_experiment
@@ -247,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
     sample.set_defaults(func=cmd_sample)
+
+    feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd metric (cached)")
+    _add_config_arguments(feature_net)
+    feature_net.add_argument("--retrain", action="store_true", help="train anew even when the cache file exists")
+    feature_net.set_defaults(func=cmd_feature_net)
 
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
     experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")

@@ -210,6 +210,9 @@ class TrainConfig:
     progress: bool = True
 
 
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd")  # cfd: classifier Fréchet distance
+
+
 @dataclass
 class EvalConfig:
     """How a run is evaluated; the protocol is written beside every number."""
@@ -220,7 +223,10 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid"])
     inception_weights: str | None = None  # local path of torch-fidelity's Inception weights
     lpips_weights: str | None = None  # local path of the LPIPS backbone's ImageNet weights
-    cache_dir: str = "~/.cache/pseudovideo"  # reference statistics for FID/KID
+    cache_dir: str = "~/.cache/pseudovideo"  # FID/KID reference statistics and cfd feature nets (shared by runs)
+    feature_net: str | None = None  # cfd: explicit feature-net safetensors file (else cached in cache_dir / trained)
+    feature_net_seed: int = 0  # cfd: seed of the feature net's training (part of its cache key)
+    feature_net_steps: int = 1000  # cfd: training steps of the feature net (part of its cache key)
     seed: int = 1234
 
 
@@ -520,5 +526,6 @@ def validate_config(config: RunConfig) -> None:
         _require(1 <= steps <= config.diffusion.num_timesteps,
                  f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
     for metric in config.eval.metrics:
-        _require(metric in ("psnr", "ssim", "swd", "lpips", "fid", "kid"),
-                 f"eval.metrics: unknown metric {metric!r}; valid: psnr, ssim, swd, lpips, fid, kid")
+        _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
+    _require(config.eval.feature_net_steps >= 1,
+             f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")

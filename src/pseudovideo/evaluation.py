@@ -8,11 +8,14 @@
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
-are absent; SWD, PSNR and SSIM need none.
+are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
+trained on the dataset's labelled training split (``pseudovideo.feature_net``, cached, trained on first use);
+it is skipped with the reason for unlabelled datasets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -26,6 +29,7 @@ from pseudovideo import metrics as M
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
+from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -135,6 +139,25 @@ def _distribution_metrics(
             results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
 
 
+def _classifier_frechet_distance(
+    real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
+    results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
+) -> None:
+    """``cfd``: Fréchet distance of real vs fake (N, C, H, W) in the dataset-trained classifier's features."""
+    if "cfd" not in eval_config.metrics:
+        return
+    try:
+        net = prepare_feature_net(dataclasses.replace(config, eval=eval_config), real.shape[1])
+    except UnlabelledDatasetError as err:
+        skipped["cfd"] = str(err)
+        return
+    model = net.model.to(device)
+    real_features = classifier_features(real, model, eval_config.batch_size)  # (N, 128)
+    fake_features = classifier_features(fake, model, eval_config.batch_size)
+    results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
+    protocol["cfd"] = net.describe()
+
+
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
 ) -> dict[str, Any]:
@@ -197,6 +220,7 @@ def evaluate_run(
         if videos.shape[1] > 1:
             save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
+    _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(
             num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
