@@ -127,6 +127,9 @@ class UNetConfig:
     causal_temporal: bool = False
     max_frames: int = 32
     frame_position: str = field(default="learned", metadata=_choices("learned", "relative"))
+    # Image UNet with pseudo_video.frames_as_images only: condition on each frame's level (T-1-index,
+    # 0 = the clean last frame) through a learned embedding, and sample at level 0 (the clean image).
+    level_conditioning: bool = True
 
 
 @dataclass

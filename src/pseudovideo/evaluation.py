@@ -34,6 +34,7 @@ from pseudovideo.tasks import (
     build_pseudo_video_builder,
     diffusion_sample_kwargs,
     model_frames,
+    sampling_model,
 )
 from pseudovideo.training import autocast, resolve_precision
 
@@ -89,7 +90,7 @@ def generate_videos(
     for first in range(0, num_videos, batch_size):
         count = min(batch_size, num_videos - first)
         with autocast(precision, device):
-            video, info = diffusion.sample(model, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+            video, info = diffusion.sample(sampling_model(model), (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
         videos.append(video.float().cpu())
     elapsed = time.perf_counter() - start
     info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
@@ -187,6 +188,11 @@ def evaluate_run(
         fake = videos[:, -1].clamp(-1, 1)
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
+        if getattr(model, "num_levels", 0) > 0:
+            protocol["level_conditioning"] = (
+                f"image UNet conditioned on the frame level (T-1-frame index, {model.num_levels} levels); "
+                "sampled at level 0, the clean last frame"
+            )
         protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
         upscale = picture_upscale(config.data.resolution)
         save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)

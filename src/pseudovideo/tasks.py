@@ -87,10 +87,52 @@ def build_model(config: RunConfig, channels: int) -> nn.Module:
     if family == "cvivit":
         return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
     unet = _kwargs(config.model.unet)
+    del unet["level_conditioning"]
     if family == "unet":
         del unet["causal_temporal"], unet["frame_position"]  # options of the temporal layers it does not have
-        return image_unet(in_channels=channels, resolution=resolution, **unet)
+        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), **unet)
     return video_unet(in_channels=channels, resolution=resolution, **unet)
+
+
+def num_levels(config: RunConfig) -> int:
+    """Levels an image UNet is conditioned on: T when it trains on every frame as an image (and
+    ``model.unet.level_conditioning``), else 0 (unconditional)."""
+    pv = config.pseudo_video
+    conditioned = config.model.family == "unet" and pv.frames_as_images and config.model.unet.level_conditioning
+    return pv.num_frames if conditioned else 0
+
+
+def frame_levels(batch: int, num_frames: int, device: torch.device | None = None) -> Tensor:
+    """Level of every frame of ``batch`` pseudo videos flattened as ``(b t)``: T-1 .. 0 per video, (B*T,) long.
+
+    Level 0 is the clean last frame, the image a level-conditioned model is sampled at.
+    """
+    levels = torch.arange(num_frames - 1, -1, -1, device=device)  # (T,): frame 0 is the most corrupted
+    return levels.repeat(batch)  # (B*T,), matching rearrange "b t ... -> (b t) ..."
+
+
+class AtLevel:
+    """A level-conditioned model seen as the plain ``model(x_t, t)`` the diffusion process calls.
+
+    ``level``: an int (every sample, e.g. 0 = clean for sampling) or a (B,) tensor (training).
+    """
+
+    def __init__(self, model: nn.Module, level: Tensor | int) -> None:
+        self.model = model
+        self.level = level
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """x (B, T, C, H, W), t (B,) -> the model's prediction at the bound level, (B, T, C, H, W)."""
+        return self.model(x, t, level=self.level)
+
+    def parameters(self):
+        """The wrapped model's parameters (the diffusion process reads their device)."""
+        return self.model.parameters()
+
+
+def sampling_model(model: nn.Module) -> "nn.Module | AtLevel":
+    """What to sample from: a level-conditioned UNet bound to level 0 (the clean image), else the model itself."""
+    return AtLevel(model, 0) if getattr(unwrap_model(model), "num_levels", 0) > 0 else model
 
 
 def _kwargs(section: Any) -> dict[str, Any]:
@@ -279,6 +321,9 @@ class DiffusionTask:
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
         self.sample_kwargs = sample_kwargs or {}
+        self.level_conditioned = getattr(model, "num_levels", 0) > 0
+        if self.level_conditioned and not frames_as_images:
+            raise ValueError("a level-conditioned UNet trains on frames as separate images (frames_as_images=True)")
 
     def to(self, device: torch.device) -> "DiffusionTask":
         """Moves the diffusion buffers and frame weights to ``device``."""
@@ -291,6 +336,8 @@ class DiffusionTask:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Simple diffusion loss on the pseudo videos of the clean batch ``images`` (B, C, H, W)."""
         video = _split_frames(self.builder(images, generator=generator), self.frames_as_images)  # (B, T, C, H, W)
+        if self.level_conditioned:  # every frame-image is told its level; (B*T,) levels T-1..0 per image
+            model = AtLevel(model, frame_levels(images.shape[0], self.frames_per_image, images.device))
         return self.diffusion.training_loss(model, video, frame_weights=self.weights, generator=generator)
 
     def discriminator_loss(self, step: int) -> None:
@@ -302,7 +349,7 @@ class DiffusionTask:
         """A few generated pseudo videos (B, T, C, H, W) and their last frames (the generated images)."""
         frames = 1 if self.frames_as_images else self.builder.num_frames
         shape = (images.shape[0], frames, *images.shape[1:])
-        video, _ = self.diffusion.sample(model, shape, generator=generator, **self.sample_kwargs)
+        video, _ = self.diffusion.sample(sampling_model(model), shape, generator=generator, **self.sample_kwargs)
         return {"generated_pseudo_videos": video[:PREVIEW_VIDEOS], "generated_images": video[:, -1]}
 
 
