@@ -187,3 +187,22 @@ def test_train_and_eval_a_level_conditioned_image_unet(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "runs" / "frames" / "eval.json").read_text())
     assert "sampled at level 0" in result["protocol"]["level_conditioning"]
     assert result["metrics"]["swd_avg"] >= 0
+
+
+def test_eval_json_records_the_split_actually_used(tmp_path: Path) -> None:
+    """A flat folder is split by path hash, and eval.json says so (no 'test' for trained-on images)."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(40):
+        Image.new("L", (8, 8), 6 * i).save(folder / f"{i:02d}.png")
+    config = _write_config(tmp_path, "flat", [])
+    overrides = [*TINY, *TOKENIZERS["vqvae"], f"data.dataset=folder:{folder}", "data.max_images=null",
+                 "data.held_out_fraction=0.25", "eval.metrics=[psnr]"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    result = json.loads((tmp_path / "runs" / "flat" / "eval.json").read_text())
+    assert result["protocol"]["split"].startswith("held-out 25% of folder")
+    assert "by hash" in result["protocol"]["split"] and result["protocol"]["num_images"] < 40
+    digits = _write_config(tmp_path, "digits", [])
+    assert main(["train", "-c", str(digits), *TINY, *TOKENIZERS["vqvae"], "eval.metrics=[psnr]", "train.steps=1"]) == 0
+    split = json.loads((tmp_path / "runs" / "digits" / "eval.json").read_text())["protocol"]["split"]
+    assert split.startswith("held-out digits 1501-1797")

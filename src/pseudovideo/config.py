@@ -72,6 +72,10 @@ class DataConfig:
     max_images: int | None = None  # deterministic subset of the training split
     train_split: str = "train"
     eval_split: str = "test"
+    # Share of the images held out for evaluation where the data has no split of its own (a folder
+    # without train/ + test/ sub-folders, MNIST with one split file): chosen by a hash of the relative
+    # path (MNIST: index), the rest is the train split.
+    held_out_fraction: float = 0.1
 
 
 @dataclass
@@ -474,6 +478,8 @@ def validate_config(config: RunConfig) -> None:
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
+    _require(0 < data.held_out_fraction < 1,
+             f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)
     family = config.model.family
     if family == "cvivit":

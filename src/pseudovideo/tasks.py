@@ -62,6 +62,7 @@ def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
         download=data.download,
         skip_bad_files=data.skip_bad_files,
         max_images=data.max_images if split == data.train_split else None,
+        held_out_fraction=data.held_out_fraction,
     )
 
 
