@@ -206,3 +206,24 @@ def test_eval_json_records_the_split_actually_used(tmp_path: Path) -> None:
     assert main(["train", "-c", str(digits), *TINY, *TOKENIZERS["vqvae"], "eval.metrics=[psnr]", "train.steps=1"]) == 0
     split = json.loads((tmp_path / "runs" / "digits" / "eval.json").read_text())["protocol"]["split"]
     assert split.startswith("held-out digits 1501-1797")
+
+
+def test_train_summary_states_the_loss_terms(tmp_path: Path) -> None:
+    from pseudovideo.experiments import describe_loss_terms
+
+    config = _write_config(tmp_path, "terms", [])
+    overrides = [*TINY, *TOKENIZERS["cvivit"], "loss.gan_weight=0.1", "loss.gan_start_step=2",
+                 "loss.discriminator_channels=8", "loss.perceptual_weight=0.1", "eval.metrics=[psnr]",
+                 "data.resolution=16"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    summary = json.loads((tmp_path / "runs" / "terms" / "train_summary.json").read_text())
+    terms = summary["loss_terms"]
+    assert set(terms) == {"reconstruction", "vq", "perceptual", "adversarial"}
+    assert terms["adversarial"] == {**terms["adversarial"], "active": True, "weight": 0.1, "start_step": 2}
+    assert terms["vq"]["commitment_weight"] == 0.25 and terms["reconstruction"]["kind"] == "l1"
+    eval_terms = json.loads((tmp_path / "runs" / "terms" / "eval.json").read_text())["train"]["loss_terms"]
+    assert eval_terms == terms  # eval.json copies the training summary
+    if not terms["perceptual"]["active"]:  # no LPIPS weights on this machine: said so, with the reason
+        assert "weights not found" in terms["perceptual"]["reason"]
+    line = describe_loss_terms(terms)
+    assert "adversarial 0.1 from step 2" in line and line.startswith("reconstruction 1 + vq 1")

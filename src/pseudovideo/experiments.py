@@ -462,7 +462,7 @@ def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
     seen = set()
     for run in runs:
         data = run.config.data
-        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download)
+        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download, data.held_out_fraction)
         if key in seen:
             continue
         seen.add(key)
@@ -611,7 +611,20 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     })
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
+    row["_loss_terms"] = describe_loss_terms(summary.get("loss_terms") or {})
     return row
+
+
+def describe_loss_terms(terms: dict[str, dict[str, Any]]) -> str:
+    """One line from a train summary's ``loss_terms``, e.g. "reconstruction 1 + vq 1 + adversarial 0.1 from step 100"."""
+    parts = []
+    for name, term in terms.items():
+        if term.get("active"):
+            start = f" from step {term['start_step']}" if term.get("start_step") else ""
+            parts.append(f"{name} {term.get('weight', 1):g}{start}")
+        elif term.get("reason"):
+            parts.append(f"{name} off ({term['reason']})")
+    return " + ".join(parts) if parts else "not recorded"
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], header: Sequence[str], path: Path) -> Path:
@@ -645,8 +658,10 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     skipped = {name: reason for row in rows for name, reason in row["_skipped"].items() if name in spec.metrics}
     lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
     if rows:
+        by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
+        lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]
         protocol = rows[0]["_protocol"]
-        keep = ("num_images", "eval_split", "resolution", "model_weights", "seed")
+        keep = ("num_images", "eval_split", "split", "resolution", "model_weights", "seed")
         lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
                   + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
     if unfinished:

@@ -165,7 +165,7 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
                 num_layers=loss.discriminator_layers,
                 image_size=config.data.resolution,
             )
-        return TokenizerTask(
+        task = TokenizerTask(
             model, builder, weights,  # type: ignore[arg-type]
             reconstruction=loss.reconstruction,
             perceptual=perceptual,
@@ -175,11 +175,42 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
             gan_start_step=loss.gan_start_step,
             frames_as_images=config.pseudo_video.frames_as_images,
         )
-    return DiffusionTask(
-        model, build_diffusion(config), builder, weights,
-        frames_as_images=config.pseudo_video.frames_as_images,
-        sample_kwargs=diffusion_sample_kwargs(config, preview=True),
-    )
+    else:
+        task = DiffusionTask(
+            model, build_diffusion(config), builder, weights,
+            frames_as_images=config.pseudo_video.frames_as_images,
+            sample_kwargs=diffusion_sample_kwargs(config, preview=True),
+        )
+    task.loss_terms = loss_terms(config, perceptual_active=getattr(task, "perceptual", None) is not None)
+    return task
+
+
+def loss_terms(config: RunConfig, *, perceptual_active: bool) -> dict[str, dict[str, Any]]:
+    """Which loss terms a run trains with and their weights (written to ``train_summary.json`` as ``loss_terms``).
+
+    Every term has ``active`` and ``weight``; an inactive term that was asked for says why in ``reason``.
+    """
+    loss, family = config.loss, config.model.family
+    frames = model_frames(config)
+    frame_note = f"clean frame weighted {loss.last_frame_weight:g}x each corrupted frame" if frames > 1 else "one frame"
+    if family not in TOKENIZER_FAMILIES:
+        d = config.diffusion
+        return {"diffusion": {"active": True, "weight": 1.0, "kind": f"simple DDPM MSE on the {d.prediction} prediction",
+                              "frames": frame_note}}
+    commitment = getattr(config.model, family).commitment_weight
+    terms: dict[str, dict[str, Any]] = {
+        "reconstruction": {"active": True, "weight": 1.0, "kind": loss.reconstruction, "frames": frame_note},
+        "vq": {"active": True, "weight": 1.0, "commitment_weight": commitment,
+               "codebook": "EMA" if getattr(config.model, family).ema_codebook else "learned"},
+        "perceptual": {"active": perceptual_active, "weight": loss.perceptual_weight,
+                       "kind": f"LPIPS-{loss.perceptual_net} on the clean last frame"},
+        "adversarial": {"active": loss.gan_weight > 0, "weight": loss.gan_weight, "start_step": loss.gan_start_step,
+                        "kind": f"hinge patch-GAN ({loss.discriminator_layers} layers, {loss.discriminator_channels} "
+                                "channels) on the clean last frame, VQGAN adaptive weight"},
+    }
+    if loss.perceptual_weight > 0 and not perceptual_active:
+        terms["perceptual"]["reason"] = "LPIPS backbone weights not found (loss.perceptual_weights)"
+    return terms
 
 
 def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
@@ -222,6 +253,7 @@ class TokenizerTask:
         self.gan_start_step = gan_start_step
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
+        self.loss_terms: dict[str, Any] = {}  # filled by build_task (see loss_terms)
         # C-ViViT leaves its tubelet layers unused when it sees single frames; DDP must not wait for their grads.
         frames_seen = 1 if frames_as_images else builder.num_frames
         self.find_unused_parameters = isinstance(model, CViViT) and frames_seen == 1
@@ -322,6 +354,7 @@ class DiffusionTask:
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
         self.sample_kwargs = sample_kwargs or {}
+        self.loss_terms: dict[str, Any] = {}  # filled by build_task (see loss_terms)
         self.level_conditioned = getattr(model, "num_levels", 0) > 0
         if self.level_conditioned and not frames_as_images:
             raise ValueError("a level-conditioned UNet trains on frames as separate images (frames_as_images=True)")
