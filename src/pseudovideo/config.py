@@ -73,6 +73,10 @@ class DataConfig:
     max_images: int | None = None  # deterministic subset of the training split
     train_split: str = "train"
     eval_split: str = "test"
+    # Share of the images held out for evaluation where the data has no split of its own (a folder
+    # without train/ + test/ sub-folders, MNIST with one split file): chosen by a hash of the relative
+    # path (MNIST: index), the rest is the train split.
+    held_out_fraction: float = 0.1
 
 
 @dataclass
@@ -135,6 +139,9 @@ class UNetConfig:
     causal_temporal: bool = False
     max_frames: int = 32
     frame_position: str = field(default="learned", metadata=_choices("learned", "relative"))
+    # Image UNet with pseudo_video.frames_as_images only: condition on each frame's level (T-1-index,
+    # 0 = the clean last frame) through a learned embedding, and sample at level 0 (the clean image).
+    level_conditioning: bool = True
 
 
 @dataclass
@@ -506,6 +513,8 @@ def validate_config(config: RunConfig) -> None:
     if pv.construction == "first_order":
         _validate_first_order_downsample(pv, data.resolution)
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
+    _require(0 < data.held_out_fraction < 1,
+             f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)
     family = config.model.family
     for name in ("vqvae", "cvivit"):

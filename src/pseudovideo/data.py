@@ -9,11 +9,19 @@ for the classifier behind the ``cfd`` metric (see ``pseudovideo.feature_net``). 
 - ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
   classes, reading ``root`` in torchvision's layout or downloading into it.
 - ``"folder:PATH"``: any folder tree of image files, decoded once up front into memory.
+
+Held-out splits: a folder with split sub-folders (``train/`` plus ``valid/`` or ``test/``) uses them.
+A folder without them, and MNIST when only one of its two split files is present, is split
+deterministically by a hash of each image's relative path (MNIST: its index): a fraction
+``held_out_fraction`` (default 10 %) forms the evaluation splits ("valid"/"test") and the rest the
+"train" split, so no evaluation image is ever trained on. Each dataset's ``split_description``
+says which split was actually used (written into every ``eval.json``).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import struct
@@ -42,6 +50,8 @@ __all__ = [
     "resize_center_crop",
     "list_image_files",
     "read_idx_images",
+    "held_out_mask",
+    "DEFAULT_HELD_OUT_FRACTION",
 ]
 
 DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
@@ -56,7 +66,9 @@ SPLITS = {
     "celeba": ("train", "valid", "test"),
     "folder": ("train", "valid", "test"),
 }
+DEFAULT_HELD_OUT_FRACTION = 0.1  # share of a split-less folder (or lone MNIST file) held out for evaluation
 DIGITS_TRAIN_SIZE = 1500  # of the 1797 bundled digits; the remaining 297 are the test split
+DIGITS_SPLITS = {"train": "digits 1-1500 of scikit-learn's 1797", "test": "held-out digits 1501-1797 of scikit-learn's 1797"}
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = {
@@ -89,7 +101,8 @@ class ImageDataset(Dataset):
     Attributes: ``name`` (the spec it was built from), ``resolution`` (R), ``channels`` (C, 1 or 3),
     ``random_flip`` (horizontal flip with probability 0.5 per item, drawn from torch's global RNG so
     a seeded training loop stays deterministic), ``bad_files`` (files skipped as unreadable) and
-    ``labels`` / ``class_names`` (int64 ``(N,)`` class indices and their names, or None when unlabelled).
+    ``labels`` / ``class_names`` (int64 ``(N,)`` class indices and their names, or None when unlabelled) and
+    ``split_description`` (which images form this split, e.g. "held-out 10 % of ... by path hash").
     Subclasses implement ``__len__`` and :meth:`load`.
     """
 
@@ -111,6 +124,7 @@ class ImageDataset(Dataset):
         self.bad_files: list[str] = list(bad_files)
         self.labels: Tensor | None = None
         self.class_names: list[str] | None = None
+        self.split_description = ""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -243,18 +257,27 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
 
 
 def check_dataset_spec(
-    spec: str, root: str | None = None, split: str = "train", *, download: bool = False
+    spec: str,
+    root: str | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    held_out_fraction: float | None = None,
 ) -> tuple[str, str | None]:
     """Validate a spec, split and the files it needs without decoding anything (cheap, for the CLI).
 
-    Returns ``parse_dataset_spec(spec)``. Raises ValueError (bad name/split, empty folder) or
-    FileNotFoundError (missing path or dataset files, unless ``download`` will fetch them).
+    Returns ``parse_dataset_spec(spec)``. Raises ValueError (bad name/split/fraction, empty folder or
+    empty hash split) or FileNotFoundError (missing path or dataset files, unless ``download`` will fetch them).
     """
     name, arg = parse_dataset_spec(spec)
     _check_split(name, split)
+    if held_out_fraction is not None:
+        _check_fraction(held_out_fraction)
     if name == "folder":
-        folder = _split_folder(Path(arg), split, warn=False)
-        list_image_files(folder)
+        folder, hashed = _folder_split(Path(arg), split)
+        files = list_image_files(folder)
+        if hashed:
+            _hash_split(files, folder, split, DEFAULT_HELD_OUT_FRACTION if held_out_fraction is None else held_out_fraction)
     elif name != "digits":
         data_root = _resolve_root(name, arg, root)
         if not download:
@@ -283,6 +306,7 @@ def build_dataset(
     download: bool = False,
     skip_bad_files: bool = False,
     max_images: int | None = None,
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
 ) -> ImageDataset:
     """Build the clean-image dataset named by ``spec`` (see :func:`parse_dataset_spec`).
 
@@ -291,9 +315,12 @@ def build_dataset(
     spaced over a fixed order (sorted file order for folders, so every class folder is represented); ``root`` is where torchvision datasets live
     (default ``"data"``; ignored by digits and folder specs), downloaded there when ``download``;
     ``skip_bad_files`` skips unreadable files of a folder (listed in
-    ``.bad_files``) instead of raising.
+    ``.bad_files``) instead of raising; ``held_out_fraction`` (in (0, 1)) is the share held out for
+    evaluation where the data has no split of its own (see the module docstring). The returned
+    dataset's ``split_description`` names the split used.
     """
     _check_resolution(resolution)
+    _check_fraction(held_out_fraction)
     _check_channels(channels, allow_none=True)
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
@@ -301,24 +328,30 @@ def build_dataset(
     _check_split(name, split)
     common = dict(resolution=resolution, channels=channels, random_flip=random_flip)
 
+    if name == "folder":
+        return _build_folder(
+            arg, split, max_images=max_images, skip_bad_files=skip_bad_files, held_out_fraction=held_out_fraction, **common
+        )
     if name == "digits":
         digits, labels = _load_digits(split, resolution)
         keep = spread_subset(len(digits), max_images)
-        return TensorImageDataset(digits[keep], name="digits", labels=labels[keep], class_names=[str(d) for d in range(10)], **common)
-    if name == "folder":
-        return _build_folder(arg, split, max_images=max_images, skip_bad_files=skip_bad_files, **common)
-
+        dataset = TensorImageDataset(digits[keep], name="digits", labels=labels[keep], class_names=[str(d) for d in range(10)], **common)
+        dataset.split_description = DIGITS_SPLITS[split]
+        return dataset
     data_root = _resolve_root(name, arg, root)
+    if name == "celeba":
+        return _build_celeba(data_root, split, download, max_images=max_images, **common)
     if name == "cifar10":
         images, labels, classes = _load_cifar10(data_root, split, download)
-    elif name == "mnist":
-        images, labels, classes = _load_mnist(data_root, split, download)
+        description = f"CIFAR-10's official {split!r} split"
     else:
-        return _build_celeba(data_root, split, download, max_images=max_images, **common)
+        images, labels, classes, description = _load_mnist(data_root, split, download, held_out_fraction)
     keep = spread_subset(len(images), max_images)
-    return TensorImageDataset(
+    dataset = TensorImageDataset(
         images[keep], name=name, labels=None if labels is None else labels[keep], class_names=classes, **common
     )
+    dataset.split_description = description
+    return dataset
 
 
 def spread_subset(total: int, count: int | None) -> Tensor:
@@ -335,6 +368,36 @@ def spread_subset(total: int, count: int | None) -> Tensor:
 def spread_images(dataset: ImageDataset, count: int) -> Tensor:
     """``count`` images evenly spread over ``dataset`` (see :func:`spread_subset`), (N, C, H, W), no random flips."""
     return torch.stack([dataset.load(i) for i in spread_subset(len(dataset), count).tolist()])
+
+
+def held_out_mask(keys: Sequence[str], fraction: float) -> list[bool]:
+    """True for the keys (relative paths, indices) held out for evaluation: ``fraction`` of them, by hash.
+
+    Each key's fate depends on the key alone (the first 8 bytes of its SHA-256 read as a number in
+    [0, 1)), so the split is the same on every machine and adding files never moves existing ones.
+    """
+    _check_fraction(fraction)
+    return [int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 < fraction for key in keys]
+
+
+def _check_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be a number in (0, 1) (e.g. 0.1), got {fraction!r}")
+
+
+def _hash_part(keys: Sequence[str], split: str, fraction: float, what: str) -> tuple[list[int], str]:
+    """Indices of ``keys`` in ``split`` (evaluation splits: the held-out ones; train: the rest) and its description."""
+    held = held_out_mask(keys, fraction)
+    evaluating = split != "train"
+    chosen = [i for i, h in enumerate(held) if h == evaluating]
+    share = f"{fraction:.0%}" if evaluating else f"{1 - fraction:.0%}"
+    part = "held-out" if evaluating else "training part (not held out)"
+    if not chosen:
+        raise ValueError(
+            f"the {part} {share} of {what} ({len(keys)} images) is empty; change data.held_out_fraction "
+            f"(now {fraction}) or give the data its own split sub-folders"
+        )
+    return chosen, f"{part} {share} of {what} by hash ({len(chosen)} of {len(keys)} images)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -564,21 +627,18 @@ def _find_idx_images(root: Path, split: str) -> Path | None:
     return None
 
 
-def _find_mnist_source(root: Path, split: str) -> Path | None:
-    """None: torchvision's complete layout; a Path: the raw IDX image file of ``split``. Raises if neither."""
+def _find_mnist_source(root: Path, split: str) -> tuple[Path | None, bool]:
+    """Where ``split`` comes from: (None, False) for torchvision's complete layout, (IDX file, False) when
+    both split files are there, (the lone IDX file, True) when only one is (split it by index hash).
+    Raises FileNotFoundError if there is no MNIST file at all."""
     if _mnist_torchvision_complete(root):
-        return None
-    path = _find_idx_images(root, split)
-    if path is not None:
-        return path
+        return None, False
     other = "test" if split == "train" else "train"
-    other_path = _find_idx_images(root, other)
+    path, other_path = _find_idx_images(root, split), _find_idx_images(root, other)
+    if path is not None:
+        return path, other_path is None
     if other_path is not None:
-        raise FileNotFoundError(
-            f"MNIST root {str(root)!r} holds only the {other!r} split ({other_path.name}); split={split!r} needs "
-            f"{MNIST_PREFIX[split]}-images-idx3-ubyte[.gz] there. Use split={other!r}, or pass download=True "
-            f"with a writable root to fetch the full dataset"
-        )
+        return other_path, True
     raise FileNotFoundError(
         f"MNIST files not found under root {str(root)!r}. Expected torchvision's layout "
         f"{str(root)}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte, or the raw IDX files "
@@ -587,19 +647,30 @@ def _find_mnist_source(root: Path, split: str) -> Path | None:
     )
 
 
-def _load_mnist(root: Path, split: str, download: bool) -> tuple[Tensor, Tensor | None, list[str] | None]:
+def _load_mnist(
+    root: Path, split: str, download: bool, held_out_fraction: float
+) -> tuple[Tensor, Tensor | None, list[str] | None, str]:
     """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (unlabelled)
-    -> uint8 (N, 1, 28, 28), labels (N,) or None, class names or None."""
+    -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
+
+    With only one split file present (e.g. the test split shipped alone), ``split`` is a deterministic
+    part of it: the held-out ``held_out_fraction`` (by index hash) for evaluation, the rest for training.
+    """
     from torchvision.datasets import MNIST
 
-    source = None if download else _find_mnist_source(root, split)
+    source, hashed = (None, False) if download else _find_mnist_source(root, split)
     if source is None:
         ds = MNIST(str(root), train=split == "train", download=download)
-        labels, classes = ds.targets.long(), [str(d) for d in range(10)]
         pixels = ds.data  # (N, 28, 28)
-    else:
-        pixels, labels, classes = read_idx_images(source), None, None  # (N, 28, 28)
-    return pixels.unsqueeze(1).contiguous(), labels, classes  # (N, 1, 28, 28)
+        description = f"MNIST's official {split!r} split"
+        return pixels.unsqueeze(1).contiguous(), ds.targets.long(), [str(d) for d in range(10)], description
+    pixels = read_idx_images(source)  # (N, 28, 28)
+    description = f"MNIST's official {split!r} split ({source.name})"
+    if hashed:
+        chosen, description = _hash_part([str(i) for i in range(len(pixels))], split, held_out_fraction,
+                                          f"MNIST file {source.name} (the only split present; image index)")
+        pixels = pixels[torch.tensor(chosen)]
+    return pixels.unsqueeze(1).contiguous(), None, None, description  # (N, 1, 28, 28)
 
 
 def _check_celeba_files(root: Path) -> None:
@@ -653,7 +724,7 @@ def _build_celeba(
         ) from err
     indices = spread_subset(len(ds), max_images).tolist()  # like every other dataset, not the first N
     folder = root / CELEBA_FOLDER / "img_align_celeba"
-    return LazyImageDataset(
+    dataset = LazyImageDataset(
         _CelebAImages(ds, indices),
         name="celeba",
         resolution=resolution,
@@ -661,20 +732,27 @@ def _build_celeba(
         random_flip=random_flip,
         describe=lambda i: str(folder / ds.filename[indices[i]]),
     )
+    dataset.split_description = f"CelebA's official {split!r} split"
+    return dataset
 
 
-def _split_folder(path: Path, split: str, *, warn: bool) -> Path:
-    """PATH/<split> when it is a folder, else PATH itself (with a warning when ``warn``)."""
+def _folder_split(path: Path, split: str) -> tuple[Path, bool]:
+    """(folder to read, whether to split it by path hash) for ``split`` of the image folder ``path``.
+
+    Split sub-folders are used when ``path`` has ``train/`` and ``valid/`` or ``test/``; otherwise the
+    images under ``path/train`` (or ``path`` itself) are split by path hash, so train and evaluation never overlap.
+    """
     if not path.exists():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
-    if (path / split).is_dir():
-        return path / split
-    if warn:
-        warnings.warn(
-            f"image folder {str(path)!r} has no {split!r} subfolder: using all its images for split {split!r}",
-            stacklevel=4,
-        )
-    return path
+    present = [name for name in SPLITS["folder"] if (path / name).is_dir()]
+    if "train" in present and len(present) > 1:
+        if split not in present:
+            raise FileNotFoundError(
+                f"image folder {str(path)!r} has split sub-folders {present} but no {split!r}; "
+                f"use one of them (data.train_split / data.eval_split) or add {str(path / split)!r}"
+            )
+        return path / split, False
+    return (path / "train" if "train" in present else path), True
 
 
 def _build_folder(
@@ -686,11 +764,15 @@ def _build_folder(
     random_flip: bool,
     max_images: int | None,
     skip_bad_files: bool,
+    held_out_fraction: float,
 ) -> TensorImageDataset:
-    """Decode every image file of a folder tree up front into uint8 (N, C, R, R) in memory."""
-    root = Path(path)
-    folder = _split_folder(root, split, warn=True)
+    """Decode every image file of a folder tree's ``split`` up front into uint8 (N, C, R, R) in memory."""
+    folder, hashed = _folder_split(Path(path), split)
     files = list_image_files(folder)
+    if hashed:
+        files, description = _hash_split(files, folder, split, held_out_fraction)
+    else:
+        description = f"the {split!r} sub-folder of {path}"
     files = [files[i] for i in spread_subset(len(files), max_images).tolist()]
     workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(files)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -717,11 +799,10 @@ def _build_folder(
     images = torch.empty(len(good), out_channels, resolution, resolution, dtype=torch.uint8)  # (N, C, R, R)
     for i, t in enumerate(good):
         images[i].copy_(t)  # broadcasts grey (1, R, R) into RGB when the folder is mixed
-    name = f"folder:{path}"
     labels, classes = _folder_class_labels(folder, [f for f, r in zip(files, results) if not isinstance(r, str)])
-    return TensorImageDataset(
+    dataset = TensorImageDataset(
         images,
-        name=name,
+        name=f"folder:{path}",
         resolution=resolution,
         channels=out_channels,
         random_flip=random_flip,
@@ -729,6 +810,8 @@ def _build_folder(
         labels=labels,
         class_names=classes,
     )
+    dataset.split_description = description
+    return dataset
 
 
 def _folder_class_labels(folder: Path, files: Sequence[Path]) -> tuple[Tensor | None, list[str] | None]:
@@ -745,3 +828,10 @@ def _folder_class_labels(folder: Path, files: Sequence[Path]) -> tuple[Tensor | 
         return None, None
     index = {name: i for i, name in enumerate(classes)}
     return torch.tensor([index[parts[0]] for parts in firsts], dtype=torch.long), classes
+
+
+def _hash_split(files: list[Path], folder: Path, split: str, fraction: float) -> tuple[list[Path], str]:
+    """The files of ``split`` when ``folder`` has no split sub-folders, keyed by their relative path."""
+    keys = [f.relative_to(folder).as_posix() for f in files]
+    chosen, description = _hash_part(keys, split, fraction, f"folder {str(folder)!r} (relative path)")
+    return [files[i] for i in chosen], description

@@ -41,6 +41,7 @@ from pseudovideo.tasks import (
     describe_pseudo_video,
     diffusion_sample_kwargs,
     model_frames,
+    sampling_model,
 )
 from pseudovideo.training import autocast, resolve_precision
 
@@ -52,8 +53,13 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 
 def held_out_images(config: RunConfig, num_images: int) -> Tensor:
     """``num_images`` images evenly spread over the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
+    return held_out_set(config, num_images)[0]
+
+
+def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
+    """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split)
-    return spread_images(dataset, num_images)
+    return spread_images(dataset, num_images), dataset.split_description
 
 
 @torch.no_grad()
@@ -96,7 +102,7 @@ def generate_videos(
     for first in range(0, num_videos, batch_size):
         count = min(batch_size, num_videos - first)
         with autocast(precision, device):
-            video, info = diffusion.sample(model, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+            video, info = diffusion.sample(sampling_model(model), (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
         videos.append(video.float().cpu())
     elapsed = time.perf_counter() - start
     info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
@@ -113,7 +119,7 @@ def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
 
 def _distribution_metrics(
     real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
-    results: dict[str, float], skipped: dict[str, str],
+    results: dict[str, float], skipped: dict[str, str], split_description: str = "",
 ) -> None:
     """SWD (weight-free) and, when the Inception weights are present, FID and KID of fake vs real images."""
     wanted = set(eval_config.metrics)
@@ -126,9 +132,10 @@ def _distribution_metrics(
             skipped.update({name: reason for name in ("fid", "kid") if name in wanted})
             return
         extractor = M.build_inception(weights).to(device)
-        key = M.ReferenceStatsKey(
-            config.data.dataset, config.data.eval_split, config.data.resolution, real.shape[0], channels=real.shape[1]
-        )
+        split = config.data.eval_split
+        if "by hash" in split_description:  # a hash-held-out part: its statistics depend on the fraction
+            split = f"{split}-heldout{config.data.held_out_fraction:g}"
+        key = M.ReferenceStatsKey(config.data.dataset, split, config.data.resolution, real.shape[0], channels=real.shape[1])
         cache_dir = Path(eval_config.cache_dir).expanduser()
         real_stats = M.cached_reference_stats(cache_dir, key, lambda: real.to(device), extractor, eval_config.batch_size)
         fake_stats = M.InceptionFeatureStats.from_features(M.inception_features(fake.to(device), extractor, eval_config.batch_size))
@@ -175,13 +182,14 @@ def evaluate_run(
     wanted = set(eval_config.metrics)
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    real = held_out_images(config, eval_config.num_images)  # (N, C, H, W)
+    real, split_description = held_out_set(config, eval_config.num_images)  # (N, C, H, W)
     is_tokenizer = config.model.family in TOKENIZER_FAMILIES
     pictures = run_dir / "pictures"
     protocol: dict[str, Any] = {
         "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",
         "model_weights": "ema" if eval_config.use_ema else "raw",
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
+        "split": split_description,
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
         "pseudo_video": describe_pseudo_video(config.pseudo_video),
@@ -214,12 +222,17 @@ def evaluate_run(
         fake = videos[:, -1].clamp(-1, 1)
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
+        if getattr(model, "num_levels", 0) > 0:
+            protocol["level_conditioning"] = (
+                f"image UNet conditioned on the frame level (T-1-frame index, {model.num_levels} levels); "
+                "sampled at level 0, the clean last frame"
+            )
         protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
         upscale = picture_upscale(config.data.resolution)
         save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
         if videos.shape[1] > 1:
             save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
-    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
+    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped, split_description)
     _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(

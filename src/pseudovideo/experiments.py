@@ -656,7 +656,7 @@ def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
     seen = set()
     for run in runs:
         data = run.config.data
-        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download)
+        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download, data.held_out_fraction)
         if key in seen:
             continue
         seen.add(key)
@@ -764,11 +764,19 @@ def aggregate_over_seeds(
 
 
 def _format_loss_terms(terms: Any) -> str:
-    """``{"recon": 1.0, "gan": 0.1}`` -> ``"recon:1 gan:0.1"`` (empty when the summary has none)."""
+    """A train summary's ``loss_terms`` as a compact column: the active terms with their weights,
+    e.g. ``"reconstruction:1 vq:1 adversarial:0.1@100"`` (``@`` the start step; empty when there are none)."""
     if not isinstance(terms, dict) or not terms:
         return ""
-    return " ".join(f"{name}:{weight:g}" if isinstance(weight, (int, float)) else f"{name}:{weight}"
-                    for name, weight in terms.items())
+    parts = []
+    for name, term in terms.items():
+        if isinstance(term, dict):
+            if term.get("active"):
+                start = f"@{term['start_step']}" if term.get("start_step") else ""
+                parts.append(f"{name}:{term.get('weight', 1):g}{start}")
+        else:
+            parts.append(f"{name}:{term:g}" if isinstance(term, (int, float)) else f"{name}:{term}")
+    return " ".join(parts)
 
 
 def _run_label(run_name: str, seed: Any) -> str:
@@ -812,7 +820,20 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     row["_rate"] = rate.get("description", "")
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
+    row["_loss_terms"] = describe_loss_terms(summary.get("loss_terms") or {})
     return row
+
+
+def describe_loss_terms(terms: dict[str, dict[str, Any]]) -> str:
+    """One line from a train summary's ``loss_terms``, e.g. "reconstruction 1 + vq 1 + adversarial 0.1 from step 100"."""
+    parts = []
+    for name, term in terms.items():
+        if term.get("active"):
+            start = f" from step {term['start_step']}" if term.get("start_step") else ""
+            parts.append(f"{name} {term.get('weight', 1):g}{start}")
+        elif term.get("reason"):
+            parts.append(f"{name} off ({term['reason']})")
+    return " + ".join(parts) if parts else "not recorded"
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], header: Sequence[str], path: Path) -> Path:
@@ -964,8 +985,10 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     if rates:
         lines += ["", "Rate (codes and bits per clean image that its decoder reads): " + "; ".join(rates)]
     if rows:
+        by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
+        lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]
         protocol = rows[0]["_protocol"]
-        keep = ("num_images", "eval_split", "resolution", "model_weights", "seed")
+        keep = ("num_images", "eval_split", "split", "resolution", "model_weights", "seed")
         lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
                   + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
     lines += _differences_markdown(spec, resolved, diff_rows)

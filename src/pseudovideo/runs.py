@@ -34,7 +34,7 @@ def check_run_inputs(config: RunConfig) -> None:
     file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download)
+        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction)
     net = config.eval.feature_net
     if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
         raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")

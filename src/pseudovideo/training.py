@@ -85,7 +85,8 @@ class TrainingTask(Protocol):
 
     Optional attributes the engine looks for: ``frames_per_image: int`` (frames of the pseudo video
     built from each clean image, for the frames/s figure), ``find_unused_parameters: bool`` (passed
-    to DDP) and a ``to(device)`` method (moves auxiliary modules such as a perceptual network).
+    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network) and
+    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``).
     Call ``model(...)`` (its forward) inside :meth:`training_loss` so that DDP synchronises gradients;
     use :func:`pseudovideo.distributed.unwrap_model` for other attributes.
     """
@@ -131,6 +132,7 @@ class TrainResult:
     last_checkpoint: Path | None
     model: nn.Module = field(repr=False)
     ema_model: nn.Module | None = field(default=None, repr=False)
+    loss_terms: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-serialisable part (what ``train_summary.json`` holds)."""
@@ -147,6 +149,7 @@ class TrainResult:
             "parameters": self.parameters,
             "final_loss": self.final_loss,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "loss_terms": self.loss_terms,
         }
 
 
@@ -885,6 +888,7 @@ def train(
             last_checkpoint=last_checkpoint,
             model=model,
             ema_model=ema.module if ema else None,
+            loss_terms=dict(getattr(task, "loss_terms", None) or {}),
         )
         summary_path = run_dir / "train_summary.json"
         if ctx.is_main and (trained > 0 or not summary_path.is_file()):
