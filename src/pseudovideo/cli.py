@@ -2,16 +2,24 @@
 
 Every command that takes a config accepts ``-c CONFIG.yaml`` and trailing ``key.sub=value``
 overrides; the config is validated before any work starts.
+
+Every expected failure (a bad config or argument, a missing, unreadable or corrupt file, a locked
+run folder, a diverged training, a full disk, a NaN metric) prints one line on stderr and exits with
+status 2; ``--debug`` (or ``PSEUDOVIDEO_DEBUG=1``) shows the full traceback instead. Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from pseudovideo.config import (
     ConfigError,
@@ -207,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pseudovideo",
         description="Train video counterparts of image generative models on pseudo videos.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="write a PNG grid and a GIF of pseudo videos of a dataset")
@@ -269,11 +278,54 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # `--debug` also after the command name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a problem the user can act on (one-line message, exit 2), not a bug."""
+    from PIL import Image
+
+    from pseudovideo.checkpoint import CheckpointError, RunLockedError
+    from pseudovideo.evaluation import NonFiniteMetricError
+    from pseudovideo.training import TrainingDivergedError
+
+    return (
+        ConfigError, UsageError, ValueError, OSError, CheckpointError, RunLockedError, TrainingDivergedError,
+        NonFiniteMetricError, Image.DecompressionBombError,
+    )
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line description of an expected failure (a full disk also says what it means for the run)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and "checkpoint" not in text:
+        text += "; the disk is full: free space and resume the run (its complete checkpoints are kept)"
+    return text
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    return f"pseudovideo: {category.__name__}: {message}\n"
+
+
+@contextlib.contextmanager
+def _short_warnings() -> Iterator[None]:
+    """Warnings print as one line, without the source line of the module that raised them."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("PSEUDOVIDEO_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; user errors print one clear line and exit with status 2."""
+    """Runs the CLI; expected failures print one clear line and exit with status 2 (see the module doc)."""
     parser = build_parser()
     # Overrides may come after options (`experiment CFG --scale paper train.device=cuda`); argparse
     # leaves those as unknown arguments, so they are collected here.
@@ -283,11 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, UsageError, FileNotFoundError, ValueError) as err:
-        print(f"pseudovideo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with _short_warnings():
+        try:
+            return int(args.func(args) or 0)
+        except Exception as err:
+            if _debug_requested(args) or not isinstance(err, expected_errors()):
+                raise
+            print(f"pseudovideo {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

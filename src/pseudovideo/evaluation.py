@@ -38,6 +38,10 @@ from pseudovideo.tasks import (
 from pseudovideo.training import autocast, resolve_precision
 
 
+class NonFiniteMetricError(RuntimeError):
+    """An evaluation produced a NaN or infinite metric (unusable weights); nothing is written."""
+
+
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
     for start in range(0, images.shape[0], batch_size):
         yield images[start : start + batch_size]

@@ -44,6 +44,7 @@ from pseudovideo.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
+    run_lock,
     save_checkpoint,
 )
 from pseudovideo.config import TrainConfig, validate_train_config
@@ -640,7 +641,8 @@ def train(
     ``dataset[i]`` is a clean image (C, H, W) in [-1, 1]. ``resume=True`` continues exactly from the
     newest intact checkpoint in ``run_dir/checkpoints`` (a corrupt newest one is skipped with a
     warning); without it, a run folder that already holds checkpoints is refused. Under ``torchrun``
-    every rank calls this function; only rank 0 writes. Raises TrainingDivergedError on a NaN/inf loss.
+    every rank calls this function; only rank 0 writes, holding the run folder's lock (RunLockedError
+    when another process trains into it). Raises TrainingDivergedError on a NaN/inf loss.
     Seeds torch's, numpy's and Python's global RNGs from ``settings.seed`` (offset per rank); the
     task's ``model`` should be built (initialised) before the call.
     """
@@ -650,7 +652,10 @@ def train(
     wall_start = time.perf_counter()
     ctx = init_distributed(settings.device)
     writer = None
+    lock = contextlib.ExitStack()
     try:
+        if ctx.is_main:  # one writer per run folder (RunLockedError for a second one)
+            lock.enter_context(run_lock(run_dir))
         device = ctx.device
         _check_batch(len(dataset), settings.batch_size, ctx.world_size)  # type: ignore[arg-type]
         precision = resolve_precision(settings.mixed_precision, device)
@@ -895,6 +900,7 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+        lock.close()
         teardown(ctx)
 
 
