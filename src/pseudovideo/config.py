@@ -194,6 +194,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     keep_last: int = 2
+    # NaN guard: a checkpoint is written only when the last step's loss is finite and exceeds the median of
+    # the last 50 healthy step losses by at most divergence_factor x |median| (0: finite is enough).
+    divergence_factor: float = 100.0
     log_every: int = 10
     image_every: int = 500
     seed: int = 0
@@ -447,6 +450,7 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {train.grad_clip}")
     _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
     _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
+    _require(train.divergence_factor >= 0, f"train.divergence_factor: expected >= 0 (0 = off), got {train.divergence_factor}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
     _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),

@@ -40,7 +40,10 @@ def check_run_inputs(config: RunConfig) -> None:
 # run: how it is shown or where it runs, not what it computes.
 INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
 # Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
-RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
+RESUMABLE_KEYS = (
+    "train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last",
+    "train.divergence_factor",
+)
 
 
 def config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:

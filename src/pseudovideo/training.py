@@ -17,6 +17,7 @@ Multi-GPU / multi-node runs go through ``torchrun`` (see :mod:`pseudovideo.distr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import csv
@@ -24,6 +25,7 @@ import json
 import math
 import random
 import resource
+import shutil
 import sys
 import time
 import warnings
@@ -43,6 +45,7 @@ from pseudovideo.checkpoint import (
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     resolve_checkpoint,
     run_lock,
     save_checkpoint,
@@ -512,6 +515,7 @@ class _DivergenceWatch:
         self.bad_step = torch.full((), self.NONE, dtype=torch.long, device=device)
         self.names: tuple[str, ...] | None = None
         self.values: Tensor | None = None
+        self.last_good: Path | None = None  # the checkpoint named in the error (kept up to date by the loop)
 
     def observe(self, step: int, losses: dict[str, Tensor], scalars: dict[str, Tensor], ctx: DistributedContext) -> None:
         terms = {**losses, **{k: v for k, v in scalars.items() if k not in losses}}
@@ -527,7 +531,7 @@ class _DivergenceWatch:
         self.values = torch.where(newly_bad, vector, self.values)
 
     def check(self, ctx: DistributedContext) -> None:
-        """Raises TrainingDivergedError on every rank when any rank saw a non-finite loss."""
+        """Raises TrainingDivergedError on every rank when any rank saw a non-finite loss (naming ``last_good``)."""
         first = int(all_reduce_min(self.bad_step, ctx).item())
         if first == self.NONE:
             return
@@ -537,9 +541,72 @@ class _DivergenceWatch:
             terms = "seen on another rank"
         raise TrainingDivergedError(
             f"training diverged at step {first + 1} (update {first}, 0-based): the loss is NaN or infinite "
-            f"[{terms}]; the last good checkpoint is kept. Lower train.lr, enable train.grad_clip, or use "
+            f"[{terms}]; {_kept_text(self.last_good)}. Lower train.lr, enable train.grad_clip, or use "
             f"train.mixed_precision=off to investigate"
         )
+
+
+class _LossHealth:
+    """The NaN guard rule: whether the weights after the latest step are good enough to checkpoint.
+
+    A step is healthy when its loss (averaged over ranks) is finite and at most
+    ``median + factor * |median|``, the median taken over the last ``WINDOW`` healthy steps (with no
+    healthy step yet, finite is enough; ``factor=0`` turns the median test off). Diverged steps never
+    enter the window, so a loss that explodes and then stays high is not taken as the new normal. A
+    checkpoint is good when its last step is healthy, every weight is finite and the step after it
+    is healthy too (that step's loss is the first one computed with the checkpointed weights; the
+    final checkpoint has no such step). Step losses stay on the device until :meth:`flush`, called
+    where the loop syncs anyway.
+    """
+
+    WINDOW = 50
+
+    def __init__(self, factor: float, history: list[float] | None = None):
+        self.factor = factor
+        self.history: collections.deque[float] = collections.deque(history or [], maxlen=self.WINDOW)
+        self.pending: list[Tensor] = []
+        self.last_loss: float | None = None
+        self.last_healthy = True
+        self.reason = ""
+
+    def observe(self, loss: Tensor) -> None:
+        """Records the loss of one step (a 0-dim tensor, kept on the device)."""
+        self.pending.append(loss.detach().float().reshape(()))
+
+    def flush(self, ctx: DistributedContext) -> list[tuple[bool, str]]:
+        """Judges the steps observed since the last call (one host sync); returns (healthy, why not) per step."""
+        if not self.pending:
+            return []
+        values = all_reduce_mean(torch.stack(self.pending), ctx).tolist()
+        self.pending = []
+        verdicts = []
+        for value in values:
+            self.last_loss, self.last_healthy, self.reason = value, *self._judge(value)
+            verdicts.append((self.last_healthy, self.reason))
+            if self.last_healthy:
+                self.history.append(value)
+        return verdicts
+
+    def _judge(self, value: float) -> tuple[bool, str]:
+        if not math.isfinite(value):
+            return False, f"its loss is {value}"
+        if self.factor > 0 and self.history:
+            median = float(np.median(self.history))
+            if value - median > self.factor * abs(median):
+                return False, (
+                    f"its loss {value:.4g} exceeds the median {median:.4g} of the last {len(self.history)} healthy "
+                    f"steps by more than train.divergence_factor={self.factor:g} times its magnitude"
+                )
+        return True, ""
+
+    def checkpoint_problem(self, model: nn.Module) -> str | None:
+        """None when the weights after the last flushed step are good, else why not."""
+        if not self.last_healthy:
+            return self.reason
+        params = [p.detach() for p in model.parameters()]
+        if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+            return "some weights are NaN or infinite"
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,6 +694,37 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
+def _kept_text(last_good: Path | None) -> str:
+    return f"the last good checkpoint {last_good.name} is kept" if last_good else "no checkpoint is kept"
+
+
+def _skip_checkpoint(done: int, problem: str, last_good: Path | None, last: bool, ctx: DistributedContext) -> None:
+    """A checkpoint boundary whose weights are not good: warn (raise TrainingDivergedError at the end)."""
+    if last:
+        raise TrainingDivergedError(
+            f"training ended diverging: the weights after step {done} are not checkpointed ({problem}); "
+            f"{_kept_text(last_good)}. Lower train.lr or enable train.grad_clip"
+        )
+    if ctx.is_main:
+        warnings.warn(f"step {done}: checkpoint not written, {problem}; {_kept_text(last_good)}", stacklevel=3)
+
+
+def _confirm_checkpoint(
+    newest: Path | None, previous: Path | None, verdict: tuple[bool, str], keep_last: int, ctx: DistributedContext
+) -> Path | None:
+    """Keeps ``newest`` (pruning older ones) when the first step after it was healthy, else deletes it;
+    returns the last good checkpoint (None on ranks other than 0, which write nothing)."""
+    healthy, reason = verdict
+    if not ctx.is_main or newest is None:
+        return newest
+    if healthy:
+        prune_checkpoints(newest.parent, keep_last)
+        return newest
+    shutil.rmtree(newest, ignore_errors=True)
+    warnings.warn(f"removed checkpoint {newest.name}: the step after it diverged ({reason}); {_kept_text(previous)}", stacklevel=3)
+    return previous
+
+
 def train(
     task: TrainingTask,
     dataset: Dataset,
@@ -654,11 +752,11 @@ def train(
     writer = None
     lock = contextlib.ExitStack()
     try:
-        if ctx.is_main:  # one writer per run folder (RunLockedError for a second one)
-            lock.enter_context(run_lock(run_dir))
         device = ctx.device
         _check_batch(len(dataset), settings.batch_size, ctx.world_size)  # type: ignore[arg-type]
         precision = resolve_precision(settings.mixed_precision, device)
+        if ctx.is_main:  # one writer per run folder (RunLockedError for a second one)
+            lock.enter_context(run_lock(run_dir))
         if not resume and list_checkpoints(checkpoints_dir):
             newest = list_checkpoints(checkpoints_dir)[-1][1]
             raise ValueError(
@@ -760,6 +858,8 @@ def train(
         frames_per_image = getattr(task, "frames_per_image", None)
         reset_peak_memory(device)
 
+        health = _LossHealth(settings.divergence_factor, state.get("loss_history") if state is not None else None)
+
         def write_checkpoint(done: int) -> Path | None:
             rng = all_gather_objects(_capture_rng(generator, device), ctx)
             path = None
@@ -773,10 +873,11 @@ def train(
                     "ema_updates": ema.num_updates if ema else 0,
                     "rng": rng,
                     "world_size": ctx.world_size,
+                    "loss_history": list(health.history),
                 }
                 path = save_checkpoint(
                     checkpoints_dir, done, model=model, state=train_state, ema=ema.module if ema else None,
-                    discriminator=discriminator, config_dict=config_dict, keep_last=settings.keep_last,
+                    discriminator=discriminator, config_dict=config_dict,  # pruned once confirmed good
                 )
             barrier(ctx)
             return path
@@ -790,6 +891,7 @@ def train(
         )
         meter = _ScalarMeter()
         watch = _DivergenceWatch(device)
+        unconfirmed: tuple[Path | None, Path | None] | None = None  # (newest checkpoint, the good one before it)
         last_checkpoint = resume_path
         final_loss = None
         batches = _batches(dataset, settings, ctx, start_step)
@@ -835,6 +937,7 @@ def train(
 
             logged = {k: torch.as_tensor(v, device=device) for k, v in logged.items()}
             watch.observe(step, losses, logged, ctx)
+            health.observe(loss)
             meter.add(logged)
             done = step + 1
             interval_steps += 1
@@ -845,7 +948,12 @@ def train(
             checkpoint_now = done % settings.checkpoint_every == 0 or last
             preview_now = (settings.image_every > 0 and done % settings.image_every == 0) or last
             if log_now or checkpoint_now or preview_now:
-                watch.check(ctx)  # one host sync, only at these boundaries
+                verdicts = health.flush(ctx)  # host syncs only at these boundaries
+                if unconfirmed is not None and verdicts:  # the first loss computed with the newest checkpoint
+                    last_checkpoint = _confirm_checkpoint(*unconfirmed, verdicts[0], settings.keep_last, ctx)
+                    unconfirmed = None
+                watch.last_good = last_checkpoint
+                watch.check(ctx)
             if log_now:
                 means = meter.mean(ctx)
                 now = time.perf_counter()
@@ -863,13 +971,20 @@ def train(
                         loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
                     )
             if checkpoint_now:
-                last_checkpoint = write_checkpoint(done) or last_checkpoint
+                problem = health.checkpoint_problem(model)
+                if problem is None:
+                    unconfirmed = (write_checkpoint(done), last_checkpoint)
+                    last_checkpoint = unconfirmed[0] or last_checkpoint
+                else:
+                    _skip_checkpoint(done, problem, last_checkpoint, last, ctx)
             if preview_now:
                 if ctx.is_main:
                     eval_model = ema.module if ema else model
                     _save_previews(task, eval_model, preview_images, settings.seed, run_dir / "pictures", done, precision)
         # ---------------------------------------------------------------- end of loop
 
+        if unconfirmed is not None:  # the final checkpoint: no step after it to judge it by
+            _confirm_checkpoint(*unconfirmed, (True, ""), settings.keep_last, ctx)
         loop_time = time.perf_counter() - loop_start
         progress.close()
         trained = settings.steps - start_step
