@@ -38,6 +38,8 @@ import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from pseudovideo.weights import safe_load_error
+
 MANIFEST = "manifest.json"
 STATE = "state.pt"
 MODEL = "model.safetensors"
@@ -291,11 +293,18 @@ def _load_weights(module: nn.Module, file: Path, device: torch.device | str) -> 
     try:
         missing, unexpected = load_model(module, str(file), strict=False, device=str(device))
     except Exception as err:  # safetensors raises its own error types on malformed headers
-        raise CheckpointError(f"checkpoint file {file} could not be read: {err}") from err
+        text = " ".join(str(err).split())
+        if isinstance(err, RuntimeError) and "loading state_dict" in text:  # shapes differ from the model's
+            raise CheckpointError(
+                f"checkpoint file {file} does not fit the {type(module).__name__} built from the run's config "
+                f"(was model.family or a model size changed?): {text[:240]}"
+            ) from None
+        raise CheckpointError(f"checkpoint file {file} could not be read: {text[:300]}") from None
     # load_model already drops the second name of each tied pair from ``missing``
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint file {file} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            f"checkpoint file {file} does not fit the {type(module).__name__} built from the run's config (was "
+            f"model.family changed?): missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
 
 
@@ -333,7 +342,7 @@ def load_checkpoint(
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {state_file} is missing") from None
     except Exception as err:
-        raise CheckpointError(f"checkpoint file {state_file} could not be read: {err}") from err
+        raise CheckpointError(f"checkpoint file {state_file} could not be read: {safe_load_error(err)}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"checkpoint file {state_file} does not hold a training state")
     return state

@@ -46,6 +46,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
 
 
+def _require_positive(value: int, option: str) -> None:
+    """Refuses a count argument below 1 before any work starts."""
+    if value < 1:
+        raise UsageError(f"{option}: expected a positive number, got {value}")
+
+
 def _generator(seed: int):
     import torch
 
@@ -62,6 +68,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n, "--n")
     config = _config_from_args(args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
@@ -86,6 +93,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     dataset = build_dataset_from_config(config, split=config.data.train_split)
@@ -160,6 +168,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
+    _require_positive(args.n, "--n")
+    _require_positive(args.batch_size, "--batch-size")
     device = resolve_device(args.device)
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:

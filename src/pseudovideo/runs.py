@@ -33,7 +33,7 @@ def check_run_inputs(config: RunConfig) -> None:
     """Cheap checks of everything a run reads (dataset names, paths, both splits) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download)
+        check_dataset_spec(data.dataset, data.root, split, download=data.download, skip_bad_files=data.skip_bad_files)
 
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another
