@@ -23,6 +23,7 @@ pruning deletes only this process's own temporary folders and those of processes
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -227,12 +228,25 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         _fsync_dir(checkpoints_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise _disk_full(err, final) from err
         raise
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
+
+
+def _disk_full(err: OSError, final: Path) -> OSError:
+    """The ENOSPC error of a checkpoint write, naming the file and what the run folder still holds."""
+    kept = [path for _, path in list_checkpoints(final.parent) if path != final]
+    holds = f"the newest complete checkpoint {kept[-1]} is kept" if kept else "no complete checkpoint exists yet"
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on device while writing checkpoint {final.name} ({err.filename or final}); the partial "
+        f"checkpoint was removed and {holds}: free space, then resume the run",
+    )
 
 
 def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> list[Path]:

@@ -138,10 +138,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
         config = _config_from_args(args)
     result = train_run(config, resume=args.resume is not None)
-    print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
+    print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
+
+
+def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (imported lazily)
+    """What this process trained: "trained 20 steps (20 -> 40) in 3 s (85.2 images/s) -> runs/x"."""
+    trained = result.steps - result.start_step
+    if trained == 0:
+        return f"nothing to train: {result.run_dir} is already at step {result.steps}"
+    span = f" ({result.start_step} -> {result.steps})" if result.start_step else ""
+    return f"trained {trained} steps{span} in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
