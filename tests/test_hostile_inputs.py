@@ -356,3 +356,24 @@ def test_lpips_weights_that_are_not_a_state_dict_are_named(trained_run: Path, tm
     weights = tmp_path / "lpips.pth"
     torch.save([1, 2, 3], weights)
     _assert_one_line_error(capsys, ["eval", str(run), "eval.metrics=[lpips]", f"eval.lpips_weights={weights}"], str(weights))
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+@pytest.mark.parametrize("case", ["truncated", "decompression-bomb", "file-as-folder"])
+def test_an_experiment_on_hostile_data_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    from test_experiments import tiny_experiment, write_experiment
+
+    folder = _good_folder(tmp_path / "images")
+    if case == "file-as-folder":
+        dataset, bad = folder / "img0.png", folder / "img0.png"
+    else:
+        dataset, bad = folder, folder / HOSTILE_FILES[case](folder)
+    spec = tiny_experiment(seeds=[0])
+    spec["runs"] = spec["runs"][:1]  # the VQVAE alone
+    spec["scales"]["cpu-small"].update({"data.dataset": f"folder:{dataset}", "data.max_images": None})
+    spec["scales"]["cpu-small"]["train"].update({"steps": 1, "batch_size": 4})
+    spec["scales"]["cpu-small"]["eval"].update({"num_images": 4, "batch_size": 4})
+    path = write_experiment(tmp_path, spec)
+    _assert_one_line_error(capsys, ["experiment", str(path), "--out", str(tmp_path / "exp")], str(bad))
