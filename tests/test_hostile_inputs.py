@@ -377,3 +377,14 @@ def test_an_experiment_on_hostile_data_names_the_file(tmp_path: Path, capsys: py
     spec["scales"]["cpu-small"]["eval"].update({"num_images": 4, "batch_size": 4})
     path = write_experiment(tmp_path, spec)
     _assert_one_line_error(capsys, ["experiment", str(path), "--out", str(tmp_path / "exp")], str(bad))
+
+
+@pytest.mark.parametrize("damage", [_malicious_safetensors, _every_checkpoint_corrupt])
+def test_sample_from_a_hostile_checkpoint_is_named_in_one_line(
+    diffusion_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage
+) -> None:
+    run = _copy_run(diffusion_run, tmp_path)
+    name = damage(sorted((run / "checkpoints").iterdir())[-1])
+    line = _assert_one_line_error(capsys, ["sample", str(run), "--n", "2"], name)
+    assert "weights_only" not in line
+    assert not (run / "samples").exists()

@@ -1,7 +1,8 @@
 """One run from a config to a run folder, and back: train it, load it for evaluation or sampling.
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/``, ``log.csv``, ``tb/``,
-``pictures/``, ``train_summary.json`` and, after evaluation, ``eval.json`` / ``eval.md``.
+``pictures/``, ``train_summary.json``, ``.lock`` (held by the one process training into it) and, after
+evaluation, ``eval.json`` / ``eval.md``.
 """
 
 from __future__ import annotations
