@@ -698,15 +698,18 @@ def _kept_text(last_good: Path | None) -> str:
     return f"the last good checkpoint {last_good.name} is kept" if last_good else "no checkpoint is kept"
 
 
-def _skip_checkpoint(done: int, problem: str, last_good: Path | None, last: bool, ctx: DistributedContext) -> None:
-    """A checkpoint boundary whose weights are not good: warn (raise TrainingDivergedError at the end)."""
+def _skip_checkpoint(done: int, problem: str, last_good: Path | None, last: bool, ctx: DistributedContext, warn: bool = True) -> None:
+    """A checkpoint boundary whose weights are not good: warn if ``warn`` (raise TrainingDivergedError at the end)."""
     if last:
         raise TrainingDivergedError(
             f"training ended diverging: the weights after step {done} are not checkpointed ({problem}); "
             f"{_kept_text(last_good)}. Lower train.lr or enable train.grad_clip"
         )
-    if ctx.is_main:
-        warnings.warn(f"step {done}: checkpoint not written, {problem}; {_kept_text(last_good)}", stacklevel=3)
+    if ctx.is_main and warn:
+        warnings.warn(
+            f"step {done}: checkpoint not written, {problem}; {_kept_text(last_good)} (no further warning until a "
+            f"checkpoint is written again)", stacklevel=3,
+        )
 
 
 def _confirm_checkpoint(
@@ -925,6 +928,7 @@ class _Engine:
         self.watch = _DivergenceWatch(self.device)
         self.unconfirmed: tuple[Path | None, Path | None] | None = None  # (newest checkpoint, the good one before it)
         self.last_checkpoint = self.resume_path
+        self.skipping = False  # the last checkpoint boundary was skipped (not good)
         self.final_loss: float | None = None
         self.batches = _batches(self.dataset, self.settings, self.ctx, self.start_step)
         self.loop_start = time.perf_counter()
@@ -1007,8 +1011,9 @@ class _Engine:
             if problem is None:
                 self.unconfirmed = (self._write_checkpoint(done), self.last_checkpoint)
                 self.last_checkpoint = self.unconfirmed[0] or self.last_checkpoint
-            else:
-                _skip_checkpoint(done, problem, self.last_checkpoint, last, self.ctx)
+            else:  # one warning per stretch of skipped checkpoints
+                _skip_checkpoint(done, problem, self.last_checkpoint, last, self.ctx, warn=not self.skipping)
+            self.skipping = problem is not None
         if preview_now and self.ctx.is_main:
             eval_model = self.ema.module if self.ema else self.model
             _save_previews(self.task, eval_model, self.preview_images, settings.seed, self.run_dir / "pictures", done, self.precision)
