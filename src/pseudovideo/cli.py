@@ -2,16 +2,24 @@
 
 Every command that takes a config accepts ``-c CONFIG.yaml`` and trailing ``key.sub=value``
 overrides; the config is validated before any work starts.
+
+Every expected failure (a bad config or argument, a missing, unreadable or corrupt file, a locked
+run folder, a diverged training, a full disk, a NaN metric) prints one line on stderr and exits with
+status 2; ``--debug`` (or ``PSEUDOVIDEO_DEBUG=1``) shows the full traceback instead. Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from pseudovideo.config import (
     ConfigError,
@@ -39,6 +47,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
 
 
+def _require_positive(value: int, option: str) -> None:
+    """Refuses a count argument below 1 before any work starts."""
+    if value < 1:
+        raise UsageError(f"{option}: expected a positive number, got {value}")
+
+
 def _generator(seed: int):
     import torch
 
@@ -55,6 +69,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n, "--n")
     config = _config_from_args(args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
@@ -79,6 +94,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     for construction in constructions:  # the config was checked with its own construction: check these before work
@@ -126,10 +142,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
         config = _config_from_args(args)
     result = train_run(config, resume=args.resume is not None)
-    print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
+    print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
+
+
+def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (imported lazily)
+    """What this process trained: "trained 20 steps (20 -> 40) in 3 s (85.2 images/s) -> runs/x"."""
+    trained = result.steps - result.start_step
+    if trained == 0:
+        return f"nothing to train: {result.run_dir} is already at step {result.steps}"
+    span = f" ({result.start_step} -> {result.steps})" if result.start_step else ""
+    return f"trained {trained} steps{span} in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -156,6 +181,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import DIFFUSION_FAMILIES
 
+    _require_positive(args.n, "--n")
+    _require_positive(args.batch_size, "--batch-size")
     device = resolve_device(args.device)
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:
@@ -220,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pseudovideo",
         description="Train video counterparts of image generative models on pseudo videos.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="write a PNG grid and a GIF of pseudo videos of a dataset")
@@ -287,11 +315,54 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # `--debug` also after the command name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a problem the user can act on (one-line message, exit 2), not a bug."""
+    from PIL import Image
+
+    from pseudovideo.checkpoint import CheckpointError, RunLockedError
+    from pseudovideo.evaluation import NonFiniteMetricError
+    from pseudovideo.training import TrainingDivergedError
+
+    return (
+        ConfigError, UsageError, ValueError, OSError, CheckpointError, RunLockedError, TrainingDivergedError,
+        NonFiniteMetricError, Image.DecompressionBombError,
+    )
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line description of an expected failure (a full disk also says what it means for the run)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and "checkpoint" not in text:
+        text += "; the disk is full: free space and resume the run (its complete checkpoints are kept)"
+    return text
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    return f"pseudovideo: {category.__name__}: {message}\n"
+
+
+@contextlib.contextmanager
+def _short_warnings() -> Iterator[None]:
+    """Warnings print as one line, without the source line of the module that raised them."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("PSEUDOVIDEO_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; user errors print one clear line and exit with status 2."""
+    """Runs the CLI; expected failures print one clear line and exit with status 2 (see the module doc)."""
     parser = build_parser()
     # Overrides may come after options (`experiment CFG --scale paper train.device=cuda`); argparse
     # leaves those as unknown arguments, so they are collected here.
@@ -301,11 +372,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, UsageError, FileNotFoundError, ValueError) as err:
-        print(f"pseudovideo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with _short_warnings():
+        try:
+            return int(args.func(args) or 0)
+        except Exception as err:
+            if _debug_requested(args) or not isinstance(err, expected_errors()):
+                raise
+            print(f"pseudovideo {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

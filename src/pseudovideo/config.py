@@ -209,6 +209,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     keep_last: int = 2
+    # NaN guard: a checkpoint is written only when the last step's loss is finite and exceeds the median of
+    # the last 50 healthy step losses by at most divergence_factor x |median| (0: finite is enough).
+    divergence_factor: float = 100.0
     log_every: int = 10
     image_every: int = 500
     seed: int = 0
@@ -414,10 +417,14 @@ def merge_config_dict(base: dict[str, Any], update: dict[str, Any]) -> dict[str,
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Reads a YAML mapping; a missing or malformed file raises ConfigError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not a UTF-8 text file (binary?): {err.reason} at byte {err.start}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if data is None:
@@ -468,6 +475,7 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {train.grad_clip}")
     _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
     _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
+    _require(train.divergence_factor >= 0, f"train.divergence_factor: expected >= 0 (0 = off), got {train.divergence_factor}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
     _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
@@ -504,6 +512,8 @@ def validate_config(config: RunConfig) -> None:
         _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
         if corruption.schedule == "explicit":
             _require(corruption.levels is not None, f"{key}.levels: required by schedule 'explicit'")
+            _require(all(level >= 0 for level in corruption.levels),
+                     f"{key}.levels: expected levels >= 0, got {corruption.levels}")
         if corruption.schedule == "geometric":
             _require(corruption.min_level is not None and corruption.min_level > 0,
                      f"{key}.min_level: schedule 'geometric' needs a positive min_level, got {corruption.min_level}")
@@ -534,6 +544,8 @@ def validate_config(config: RunConfig) -> None:
         steps = config.diffusion.sample_steps
         _require(1 <= steps <= config.diffusion.num_timesteps,
                  f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
+    _require(config.eval.num_images >= 1, f"eval.num_images: expected >= 1, got {config.eval.num_images}")
+    _require(config.eval.batch_size >= 1, f"eval.batch_size: expected >= 1, got {config.eval.batch_size}")
     for metric in config.eval.metrics:
         _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
     _require(config.eval.feature_net_steps >= 1,

@@ -263,6 +263,7 @@ def check_dataset_spec(
     *,
     download: bool = False,
     held_out_fraction: float | None = None,
+    skip_bad_files: bool = False,
 ) -> tuple[str, str | None]:
     """Validate a spec, split and the files it needs without decoding anything (cheap, for the CLI).
 
@@ -275,7 +276,9 @@ def check_dataset_spec(
         _check_fraction(held_out_fraction)
     if name == "folder":
         folder, hashed = _folder_split(Path(arg), split)
-        files = list_image_files(folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the build reports skipped folders
+            files = list_image_files(folder, skip_unreadable=skip_bad_files)
         if hashed:
             _hash_split(files, folder, split, DEFAULT_HELD_OUT_FRACTION if held_out_fraction is None else held_out_fraction)
     elif name != "digits":
@@ -417,11 +420,14 @@ def resize_center_crop(image: Tensor, resolution: int) -> Tensor:
     return image
 
 
-def list_image_files(folder: str | os.PathLike) -> list[Path]:
+def list_image_files(folder: str | os.PathLike, *, skip_unreadable: bool = False) -> list[Path]:
     """All image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, in sorted order.
 
-    Hidden files and folders (name starting with '.', e.g. macOS '._x.jpg') are ignored.
-    Raises FileNotFoundError if ``folder`` is missing, ValueError if it holds no image file.
+    Hidden files and folders (name starting with '.', e.g. macOS '._x.jpg') are ignored. Symbolic
+    links are followed, but each real folder is visited once (a link loop does not repeat images).
+    Raises FileNotFoundError if ``folder`` is missing, NotADirectoryError if it is a file,
+    PermissionError naming the first folder that cannot be read (with ``skip_unreadable``, those
+    folders are skipped with a warning counting them), ValueError if it holds no image file.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -429,18 +435,39 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"image folder {str(folder)!r} is a file, expected a folder of images")
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    unreadable: list[OSError] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable.append):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a link back to a folder already seen (e.g. a loop)
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, folder)
         for fname in filenames:
             if not fname.startswith(".") and fname.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(fname if rel == "." else os.path.join(rel, fname))
+    _report_unreadable(folder, unreadable, skip_unreadable)
     if not found:
         raise ValueError(
             f"image folder {str(folder)!r} holds no image files (accepted extensions, any case, "
             f"searched recursively: {', '.join(IMAGE_EXTENSIONS)})"
         )
     return [folder / rel for rel in sorted(found)]
+
+
+def _report_unreadable(folder: Path, errors: list[OSError], skip: bool) -> None:
+    if not errors:
+        return
+    first = errors[0]
+    where = first.filename or folder
+    if not skip or os.path.realpath(where) == os.path.realpath(folder):
+        raise PermissionError(
+            first.errno, f"image folder {str(where)!r} cannot be read ({first.strerror}); fix its permissions"
+            + ("" if skip else ", or set data.skip_bad_files=true to skip unreadable folders and files")
+        )
+    warnings.warn(f"skipped {len(errors)} unreadable folder(s) under {str(folder)!r} (first: {where})", stacklevel=3)
 
 
 def read_idx_images(path: str | os.PathLike) -> Tensor:
@@ -510,15 +537,18 @@ class _BadImage(Exception):
 
 def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
     """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem."""
+    buffer = None
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
+        buffer = io.BytesIO(data)
+        with Image.open(buffer) as img:
             img.load()  # a full decode: truncated files raise here
             if img.format == "PNG" and data.rfind(b"IEND") < 0:
                 raise OSError("PNG file is truncated (no IEND chunk)")
             image = _pil_to_uint8(img, channels)  # (C, h, w)
     except Exception as err:  # noqa: BLE001 - any decoder failure means a bad file; reported by name
-        raise _BadImage(f"{type(err).__name__}: {err}") from err
+        text = str(err).replace(repr(buffer), repr(str(path))) if buffer is not None else str(err)
+        raise _BadImage(f"{type(err).__name__}: {text}") from err
     return resize_center_crop(image, resolution)
 
 
@@ -768,7 +798,7 @@ def _build_folder(
 ) -> TensorImageDataset:
     """Decode every image file of a folder tree's ``split`` up front into uint8 (N, C, R, R) in memory."""
     folder, hashed = _folder_split(Path(path), split)
-    files = list_image_files(folder)
+    files = list_image_files(folder, skip_unreadable=skip_bad_files)
     if hashed:
         files, description = _hash_split(files, folder, split, held_out_fraction)
     else:
@@ -784,7 +814,7 @@ def _build_folder(
         others = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
         raise ValueError(
             f"image file {first!r} is not a readable image or is truncated ({reason}){others}; "
-            f"fix or remove it, or pass skip_bad_files=True to skip unreadable files"
+            f"fix or remove it, or set data.skip_bad_files=true to skip unreadable files"
         )
     good = [r for r in results if not isinstance(r, str)]
     if not good:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudovideo import metrics as M
+from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
@@ -44,6 +46,10 @@ from pseudovideo.tasks import (
     sampling_model,
 )
 from pseudovideo.training import autocast, resolve_precision
+
+
+class NonFiniteMetricError(RuntimeError):
+    """An evaluation produced a NaN metric (unusable weights); nothing is written."""
 
 
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -165,6 +171,33 @@ def _classifier_frechet_distance(
     protocol["cfd"] = net.describe()
 
 
+def evaluated_checkpoint(run_dir: str | Path, *, use_ema: bool) -> dict[str, Any]:
+    """The checkpoint an evaluation of ``run_dir`` uses: the newest intact one (a corrupt newer one is
+    skipped with a warning). Returns its step, folder, weights file and that file's sha256, plus
+    ``skipped_newer`` naming the newer folders passed over, when any."""
+    folder = resolve_checkpoint(run_dir)
+    manifest = json.loads((folder / MANIFEST).read_text())  # verified by resolve_checkpoint
+    weights = EMA if use_ema and EMA in manifest["files"] else MODEL
+    record: dict[str, Any] = {
+        "step": int(manifest["step"]), "folder": str(folder), "weights_file": weights,
+        "sha256": manifest["files"][weights]["sha256"],
+    }
+    newer = [path.name for step, path in list_checkpoints(Path(run_dir) / "checkpoints") if step > record["step"]]
+    if newer:
+        record["skipped_newer"] = f"{', '.join(newer)} (corrupt or incomplete)"
+    return record
+
+
+def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    bad = {name: value for name, value in results.items() if math.isnan(value)}
+    if bad:
+        values = ", ".join(f"{name}={value}" for name, value in bad.items())
+        raise NonFiniteMetricError(
+            f"evaluation of {run_dir} at checkpoint step {checkpoint['step']} gave {values}: the weights are "
+            f"unusable (a diverged training?); eval.json was not written"
+        )
+
+
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
 ) -> dict[str, Any]:
@@ -178,7 +211,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     eval_config = eval_config or load_run_config(run_dir).eval
-    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev)
+    checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
+    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"])
     wanted = set(eval_config.metrics)
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}
@@ -195,6 +229,7 @@ def evaluate_run(
         "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
+        "checkpoint": checkpoint,
     }
     if is_tokenizer:
         fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
@@ -241,6 +276,7 @@ def evaluate_run(
         )
     if "swd_avg" in results:
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
+    _check_finite(results, run_dir, checkpoint)
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
     if is_tokenizer:
@@ -260,5 +296,11 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
                       f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
     lines += ["", "Protocol:"]
-    lines += [f"- {key}: {value}" for key, value in result["protocol"].items()]
+    lines += [f"- {key}: {value}" for key, value in result["protocol"].items() if key != "checkpoint"]
+    checkpoint = result["protocol"].get("checkpoint")
+    if checkpoint:
+        lines.append(
+            f"- checkpoint: step {checkpoint['step']} ({checkpoint['folder']}), {checkpoint['weights_file']} "
+            f"sha256 {checkpoint['sha256']}" + (f"; skipped newer {checkpoint['skipped_newer']}" if "skipped_newer" in checkpoint else "")
+        )
     return "\n".join(lines) + "\n"

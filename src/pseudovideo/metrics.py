@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from pseudovideo.weights import find_weights, hub_cache_path
+from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
 
 __all__ = [
     "INCEPTION_FEATURE_DIM",
@@ -295,10 +295,7 @@ def build_inception(weights_path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights file {str(path)!r} does not exist")
     raw = path.read_bytes()
-    try:
-        torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a plain tensor state_dict (refused by weights_only loading): {err}") from err
+    load_state_dict_file(io.BytesIO(raw), f"Inception weights file {path}")
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=io.BytesIO(raw))
 
 

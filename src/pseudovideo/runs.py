@@ -1,7 +1,8 @@
 """One run from a config to a run folder, and back: train it, load it for evaluation or sampling.
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/``, ``log.csv``, ``tb/``,
-``pictures/``, ``train_summary.json`` and, after evaluation, ``eval.json`` / ``eval.md``.
+``pictures/``, ``train_summary.json``, ``.lock`` (held by the one process training into it) and, after
+evaluation, ``eval.json`` / ``eval.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def check_run_inputs(config: RunConfig) -> None:
     file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction)
+        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction,
+                           skip_bad_files=data.skip_bad_files)
     net = config.eval.feature_net
     if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
         raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
@@ -44,7 +46,10 @@ def check_run_inputs(config: RunConfig) -> None:
 # run: how it is shown or where it runs, not what it computes.
 INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
 # Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
-RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
+RESUMABLE_KEYS = (
+    "train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last",
+    "train.divergence_factor",
+)
 
 
 def config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
