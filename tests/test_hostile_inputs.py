@@ -22,7 +22,7 @@ from test_train_cli import TINY, TOKENIZERS, UNET
 
 NUM_GOOD = 8
 FOLDER_TINY = [o for o in TINY if not o.startswith(("data.dataset", "data.max_images", "eval.metrics"))]
-FOLDER_TINY += ["eval.metrics=[psnr]", "eval.num_images=8", "train.steps=1", "train.batch_size=4", "train.checkpoint_every=1"]
+FOLDER_TINY += ["data.held_out_fraction=0.5", "eval.metrics=[psnr]", "eval.num_images=2", "train.steps=1", "train.batch_size=4", "train.checkpoint_every=1"]
 VQVAE = TOKENIZERS["vqvae"]
 
 
@@ -43,6 +43,15 @@ def _good_folder(path: Path) -> Path:
     for i in range(NUM_GOOD):
         Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(path / f"img{i}.png")
     return path
+
+
+def _split_folders(path: Path, *makers: Callable[[Path], str]) -> tuple[Path, list[str]]:
+    """``path/train`` and ``path/test`` of good images, each with the files ``makers`` add (whichever split a
+    command reads, it meets them); returns ``path`` and the added file names."""
+    for split in ("train", "test"):
+        good = _good_folder(path / split)
+        names = [make(good) for make in makers]
+    return path, names
 
 
 def _truncated(folder: Path) -> str:
@@ -90,7 +99,7 @@ def _assert_one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], 
 
 def _data_args(command: str, folder: Path, tmp_path: Path) -> list[str]:
     overrides = [f"data.dataset=folder:{folder}", *FOLDER_TINY, *VQVAE, f"out_dir={tmp_path / 'runs'}", "name=r"]
-    extra = {"show": ["--n", "2"], "diagnose": ["--n-images", "4"], "train": ["--no-eval"]}[command]
+    extra = {"show": ["--n", "2"], "diagnose": ["--n-images", "4", "pseudo_video.num_frames=3"], "train": ["--no-eval"]}[command]
     return [command, *overrides, *extra]
 
 
@@ -121,19 +130,16 @@ def _eval_args(run: Path, folder: Path, tmp_path: Path) -> list[str]:
 def test_a_bad_image_file_is_named_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], trained_run: Path, command: str, case: str
 ) -> None:
-    folder = _good_folder(tmp_path / "images")
-    bad = HOSTILE_FILES[case](folder)
+    folder, (bad,) = _split_folders(tmp_path / "images", HOSTILE_FILES[case])
     argv = _eval_args(trained_run, folder, tmp_path) if command == "eval" else _data_args(command, folder, tmp_path)
-    line = _assert_one_line_error(capsys, argv, str(folder / bad))
+    line = _assert_one_line_error(capsys, argv, str(folder), bad)
     assert "BytesIO" not in line
     if case == "decompression-bomb":
         assert "DecompressionBombError" in line
 
 
 def test_bad_files_are_skipped_and_counted_with_skip_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = _good_folder(tmp_path / "images")
-    for make in HOSTILE_FILES.values():
-        make(folder)
+    folder, _ = _split_folders(tmp_path / "images", *HOSTILE_FILES.values())
     with pytest.warns(UserWarning, match=f"skipped {len(HOSTILE_FILES)} unreadable image file"):
         code, lines = _run(capsys, [*_data_args("show", folder, tmp_path), "data.skip_bad_files=true"])
     assert code == 0 and lines == []
@@ -369,7 +375,8 @@ def test_an_experiment_on_hostile_data_names_the_file(tmp_path: Path, capsys: py
     if case == "file-as-folder":
         dataset, bad = folder / "img0.png", folder / "img0.png"
     else:
-        dataset, bad = folder, folder / HOSTILE_FILES[case](folder)
+        dataset, (name,) = _split_folders(tmp_path / "split_images", HOSTILE_FILES[case])
+        bad = dataset / "train" / name
     spec = tiny_experiment(seeds=[0])
     spec["runs"] = spec["runs"][:1]  # the VQVAE alone
     spec["scales"]["cpu-small"].update({"data.dataset": f"folder:{dataset}", "data.max_images": None})
