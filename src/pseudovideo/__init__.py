@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
-_EXPORTS: dict[str, str] = {
+# public name -> module that defines it (or (module, name there) for a renamed export)
+_EXPORTS: dict[str, str | tuple[str, str]] = {
     # pseudo videos
     "PseudoVideoBuilder": "pseudovideo.pseudo_video",
     "build_pseudo_video_builder": "pseudovideo.pseudo_video",
@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "RunConfig": "pseudovideo.config",
     "ConfigError": "pseudovideo.config",
     "build_config": "pseudovideo.config",
+    "config_to_dict": "pseudovideo.config",
     "load_config": "pseudovideo.config",
     "save_config": "pseudovideo.config",
     # data
@@ -50,7 +51,9 @@ _EXPORTS: dict[str, str] = {
     "TensorImageDataset": "pseudovideo.data",
     "build_dataset": "pseudovideo.data",
     # training, runs, evaluation
+    "pseudo_video_builder_from_config": ("pseudovideo.tasks", "build_pseudo_video_builder"),
     "build_model": "pseudovideo.tasks",
+    "build_diffusion": "pseudovideo.tasks",
     "build_task": "pseudovideo.tasks",
     "train": "pseudovideo.training",
     "TrainResult": "pseudovideo.training",
@@ -65,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "InceptionFeatureStats": "pseudovideo.metrics",
     "build_inception": "pseudovideo.metrics",
     "resolve_inception_weights": "pseudovideo.metrics",
+    "inception_features": "pseudovideo.metrics",
     "frechet_distance": "pseudovideo.metrics",
     "fid_kid": "pseudovideo.metrics",
 }
@@ -74,10 +78,11 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str) -> Any:
     """Imports a public name from its module on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module 'pseudovideo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attribute = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value  # later accesses skip this function
     return value
 
@@ -87,7 +92,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from pseudovideo.config import ConfigError, RunConfig, build_config, load_config, save_config
+    from pseudovideo.config import ConfigError, RunConfig, build_config, config_to_dict, load_config, save_config
     from pseudovideo.corruptions import (
         Compose, Corruption, Downsample, GaussianBlur, GaussianNoise, PatchMask, build_corruption,
     )
@@ -95,7 +100,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
     from pseudovideo.evaluation import evaluate_run
     from pseudovideo.metrics import (
-        InceptionFeatureStats, build_inception, fid_kid, frechet_distance, psnr, resolve_inception_weights,
+        InceptionFeatureStats, build_inception, fid_kid, frechet_distance, inception_features, psnr, resolve_inception_weights,
         sliced_wasserstein_distance, ssim,
     )
     from pseudovideo.models.cvivit import CViViT
@@ -105,5 +110,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder
     from pseudovideo.runs import load_run, load_run_config, train_run
     from pseudovideo.schedules import level_schedule
-    from pseudovideo.tasks import build_model, build_task
+    from pseudovideo.tasks import build_diffusion, build_model, build_task
+    from pseudovideo.tasks import build_pseudo_video_builder as pseudo_video_builder_from_config
     from pseudovideo.training import TrainResult, train
