@@ -38,6 +38,51 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
 
 
+def _name_given(args: argparse.Namespace) -> bool:
+    """Whether the run was named, by ``name=`` or by the config file."""
+    if any(o.split("=", 1)[0] == "name" for o in args.overrides):
+        return True
+    return args.config is not None and "name" in read_yaml(args.config)
+
+
+def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """An unnamed run gets the first free folder out_dir/run, run-2, ... so that no earlier result is replaced."""
+    import dataclasses
+
+    from pseudovideo.runs import first_free_name
+
+    if _name_given(args):
+        return config
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would pick its own free folder
+        raise UsageError("under torchrun give the run a name (name=NAME): every rank must write into the same run folder")
+    return dataclasses.replace(config, name=first_free_name(config.out_dir, config.name))
+
+
+def _keep_previous(path: Path) -> None:
+    """Keeps an earlier result file under a numbered name instead of replacing it, and says so."""
+    from pseudovideo.runs import keep_previous
+
+    kept = keep_previous(path)
+    if kept is not None:
+        print(f"earlier {path.name} kept as {kept}")
+
+
+def _train_defaults(args: argparse.Namespace) -> list[str]:
+    """Overrides that make ``train`` without ``-c`` meaningful: an image family trains the image baseline (T = 1).
+
+    The built-in defaults describe 8-frame pseudo videos (what ``show`` and ``diagnose`` look at); a VQVAE or
+    DDPM UNet on them would code every frame alone, which is neither the image baseline nor a video model.
+    The video families (cvivit, video_unet) keep T = 8; ``pseudo_video.num_frames=N`` always wins.
+    """
+    if args.config is not None:
+        return []
+    given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    family = given.get("model.family", "vqvae")
+    if family in ("vqvae", "unet") and "pseudo_video.num_frames" not in given:
+        return ["pseudo_video.num_frames=1"]
+    return []
+
+
 def _generator(seed: int):
     import torch
 
@@ -55,6 +100,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
@@ -62,6 +109,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else config.run_dir / "show"
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
     upscale = picture_upscale(config.data.resolution)
+    for name in (f"{stem}.png", f"{stem}.gif", "config.yaml"):
+        _keep_previous(out / name)
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale)
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
@@ -79,6 +128,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
@@ -95,7 +146,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(format_diagnostic_table(rows, title))
         print()
     path = out / "diagnose.json"
-    path.write_text(json.dumps({"config": str(args.config), "overrides": args.overrides, "results": results}, indent=2))
+    for name in ("diagnose.json", "config.yaml"):
+        _keep_previous(out / name)
+    config_path = str(args.config) if args.config is not None else None  # null in JSON, not "None"
+    path.write_text(json.dumps({"config": config_path, "overrides": args.overrides, "results": results}, indent=2))
     save_config(config, out / "config.yaml")
     print(f"results: {path}")
     return 0
@@ -118,12 +172,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.run_dir.resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} but the config's run folder is {config.run_dir}; do not change name/out_dir when resuming")
     else:
-        if args.config is None and not args.overrides:
-            raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
-        config = _config_from_args(args)
+        defaults = _train_defaults(args)
+        config = _fresh_run_name(load_config(args.config, [*defaults, *args.overrides]), args)
+        if args.config is None:
+            print(f"no -c CONFIG: training model.family={config.model.family} at pseudo_video.num_frames="
+                  f"{config.pseudo_video.num_frames} on {config.data.dataset} into {config.run_dir} (see configs/)")
     result = train_run(config, resume=args.resume is not None)
     print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
+        for name in ("eval.json", "eval.md"):
+            _keep_previous(result.run_dir / name)
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
 
@@ -138,6 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
+    for name in ("eval.json", "eval.md"):
+        _keep_previous(Path(args.run_dir) / name)
     result = evaluate_run(args.run_dir, eval_config, device=args.device)
     print(format_eval_markdown(result))
     print(f"results: {Path(args.run_dir) / 'eval.json'}")

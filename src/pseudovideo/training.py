@@ -657,8 +657,9 @@ def train(
         if not resume and list_checkpoints(checkpoints_dir):
             newest = list_checkpoints(checkpoints_dir)[-1][1]
             raise ValueError(
-                f"run folder {run_dir} already holds checkpoints (newest {newest.name}); resume it "
-                f"(resume=True) or train into another run folder"
+                f"run folder {run_dir} already holds checkpoints (newest {newest.name}); continue it with "
+                f"`pseudovideo train --resume {run_dir}` (train_run(config, resume=True) in Python) or train into "
+                f"another run folder (name=NAME)"
             )
 
         # Seeds: one stream per rank (noise and dropout must differ between ranks).
