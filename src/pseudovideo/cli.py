@@ -246,6 +246,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Lists every config key (type, default, meaning), as text or markdown, or prints a resolved config."""
+    import yaml
+
+    from pseudovideo.config_docs import config_markdown, format_config_list
+
+    if args.markdown:
+        print(config_markdown(), end="")
+    elif args.list or (args.config is None and not args.overrides):
+        print(format_config_list(), end="")
+    else:
+        print(yaml.safe_dump(config_to_dict(_config_from_args(args)), sort_keys=False), end="")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
     from pseudovideo.experiments import run_experiment
@@ -258,12 +273,45 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+# Help of the options declared without one (so that `--help` can show their defaults).
+_OPTION_HELP = {
+    "seed": "random seed", "n_images": "images of the dataset used", "construction": "pseudo-video construction(s)",
+    "device": "auto, cpu, cuda or cuda:N", "n": "number of images", "batch_size": "batch size",
+    "out": "output folder", "resolution": "image side (default: 16 for digits, 32 otherwise)",
+    "family": "which model pair", "eval_images": "held-out images evaluated", "no_progress": "no progress bars",
+}
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where there is no default to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Gives the parser and its sub-commands the defaults-showing formatter and a help for every option."""
+    parser.formatter_class = _DefaultsHelpFormatter
+    for action in parser._actions:
+        if action.option_strings and action.help is None:
+            action.help = _OPTION_HELP.get(action.dest, action.dest.replace("_", " "))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_parser in action.choices.values():
+                _show_defaults(sub_parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pseudovideo`` argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
         prog="pseudovideo",
         description="Train video counterparts of image generative models on pseudo videos.",
     )
+    from pseudovideo import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="write a PNG grid and a GIF of pseudo videos of a dataset")
@@ -326,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="list every config key (type, default, meaning) or print a resolved config")
+    _add_config_arguments(config)
+    config.add_argument("--list", action="store_true", help="every key with its type, default and meaning (also without -c)")
+    config.add_argument("--markdown", action="store_true", help="the same as a markdown document (docs/config.md)")
+    config.set_defaults(func=cmd_config)
+    _show_defaults(parser)
     return parser
 
 
