@@ -240,7 +240,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         dataset=args.dataset, root=args.root, resolution=args.resolution, family=args.family, steps=args.steps,
         frames=args.frames, batch_size=args.batch_size, device=args.device, out_dir=str(args.out),
-        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress,
+        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress, overrides=tuple(args.overrides),
     )
     print(run_demo(settings))
     return 0
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
+    demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to both runs, e.g. train.lr=5e-4")
     demo.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, mnist, celeba or folder:PATH")
     demo.add_argument("--root", default=None, help="local root of a torchvision dataset")
     demo.add_argument("--resolution", type=int, default=None)

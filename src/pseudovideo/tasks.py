@@ -205,6 +205,8 @@ class TokenizerTask:
         loss = recon_loss + sum(out.aux_losses.values())
         scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
         real, fake = self._clean_frames(video), self._clean_frames(out.recon)  # (B, C, H, W)
+        # The clean frame's own error: comparable between an image model (T = 1) and a video model.
+        scalars["recon_clean"] = reconstruction_loss(fake[:, None].detach(), real[:, None], torch.ones(1), self.reconstruction)
         nll = recon_loss
         if self.perceptual is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual(fake.float(), real.float()).mean()
