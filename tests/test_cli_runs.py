@@ -69,6 +69,8 @@ def test_named_run_refusal_names_the_resume_command(tmp_path: Path, capsys) -> N
 def test_eval_keeps_the_earlier_result(tmp_path: Path, capsys) -> None:
     assert main(["train", f"out_dir={tmp_path}", "name=r", *TINY, *TINY_VQVAE]) == 0
     first = json.loads((tmp_path / "r" / "eval.json").read_text())
+    note = first["protocol"]["pseudo_video"]  # a T = 1 run lists no corruption it did not apply
+    assert note.startswith("T=1") and "blur" not in note and "noise" not in note
     assert main(["eval", str(tmp_path / "r"), "eval.num_images=8"]) == 0
     assert json.loads((tmp_path / "r" / "eval-1.json").read_text()) == first
     assert json.loads((tmp_path / "r" / "eval.json").read_text())["protocol"]["num_images"] == 8
@@ -94,3 +96,11 @@ def test_unnamed_show_and_diagnose_write_fresh_folders(tmp_path: Path) -> None:
 def test_shipped_digits_baselines_are_image_models(name: str) -> None:
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     assert config.pseudo_video.num_frames == 1 and config.model.family in ("vqvae", "unet") and config.name == name
+
+
+def test_eval_note_of_a_video_run_lists_its_corruptions() -> None:
+    from pseudovideo.config import build_config
+    from pseudovideo.evaluation import _pseudo_video_note
+
+    note = _pseudo_video_note(build_config(overrides=["pseudo_video.num_frames=5"]))
+    assert note == "T=5, higher_order, blur(linear, max 2.0)+noise(linear, max 0.2)"

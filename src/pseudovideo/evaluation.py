@@ -96,6 +96,15 @@ def generate_videos(
     return torch.cat(videos), info
 
 
+def _pseudo_video_note(config: RunConfig) -> str:
+    """The pseudo videos of a run as the protocol states them; T = 1 is plain images (no corruption applied)."""
+    pv = config.pseudo_video
+    if pv.num_frames == 1:
+        return "T=1: the clean images themselves (no corruption applied)"
+    corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv.corruptions)
+    return f"T={pv.num_frames}, {pv.construction}, {corruptions}"
+
+
 def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
     """``build()`` and the text of the warnings it raised (the reason a metric is skipped, kept in eval.json)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -156,8 +165,7 @@ def evaluate_run(
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
-        "pseudo_video": f"T={config.pseudo_video.num_frames}, {config.pseudo_video.construction}, "
-        + "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in config.pseudo_video.corruptions),
+        "pseudo_video": _pseudo_video_note(config),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
     }
