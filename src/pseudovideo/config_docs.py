@@ -118,6 +118,8 @@ MEANINGS: dict[str, str] = {
     "train.checkpoint_every": "steps between checkpoints",
     "train.keep_last": "checkpoints kept",
     "train.log_every": "steps between log lines (log.csv, TensorBoard, ...)",
+    "train.log_to": "where scalars go: csv (log.csv, read by the plots), tensorboard (tb/), wandb (optional extra)",
+    "train.wandb_project": "W&B project (log_to with wandb; WANDB_MODE=offline logs without network)",
     "train.image_every": "steps between preview pictures",
     "train.seed": "seed of the weights, the data order and the pseudo videos",
     "train.device": "auto | cpu | cuda | cuda:N",

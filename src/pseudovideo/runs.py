@@ -38,7 +38,7 @@ def check_run_inputs(config: RunConfig) -> None:
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another
 # run: how it is shown or where it runs, not what it computes.
-INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
+INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers", "train.log_to", "train.wandb_project")
 # Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
 RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
 

@@ -59,6 +59,7 @@ from pseudovideo.distributed import (
     teardown,
     wrap_ddp,
 )
+from pseudovideo.loggers import ScalarLoggers
 from pseudovideo.models.layers import count_parameters
 
 __all__ = [
@@ -462,15 +463,6 @@ class _CsvLog:
             csv.DictWriter(handle, fieldnames=self.header, restval="").writerow(row)
 
 
-def _tensorboard_writer(log_dir: Path, purge_step: int) -> Any | None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception as err:  # tensorboard missing or broken: CSV still works
-        warnings.warn(f"TensorBoard logging disabled ({err}); scalars still go to log.csv", stacklevel=3)
-        return None
-    return SummaryWriter(str(log_dir), purge_step=purge_step if purge_step > 0 else None)
-
-
 class _ScalarMeter:
     """Sums named scalars on the device between log steps (no host sync per step).
 
@@ -750,8 +742,10 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             if config_dict is not None:
                 (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
-            csv_log = _CsvLog(run_dir / "log.csv", keep_until_step=start_step if state is not None else None)
-            writer = _tensorboard_writer(run_dir / "tb", purge_step=start_step)
+            if "csv" in settings.log_to:
+                csv_log = _CsvLog(run_dir / "log.csv", keep_until_step=start_step if state is not None else None)
+            writer = ScalarLoggers(settings.log_to, run_dir, start_step=start_step,
+                                   wandb_project=settings.wandb_project, config=config_dict)
             preview_images = _preview_images(dataset, settings, device)
         frames_per_image = getattr(task, "frames_per_image", None)
         reset_peak_memory(device)
@@ -850,11 +844,9 @@ def train(
                 final_loss = means.get("loss")
                 if ctx.is_main:
                     row = {"step": done, "loss": means.pop("loss"), "lr": lr_used, "images_per_s": images_per_s, **means}
-                    csv_log.append(row)
-                    if writer is not None:
-                        for name, value in row.items():
-                            if name != "step":
-                                writer.add_scalar(f"train/{name}", value, done)
+                    if csv_log is not None:
+                        csv_log.append(row)
+                    writer.log({name: value for name, value in row.items() if name != "step"}, done)
                     progress.set_postfix(
                         loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
                     )
