@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,8 @@ bc.import_pseudovideo()
 
 from pseudovideo.pseudo_video import build_pseudo_video_builder  # noqa: E402
 
-# name -> corruption specs (the levels of the shipped configs: blur sigma 2 px, noise std 0.2)
+# name -> corruption specs (the levels of the shipped configs: blur sigma 2 px, noise std 0.2); downsample
+# levels are made whole octaves per T by ``specs_for`` (first_order refuses levels whose blocks do not nest)
 CORRUPTION_SETS: dict[str, list[dict[str, Any]]] = {
     "blur": [{"name": "blur", "schedule": "linear", "max_level": 2.0}],
     "noise": [{"name": "noise", "schedule": "linear", "max_level": 0.2}],
@@ -37,6 +39,15 @@ CORRUPTION_SETS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 CONSTRUCTIONS = ("higher_order", "first_order")
+
+
+def specs_for(name: str, frames: int) -> list[dict[str, Any]]:
+    """The corruption specs of set ``name`` for T = ``frames``: downsample at ceil(2 (1 - t / (T - 1))) octaves."""
+    specs = CORRUPTION_SETS[name]
+    if name != "downsample" or frames < 2:
+        return specs
+    levels = [float(math.ceil(2.0 * (1 - t / (frames - 1)))) for t in range(frames - 1)]  # frames 0..T-2
+    return [{"name": "downsample", "schedule": "explicit", "levels": levels}]
 
 
 def bench_case(
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in sets:
         for construction in CONSTRUCTIONS:
-            seconds = bench_case(CORRUPTION_SETS[name], construction, images, args.frames, args.warmup, args.iters,
+            seconds = bench_case(specs_for(name, args.frames), construction, images, args.frames, args.warmup, args.iters,
                                  args.repeats)
             rows.append({
                 "corruptions": name, "construction": construction, "batch": args.batch, "frames": args.frames,

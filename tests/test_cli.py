@@ -53,6 +53,8 @@ def test_diagnose_reports_every_k_for_both_constructions(tmp_path: Path) -> None
         (["show", "data.dataset=folder:/no/such/folder"], "/no/such/folder"),
         (["show", "data.dataset=imagenet"], "imagenet"),
         (["diagnose", "pseudo_video.construction=zeroth_order"], "pseudo_video.construction"),
+        (["diagnose", "pseudo_video.corruptions=[{name: downsample, max_level: 2.0}]"],
+         "first_order: downsample levels"),  # checked for the constructions diagnose builds, before any work
         (["show", "-c", "/no/such/config.yaml"], "/no/such/config.yaml"),
     ],
 )

@@ -100,7 +100,7 @@ def test_shipped_digits_baselines_are_image_models(name: str) -> None:
 
 def test_eval_note_of_a_video_run_lists_its_corruptions() -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.evaluation import _pseudo_video_note
+    from pseudovideo.tasks import describe_pseudo_video
 
-    note = _pseudo_video_note(build_config(overrides=["pseudo_video.num_frames=5"]))
+    note = describe_pseudo_video(build_config(overrides=["pseudo_video.num_frames=5"]).pseudo_video)
     assert note == "T=5, higher_order, blur(linear, max 2.0)+noise(linear, max 0.2)"

@@ -58,7 +58,8 @@ def test_int_is_accepted_where_a_float_is_expected() -> None:
         ("train.steps=many", "train.steps: expected an integer, got 'many'"),
         ("train.steps=2.5", "train.steps: expected an integer"),
         ("train.compile=maybe", "train.compile: expected true or false"),
-        ("pseudo_video.construction=second_order", "pseudo_video.construction: expected one of first_order, higher_order"),
+        ("pseudo_video.construction=second_order",
+         "pseudo_video.construction: expected one of first_order, higher_order, copies"),
         ("pseudo_video.corruptions.5.max_level=1", "not an index of a list of 2"),
         ("pseudo_video.corruptions.0.name=sharpen", "pseudo_video.corruptions.0.name: expected one of blur"),
         ("train.steps", "not of the form key.sub=value"),
@@ -71,6 +72,27 @@ def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as excinfo:
         build_config(overrides=[override])
     assert needle in str(excinfo.value)
+
+
+def test_first_order_downsample_levels_must_nest_at_config_time() -> None:
+    fractional = ["pseudo_video.construction=first_order", "pseudo_video.num_frames=5",
+                  "pseudo_video.corruptions=[{name: downsample, max_level: 2.0}]"]  # levels 2, 1.5, 1, 0.5, 0
+    with pytest.raises(ConfigError, match=r"pseudo_video\.corruptions\.0 .*first_order: downsample levels "
+                                          r"\[0\.5, 1\.5\] are not whole octaves.*integer levels"):
+        build_config(overrides=fractional)
+    build_config(overrides=[*fractional[1:], "pseudo_video.construction=higher_order"])  # direct frames: fine
+    octaves = ["pseudo_video.construction=first_order", "pseudo_video.num_frames=4",
+               "pseudo_video.corruptions=[{name: downsample, max_level: 3.0}]"]  # levels 3, 2, 1, 0
+    build_config(overrides=[*octaves, "data.resolution=16"])
+    with pytest.raises(ConfigError, match=r"data\.resolution=20.*grids \[20, 10, 5, 3\].*divisible by 2\*\*3 = 8"):
+        build_config(overrides=[*octaves, "data.resolution=20"])
+
+
+def test_copies_construction_needs_no_corruption() -> None:
+    config = build_config(overrides=["pseudo_video.construction=copies", "pseudo_video.corruptions=[]"])
+    assert config.pseudo_video.construction == "copies"
+    with pytest.raises(ConfigError, match="at least one corruption is needed"):
+        build_config(overrides=["pseudo_video.construction=higher_order", "pseudo_video.corruptions=[]"])
 
 
 def test_cvivit_frames_must_fit_temporal_patch() -> None:

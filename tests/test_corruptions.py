@@ -15,8 +15,9 @@ from pseudovideo.corruptions import (
     GaussianNoise,
     PatchMask,
     build_corruption,
-    gaussian_kernels_1d,
+    heat_blur_matrix,
 )
+from scipy.special import ive
 
 OPERATORS = {
     "blur": (GaussianBlur(), 1.5),
@@ -65,49 +66,84 @@ def test_random_operators_are_seedable(name: str) -> None:
     assert not torch.equal(a, c)
 
 
-def test_blur_matches_hand_computed_1d_kernel() -> None:
-    x = torch.zeros(1, 1, 1, 9)
-    x[..., 4] = 1.0  # impulse; H = 1 so only the horizontal pass acts
-    out = GaussianBlur().apply(x, torch.tensor([1.0]))
-    weights = [math.exp(-(k**2) / 2) for k in range(-3, 4)]
-    expected = [0.0] + [wk / sum(weights) for wk in weights] + [0.0]
-    torch.testing.assert_close(out.flatten(), torch.tensor(expected))
-    # the same along the vertical axis
-    out_v = GaussianBlur().apply(x.transpose(2, 3), torch.tensor([1.0]))
-    torch.testing.assert_close(out_v.flatten(), torch.tensor(expected))
+def _impulse_response(sigma: float, width: int = 81, dtype=torch.float64) -> torch.Tensor:
+    """The blur of a centred impulse on a 1 x width image (only the horizontal pass acts): (width,)."""
+    x = torch.zeros(1, 1, 1, width, dtype=dtype)
+    x[..., width // 2] = 1.0
+    return GaussianBlur().apply(x, torch.tensor([sigma])).flatten()
 
 
-def test_gaussian_kernels_sigma_zero_is_delta() -> None:
-    kernels = gaussian_kernels_1d(torch.tensor([0.0, 2.0]), radius=2)
-    assert kernels[0].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
-    torch.testing.assert_close(kernels.sum(dim=1), torch.ones(2))
+@pytest.mark.parametrize("sigma", [0.35, 2.0])
+def test_blur_kernel_variance_is_sigma_squared(sigma: float) -> None:
+    kernel = _impulse_response(sigma)
+    offsets = torch.arange(81, dtype=torch.float64) - 40
+    assert kernel.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert (kernel * offsets).sum().item() == pytest.approx(0.0, abs=1e-12)
+    # hand computed: 0.35^2 = 0.1225 and 2^2 = 4 (a sampled Gaussian cut at 3 sigma gives ~0.03 at 0.35);
+    # the tolerance is float32 rounding of the level itself
+    assert (kernel * offsets**2).sum().item() == pytest.approx({0.35: 0.1225, 2.0: 4.0}[sigma], rel=1e-7)
+    sigma32 = torch.tensor(sigma).item()  # the level as the operator holds it (float32)
+    assert (kernel * offsets**2).sum().item() == pytest.approx(sigma32**2, abs=1e-10)
+    # away from the borders the kernel is the discrete Gaussian e^{-s} I_n(s), s = sigma^2
+    expected = torch.from_numpy(ive(offsets.abs().numpy(), sigma32**2))
+    torch.testing.assert_close(kernel, expected, atol=1e-12, rtol=0)
+    assert kernel.min().item() > -1e-14  # positive: no ringing
 
 
-def test_blur_keeps_constant_image_even_when_radius_is_clamped() -> None:
-    x = torch.full((2, 3, 5, 4), 0.3)
-    out = GaussianBlur().apply(x, torch.tensor([4.0, 0.7]))  # radius 12 > size - 1: clamped
+def test_blur_matches_hand_computed_kernel_along_both_axes() -> None:
+    # sigma = 1: weights e^{-1} I_n(1) from the series I_n(1) = sum_m (1/2)^(2m+n) / (m! (m+n)!), n = 0..5
+    kernel = _impulse_response(1.0, width=21)
+    hand = torch.tensor([0.4657596, 0.2079104, 0.0499388, 0.0081553, 0.0010069, 0.0000999], dtype=torch.float64)
+    torch.testing.assert_close(kernel[10:16], hand, atol=1e-7, rtol=0)
+    torch.testing.assert_close(kernel, kernel.flip(0))
+    x = torch.zeros(1, 1, 21, 1, dtype=torch.float64)
+    x[..., 10, :] = 1.0
+    torch.testing.assert_close(GaussianBlur().apply(x, torch.tensor([1.0])).flatten(), kernel)
+
+
+def test_blur_sigma_zero_is_the_identity_exactly() -> None:
+    assert torch.equal(heat_blur_matrix(7, 0.0), torch.eye(7, dtype=torch.float64))
+    x = _images(n=2, h=9, w=5)
+    assert torch.equal(GaussianBlur().apply(x, torch.zeros(2)), x)
+
+
+def test_blur_composes_exactly() -> None:
+    x = _images(n=3, c=2, h=16, w=12, dtype=torch.float64)  # white noise: every frequency present
+    blur = GaussianBlur()
+    for a, b in [(0.35, 0.2), (1.5, 2.0), (0.1, 3.0)]:
+        twice = blur.apply(blur.apply(x, torch.full((3,), a)), torch.full((3,), b))
+        once = blur.apply(x, torch.full((3,), math.hypot(a, b)))
+        torch.testing.assert_close(twice, once, atol=1e-6, rtol=0)  # float32 levels: hypot rounds to ~1e-7
+    torch.testing.assert_close(heat_blur_matrix(10, 0.6) @ heat_blur_matrix(10, 0.8), heat_blur_matrix(10, 1.0),
+                               atol=1e-14, rtol=0)
+    assert blur.increment(torch.tensor(1.5), torch.tensor(2.5)).item() == pytest.approx(2.0)
+
+
+def test_blur_keeps_constant_images_and_tiny_sides() -> None:
+    x = torch.full((2, 3, 5, 1), 0.3)
+    out = GaussianBlur().apply(x, torch.tensor([4.0, 0.7]))  # a one-pixel side is left as it is
     torch.testing.assert_close(out, x)
 
 
-def test_blur_per_sample_sigma_matches_separate_calls() -> None:
-    x = _images(n=3, c=2, h=12, w=10)
-    sigmas = torch.tensor([0.5, 2.0, 1.0])
+def _blur_batched_vs_alone(device: str) -> None:
+    x = _images(n=4, c=3, h=12, w=10).to(device)
+    sigmas = torch.tensor([0.5, 2.0, 1.0, 0.5])
     batched = GaussianBlur().apply(x, sigmas)
-    # each sample alone gets its own (smaller) radius; the extra zero-weight taps must not matter
-    for i in range(3):
+    assert batched.device == x.device
+    for i in range(4):
         alone = GaussianBlur().apply(x[i : i + 1], sigmas[i : i + 1])
         torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-6, rtol=0)
+    on_cpu = GaussianBlur().apply(x.cpu(), sigmas)
+    torch.testing.assert_close(batched.cpu(), on_cpu, atol=1e-5, rtol=0)
 
 
-def test_blur_semigroup_up_to_discretisation() -> None:
-    x = _smooth_image()
-    blur = GaussianBlur()
-    twice = blur.apply(blur.apply(x, torch.tensor([1.5])), torch.tensor([2.0]))
-    once = blur.apply(x, torch.tensor([2.5]))
-    interior = (slice(None), slice(None), slice(12, -12), slice(12, -12))  # away from reflect borders
-    assert (twice - once)[interior].abs().max() < 2e-3
-    assert (x - once)[interior].abs().max() > 2e-2  # the blur itself is far larger than the mismatch
-    assert blur.increment(torch.tensor(1.5), torch.tensor(2.5)).item() == pytest.approx(2.0)
+def test_blur_per_sample_sigma_matches_separate_calls() -> None:
+    _blur_batched_vs_alone("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_blur_batched_on_the_device_matches_per_image() -> None:
+    _blur_batched_vs_alone("cuda")
 
 
 def test_noise_residual_std_matches_level() -> None:
@@ -140,6 +176,22 @@ def test_downsample_fractional_and_tiny_output_sizes() -> None:
     assert out.shape == x.shape
     assert len(torch.unique(out[0])) == 36  # round(8 / sqrt(2)) = 6 -> a 6 x 6 grid of distinct values
     torch.testing.assert_close(out[1], x[1].mean().expand_as(out[1]))  # size clamps to 1: the global mean
+
+
+def test_downsample_upsamples_centred() -> None:
+    # 5 px to 2 cells and back: nearest-exact takes source cell floor((i + 0.5) * 2 / 5) = 0, 0, 1, 1, 1
+    # (plain nearest, floor(i * 2 / 5) = 0, 0, 0, 1, 1, shifts the content by half a pixel)
+    x = torch.arange(5, dtype=torch.float32).reshape(1, 1, 1, 5)
+    out = Downsample().apply(x, torch.tensor([math.log2(5 / 2)]))
+    small = F.adaptive_avg_pool2d(x, (1, 2)).flatten()  # cells [0, 1, 2] and [2, 3, 4]: 1 and 3
+    torch.testing.assert_close(out.flatten(), small[[0, 0, 1, 1, 1]])
+
+
+def test_downsample_first_order_problem() -> None:
+    assert Downsample.first_order_problem([3, 2, 1, 0], (16, 32)) is None
+    assert Downsample.first_order_problem([6, 0], (16,)) is None  # clamps to the global mean
+    assert "not whole octaves" in Downsample.first_order_problem([1.5, 1, 0])
+    assert "grids [12, 6, 3, 2]" in Downsample.first_order_problem([3, 2, 1, 0], (12,))
 
 
 def test_mask_fraction_patch_alignment_and_channel_sharing() -> None:

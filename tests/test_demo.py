@@ -19,6 +19,9 @@ def _settings(out: Path, **changes) -> DemoSettings:
 def test_demo_compares_the_tokenizer_pair_and_reuses_only_matching_runs(tmp_path: Path) -> None:
     report = run_demo(_settings(tmp_path))
     assert "| vqvae | vqvae | 1 |" in report and "| cvivit | cvivit | 5 |" in report
+    # rate column: 16x16 digits, 4x4 codes of K = 256 (8 bits) per frame; the C-ViViT's decoder reads all 5 steps
+    assert "rate (codes / bits per image)" in report
+    assert "| 16 / 128 |" in report and "| 80 / 640 |" in report
     for picture in ("reconstructions_side_by_side.png", "pseudo_video_strip.png", "loss_curves.png", "comparison.md"):
         assert (tmp_path / picture).is_file(), picture
     # More steps continue the same runs; other frames are another run, refused with the key named.

@@ -105,6 +105,8 @@ def test_bad_inputs_raise(digits: torch.Tensor) -> None:
         markov_order_diagnostic(digits[0], builder)
     with pytest.raises(ValueError, match=r"at least one train and one held-out image, got N=2"):
         markov_order_diagnostic(digits[:2], builder, holdout_fraction=0.1)
+    with pytest.raises(ValueError, match=r"needs corrupted frames .* got construction 'copies'"):
+        markov_order_diagnostic(digits[:20], _noise_builder("copies"))
 
 
 def test_identical_frames_are_handled_by_the_ridge(digits: torch.Tensor) -> None:

@@ -53,6 +53,12 @@ def test_train_then_eval_a_tokenizer(tmp_path: Path, family: str, capsys: pytest
         assert "weights-inception-2015-12-05-6726825d.pth" in result["skipped"]["fid"]
     assert result["protocol"]["model_weights"] == "ema"
     assert result["protocol"]["num_images"] == 16
+    # rate of the clean frame, by hand: K = 16 codes (4 bits); VQVAE 8/2 = 4x4 codes; C-ViViT 8/4 = 2x2 codes
+    # in each of 1 + (3 - 1) / 2 = 2 time steps, all read by its causal decoder
+    codes = {"vqvae": 16, "cvivit": 8}[family]
+    assert result["rate"] == {"codes_per_image": codes, "bits_per_image": 4.0 * codes, "codebook_size": 16,
+                              "num_quantizers": 1, "description": result["rate"]["description"]}
+    assert f"Rate: {codes} codes = {4 * codes} bits per clean image" in (run / "eval.md").read_text()
     assert (run / "pictures" / "eval_reconstructions.png").is_file()
     assert load_config(run / "config.yaml").data.channels == 1  # resolved and saved
     # eval again with another protocol, via the CLI
@@ -128,6 +134,7 @@ def test_train_and_sample_a_diffusion_model(tmp_path: Path, family: str, frames:
     result = json.loads((run / "eval.json").read_text())
     assert result["metrics"]["sampling_images_per_s"] > 0 and result["metrics"]["swd_avg"] >= 0
     assert result["protocol"]["sampler"]["sampler"] == "ddim"
+    assert "rate" not in result  # a rate is a tokenizer's
     out = tmp_path / "samples"
     assert main(["sample", str(run), "--n", "5", "--batch-size", "4", "--out", str(out), "--device", "cpu"]) == 0
     assert len(list((out / "images").glob("*.png"))) == 5

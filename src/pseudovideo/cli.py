@@ -22,6 +22,7 @@ from pseudovideo.config import (
     merge_config_dict,
     read_yaml,
     save_config,
+    validate_config,
 )
 
 
@@ -131,6 +132,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.out is None:
         config = _fresh_run_name(config, args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
+    for construction in constructions:  # the config was checked with its own construction: check these before work
+        pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
+        validate_config(dataclasses.replace(config, pseudo_video=pv_config))
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
     out = Path(args.out) if args.out else config.run_dir / "diagnose"
@@ -261,6 +265,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feature_net(args: argparse.Namespace) -> int:
+    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
+    from pseudovideo.feature_net import prepare_feature_net
+    from pseudovideo.tasks import build_dataset_from_config
+
+    config = _config_from_args(args)
+    channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
+    net = prepare_feature_net(config, channels, retrain=args.retrain)
+    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
     from pseudovideo.experiments import run_experiment
@@ -351,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
     sample.set_defaults(func=cmd_sample)
+
+    feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd metric (cached)")
+    _add_config_arguments(feature_net)
+    feature_net.add_argument("--retrain", action="store_true", help="train anew even when the cache file exists")
+    feature_net.set_defaults(func=cmd_feature_net)
 
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
     experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")

@@ -47,7 +47,8 @@ class PseudoVideoConfig:
     """How clean images become pseudo videos of ``num_frames`` frames (last frame clean)."""
 
     num_frames: int = 8
-    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order"))
+    # copies: T identical clean frames (the capacity control; corruptions are ignored)
+    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order", "copies"))
     corruptions: list[CorruptionConfig] = field(
         default_factory=lambda: [
             CorruptionConfig(name="blur", schedule="linear", max_level=2.0),
@@ -90,6 +91,9 @@ class VQVAEConfig:
     dead_code_threshold: float = 0.0
     kmeans_init: bool = False
     cosine_codes: bool = False
+    # Residual vector quantization stages (SoundStream / RQ-VAE): Q codes per latent position, so
+    # Q x (H/f) x (W/f) codes per image; raises the rate at a fixed grid (the rate-matched image baseline).
+    num_quantizers: int = 1
 
 
 @dataclass
@@ -113,6 +117,10 @@ class CViViTConfig:
     kmeans_init: bool = False
     cosine_codes: bool = False
     max_frames: int = 32
+    num_quantizers: int = 1  # residual vector quantization stages per token
+    # Which time steps the decoder's last step (it decodes the clean frame) attends to: all (causal decoder,
+    # rate t x h x w codes) or its own (rate h x w codes, that of an image tokenizer on the same grid).
+    clean_frame_context: str = field(default="all", metadata=_choices("all", "own"))
 
 
 @dataclass
@@ -207,6 +215,9 @@ class TrainConfig:
     progress: bool = True
 
 
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd")  # cfd: classifier Fréchet distance
+
+
 @dataclass
 class EvalConfig:
     """How a run is evaluated; the protocol is written beside every number."""
@@ -217,7 +228,10 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid"])
     inception_weights: str | None = None  # local path of torch-fidelity's Inception weights
     lpips_weights: str | None = None  # local path of the LPIPS backbone's ImageNet weights
-    cache_dir: str = "~/.cache/pseudovideo"  # reference statistics for FID/KID
+    cache_dir: str = "~/.cache/pseudovideo"  # FID/KID reference statistics and cfd feature nets (shared by runs)
+    feature_net: str | None = None  # cfd: explicit feature-net safetensors file (else cached in cache_dir / trained)
+    feature_net_seed: int = 0  # cfd: seed of the feature net's training (part of its cache key)
+    feature_net_steps: int = 1000  # cfd: training steps of the feature net (part of its cache key)
     seed: int = 1234
 
 
@@ -465,12 +479,31 @@ def validate_train_config(train: TrainConfig) -> None:
              f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> None:
+    """ConfigError when a downsample corruption's first-order chain would not reproduce its direct frames."""
+    from pseudovideo.corruptions import Downsample  # torch-heavy; only needed for this check
+    from pseudovideo.pseudo_video import corruption_levels
+
+    for i, corruption in enumerate(pv.corruptions):
+        if corruption.name != "downsample":
+            continue
+        key = f"pseudo_video.corruptions.{i}"
+        try:
+            levels = corruption_levels(dataclasses.asdict(corruption), pv.num_frames).tolist()
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        problem = Downsample.first_order_problem(levels, (resolution,))
+        _require(problem is None, f"{key} (schedule {corruption.schedule!r}, max_level {corruption.max_level}, "
+                                  f"T={pv.num_frames}, data.resolution={resolution}) with construction first_order: {problem}")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
     _require(pv.num_frames >= 1, f"pseudo_video.num_frames: expected >= 1, got {pv.num_frames}")
-    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1,
-             "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1")
+    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1 or pv.construction == "copies",
+             "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1 "
+             "(or construction copies)")
     for i, corruption in enumerate(pv.corruptions):
         key = f"pseudo_video.corruptions.{i}"
         _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
@@ -482,9 +515,18 @@ def validate_config(config: RunConfig) -> None:
         if corruption.name == "mask":
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
+    if pv.construction == "first_order":
+        _validate_first_order_downsample(pv, data.resolution)
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
     validate_train_config(train)
     family = config.model.family
+    for name in ("vqvae", "cvivit"):
+        section = getattr(config.model, name)
+        key = f"model.{name}"
+        _require(section.num_quantizers >= 1, f"{key}.num_quantizers: expected an integer >= 1, got {section.num_quantizers}")
+        _require(section.num_quantizers == 1 or not section.cosine_codes,
+                 f"{key}.num_quantizers={section.num_quantizers} needs {key}.cosine_codes=false: residual "
+                 "quantization subtracts codes from tokens, and the residual of a unit vector is not one")
     if family == "cvivit":
         tp = config.model.cvivit.temporal_patch_size
         _require((pv.num_frames - 1) % tp == 0,
@@ -496,5 +538,6 @@ def validate_config(config: RunConfig) -> None:
         _require(1 <= steps <= config.diffusion.num_timesteps,
                  f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
     for metric in config.eval.metrics:
-        _require(metric in ("psnr", "ssim", "swd", "lpips", "fid", "kid"),
-                 f"eval.metrics: unknown metric {metric!r}; valid: psnr, ssim, swd, lpips, fid, kid")
+        _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
+    _require(config.eval.feature_net_steps >= 1,
+             f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")

@@ -124,61 +124,75 @@ def _quadrature_increment(level_from: Tensor, level_to: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(level_to.square() - level_from.square(), min=0.0))
 
 
-def gaussian_kernels_1d(sigma: Tensor, radius: int, truncate: float = 3.0) -> Tensor:
-    """Normalised sampled Gaussian kernels, one per sigma (N,) -> (N, 2 * radius + 1); sigma 0 gives a delta.
+def _dct_matrix(size: int) -> Tensor:
+    """Orthonormal DCT-II matrix (size, size) in float64: row k is the k-th cosine basis vector."""
+    k = torch.arange(size, dtype=torch.float64)[:, None]
+    i = torch.arange(size, dtype=torch.float64)[None, :]
+    basis = torch.cos(math.pi * k * (2 * i + 1) / (2 * size))  # (K, I)
+    basis[0] /= math.sqrt(2.0)
+    return basis * math.sqrt(2.0 / size)
 
-    Each kernel is cut at its own radius ceil(truncate * sigma) (and at ``radius``), so a sample's
-    result does not depend on the other sigmas in the batch.
+
+def heat_blur_matrix(size: int, sigma: float) -> Tensor:
+    """Discrete-Gaussian blur of one axis as a (size, size) float64 matrix: ``out = M @ x`` along that axis.
+
+    M = D^T diag(exp(-2 sigma^2 sin^2(pi k / (2 size)))) D with D the orthonormal DCT-II (k = 0..size-1):
+    the heat semigroup exp(sigma^2 / 2 * Laplacian) of the second-difference Laplacian with
+    half-sample symmetric (Neumann) borders. Away from the borders its kernel is the discrete
+    Gaussian e^{-s} I_n(s), s = sigma^2 (Lindeberg 1990), whose variance is exactly sigma^2;
+    M(a) M(b) = M(sqrt(a^2 + b^2)), M is symmetric with rows summing to 1, and sigma 0 gives I exactly.
     """
-    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)  # (K,)
-    safe_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    weights = torch.exp(-0.5 * (offsets[None, :] / safe_sigma[:, None]) ** 2)  # (N, K)
-    own_radius = torch.ceil(truncate * sigma)[:, None]  # (N, 1)
-    weights = torch.where(offsets[None, :].abs() <= own_radius, weights, torch.zeros_like(weights))
-    delta = (offsets == 0).to(torch.float32).expand_as(weights)
-    weights = torch.where(sigma[:, None] > 0, weights, delta)
-    return weights / weights.sum(dim=1, keepdim=True)
+    if sigma == 0:
+        return torch.eye(size, dtype=torch.float64)
+    dct = _dct_matrix(size)
+    frequencies = math.pi * torch.arange(size, dtype=torch.float64) / (2 * size)
+    gains = torch.exp(-2.0 * sigma**2 * torch.sin(frequencies) ** 2)  # (K,)
+    return dct.T @ (gains[:, None] * dct)
 
 
 class GaussianBlur(Corruption):
-    """Gaussian blur, level = sigma in pixels; separable, reflect padding, one grouped conv per axis.
+    """Gaussian blur, level = sigma in pixels: the discrete Gaussian applied as one matrix per axis.
 
-    Each sample's kernel has radius ceil(truncate * sigma), clamped to size - 1 per axis so reflect
-    padding stays valid on small images (the truncated kernel is renormalised, so the mean of a
-    constant image is kept); the conv uses the batch's largest radius with zero-padded kernels.
-    increment = sqrt(to^2 - from^2) (Gaussian semigroup; exact up to kernel sampling/truncation).
+    Why this kernel: the first-order construction blurs a frame at sigma_from by the increment
+    sqrt(sigma_to^2 - sigma_from^2) and needs blur(a) then blur(b) to equal blur(sqrt(a^2 + b^2)). A
+    sampled, truncated Gaussian breaks this at small sigma (sigma 0.35 has variance ~0.03, not 0.12).
+    The discrete Gaussian e^{-s} I_n(s) with s = sigma^2 is the lattice heat kernel: variance exactly
+    sigma^2 for every sigma, positive (no ringing, unlike a Gaussian cut in the Fourier domain), and an
+    exact semigroup. With half-sample symmetric borders it is diagonal in the DCT-II basis, so each axis
+    is a dense (size, size) matrix (:func:`heat_blur_matrix`, built in float64 once per size and sigma,
+    cached) and a batch is two batched matmuls on the device: out[n] = M_H(sigma_n) x[n] M_W(sigma_n)^T.
+    increment = sqrt(to^2 - from^2), exact up to float rounding.
     """
 
     name = "blur"
 
-    def __init__(self, truncate: float = 3.0) -> None:
-        if not truncate > 0:
-            raise ValueError(f"blur: truncate must be > 0, got {truncate!r}")
-        self.truncate = float(truncate)
-
     def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        # same float32 rounding as the per-sample kernel radii
-        radius = int(torch.ceil(self.truncate * level_host).max()) if n > 0 else 0
-        radius_h, radius_w = min(radius, h - 1), min(radius, w - 1)
-        flat = rearrange(x, "n c h w -> 1 (n c) h w")
-        if radius_h > 0:
-            k_h = self._conv_kernels(level_host, radius_h, "1 k 1", c, x)  # (N C, 1, K_h, 1)
-            flat = F.conv2d(F.pad(flat, (0, 0, radius_h, radius_h), mode="reflect"), k_h, groups=n * c)
-        if radius_w > 0:
-            k_w = self._conv_kernels(level_host, radius_w, "1 1 k", c, x)  # (N C, 1, 1, K_w)
-            flat = F.conv2d(F.pad(flat, (radius_w, radius_w, 0, 0), mode="reflect"), k_w, groups=n * c)
-        return rearrange(flat, "1 (n c) h w -> n c h w", n=n, c=c)
+        n, _, h, w = x.shape
+        if n == 0:
+            return x.clone()
+        rows = self._matrices(level_host, h, x)  # (N, H, H)
+        cols = self._matrices(level_host, w, x)  # (N, W, W)
+        return rows[:, None] @ x @ cols.transpose(1, 2)[:, None]  # (N, C, H, W)
 
-    def _conv_kernels(self, sigma_host: Tensor, radius: int, layout: str, channels: int, like: Tensor) -> Tensor:
-        """Grouped-conv weights of the per-sample kernels, ``(n c) {layout}``, on like's device and dtype (cached)."""
-        key = ("blur", sigma_host.numpy().tobytes(), self.truncate, radius, layout, channels, str(like.device), like.dtype)
+    @staticmethod
+    def _matrices(sigma_host: Tensor, size: int, like: Tensor) -> Tensor:
+        """Per-sample blur matrices (N, size, size), or (1, size, size) when all sigmas agree, on like's device.
+
+        Only the distinct sigmas' matrices are built and cached (a pseudo video has T - 1 of them), then
+        gathered per sample on the device (a first-order step shares one matrix: no gather). In like's
+        dtype, so products round as the backend's matmul does (e.g. to ~1e-3 if the caller enables TF32).
+        """
+        values, inverse = torch.unique(sigma_host, return_inverse=True)
+        key = ("blur", values.numpy().tobytes(), size, str(like.device), like.dtype)
 
         def make() -> Tensor:
-            kernels = gaussian_kernels_1d(sigma_host, radius, self.truncate)  # (N, 2 * radius + 1)
-            return repeat(kernels, f"n k -> (n c) {layout}", c=channels).to(device=like.device, dtype=like.dtype)
+            stack = torch.stack([heat_blur_matrix(size, float(v)) for v in values.tolist()])  # (U, size, size)
+            return stack.to(device=like.device, dtype=like.dtype)
 
-        return _cached(key, make)
+        stack = _cached(key, make)
+        if values.numel() <= 1:
+            return stack  # (1, size, size): broadcast over the batch
+        return stack[_on_device(inverse, like.device, torch.long)]  # (N, size, size)
 
     def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:
         """sqrt(to^2 - from^2): blurring sigma_a then sigma_b equals blurring sqrt(a^2 + b^2)."""
@@ -200,12 +214,14 @@ class GaussianNoise(Corruption):
 
 
 class Downsample(Corruption):
-    """Pixelation: area-downsample by 2**level (size round(H / 2**level), >= 1), nearest-upsample back.
+    """Pixelation: area-downsample by 2**level (size round(H / 2**level), >= 1), nearest-exact upsample back.
 
-    Levels may be fractional. increment(from, to) = to: for integer levels on sizes divisible by
-    2**to the block averages nest (averaging 2**to blocks of an image already averaged over
-    aligned 2**from blocks gives the 2**to average of the clean image), so the first-order chain
-    reproduces the higher-order frames exactly; for fractional levels it is an approximation.
+    Levels may be fractional for direct (higher-order) frames; nearest-exact upsampling keeps the
+    pixel grid centred. increment(from, to) = to: for integer levels on sizes divisible by 2**to the
+    block averages nest (averaging 2**to blocks of an image already averaged over aligned 2**from
+    blocks gives the 2**to average of the clean image), so the first-order chain reproduces the
+    higher-order frames exactly. Elsewhere the blocks do not nest and the chain drifts, so
+    :meth:`first_order_problem` names the levels and sizes the first-order construction must refuse.
     Samples are grouped by unique level (a loop over distinct levels, not over samples).
     """
 
@@ -216,6 +232,31 @@ class Downsample(Corruption):
         """Downsampled size round_half_up(size / 2**level), at least 1."""
         return max(1, int(math.floor(size / 2.0**level + 0.5)))
 
+    @classmethod
+    def first_order_problem(cls, levels: Sequence[float], sizes: Sequence[int] = ()) -> str | None:
+        """Why a first-order chain through ``levels`` (frame levels) is not exact on images of ``sizes``; None if it is.
+
+        Exact needs whole-octave (integer) levels and, per image side, downsampled sizes that each
+        divide the next finer one (e.g. a side divisible by 2**max_level).
+        """
+        values = sorted({0.0, *(float(v) for v in levels)})
+        fractional = [v for v in values if v != int(v)]
+        if fractional:
+            return (
+                f"downsample levels {[round(v, 4) for v in fractional]} are not whole octaves; the first-order "
+                "construction composes downsampling exactly only at integer levels (0, 1, 2, ...: block averages "
+                "nest), so use integer levels (schedule 'explicit'), or construction higher_order"
+            )
+        for size in sizes:
+            grid = [cls._size(size, v) for v in values]  # finest (level 0, the image) to coarsest
+            if any(finer % coarser for finer, coarser in zip(grid, grid[1:])):
+                return (
+                    f"downsample levels {[int(v) for v in values]} give grids {grid} on an image side of {size} px "
+                    "that do not nest (each must divide the finer one), so the first-order chain would drift; "
+                    f"expected a side divisible by 2**{int(values[-1])} = {2 ** int(values[-1])} or smaller levels"
+                )
+        return None
+
     def _apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None, *, level_host: Tensor) -> Tensor:
         _, _, h, w = x.shape
         out = x.clone()
@@ -224,7 +265,7 @@ class Downsample(Corruption):
                 continue
             idx = _on_device(torch.nonzero(level_host == value).squeeze(1), x.device, torch.long)
             small = F.adaptive_avg_pool2d(x[idx], (self._size(h, value), self._size(w, value)))
-            out[idx] = F.interpolate(small, size=(h, w), mode="nearest")
+            out[idx] = F.interpolate(small, size=(h, w), mode="nearest-exact")
         return out
 
     def increment(self, level_from: Tensor, level_to: Tensor) -> Tensor:

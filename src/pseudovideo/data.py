@@ -1,7 +1,9 @@
 """Datasets of clean images: the last frames of the pseudo videos every model trains on.
 
-Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels dropped),
-with ``R`` the requested resolution. Entry point: :func:`build_dataset`, driven by a spec string:
+Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels are not yielded),
+with ``R`` the requested resolution. Class labels, where the data has them (digits, CIFAR-10, MNIST in
+torchvision's layout, a folder with one sub-folder per class), are kept beside the images in ``.labels``
+for the classifier behind the ``cfd`` metric (see ``pseudovideo.feature_net``). Entry point: :func:`build_dataset`, driven by a spec string:
 
 - ``"digits"``: scikit-learn's bundled 8x8 handwritten digits, upsampled; needs no network or files.
 - ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
@@ -86,7 +88,8 @@ class ImageDataset(Dataset):
 
     Attributes: ``name`` (the spec it was built from), ``resolution`` (R), ``channels`` (C, 1 or 3),
     ``random_flip`` (horizontal flip with probability 0.5 per item, drawn from torch's global RNG so
-    a seeded training loop stays deterministic) and ``bad_files`` (files skipped as unreadable).
+    a seeded training loop stays deterministic), ``bad_files`` (files skipped as unreadable) and
+    ``labels`` / ``class_names`` (int64 ``(N,)`` class indices and their names, or None when unlabelled).
     Subclasses implement ``__len__`` and :meth:`load`.
     """
 
@@ -106,6 +109,8 @@ class ImageDataset(Dataset):
         self.channels = channels
         self.random_flip = bool(random_flip)
         self.bad_files: list[str] = list(bad_files)
+        self.labels: Tensor | None = None
+        self.class_names: list[str] | None = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -131,7 +136,7 @@ class ImageDataset(Dataset):
 class TensorImageDataset(ImageDataset):
     """Images held in memory as one tensor ``images`` of shape ``(N, C0, h, w)``.
 
-    ``images`` is uint8 in [0, 255] or floating in [-1, 1]. Items whose size differs from R are
+    ``images`` is uint8 in [0, 255] or floating in [-1, 1]; optional ``labels`` (N,) index ``class_names``. Items whose size differs from R are
     resized (shorter side) and centre-cropped on access; channels are converted to ``channels``
     (grey -> RGB by repetition, RGB -> grey by ITU-R 601 luma).
     """
@@ -145,6 +150,8 @@ class TensorImageDataset(ImageDataset):
         channels: int | None = None,
         random_flip: bool = False,
         bad_files: Sequence[str] = (),
+        labels: Tensor | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
@@ -156,6 +163,10 @@ class TensorImageDataset(ImageDataset):
             bad_files=bad_files,
         )
         self.images = images
+        if labels is not None:
+            if labels.shape != (images.shape[0],) or class_names is None:
+                raise ValueError(f"labels must be (N,) = ({images.shape[0]},) with class_names, got {tuple(labels.shape)}")
+            self.labels, self.class_names = labels.long(), list(class_names)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -291,19 +302,23 @@ def build_dataset(
     common = dict(resolution=resolution, channels=channels, random_flip=random_flip)
 
     if name == "digits":
-        digits = _load_digits(split, resolution)
-        return TensorImageDataset(digits[spread_subset(len(digits), max_images)], name="digits", **common)
+        digits, labels = _load_digits(split, resolution)
+        keep = spread_subset(len(digits), max_images)
+        return TensorImageDataset(digits[keep], name="digits", labels=labels[keep], class_names=[str(d) for d in range(10)], **common)
     if name == "folder":
         return _build_folder(arg, split, max_images=max_images, skip_bad_files=skip_bad_files, **common)
 
     data_root = _resolve_root(name, arg, root)
     if name == "cifar10":
-        images = _load_cifar10(data_root, split, download)
+        images, labels, classes = _load_cifar10(data_root, split, download)
     elif name == "mnist":
-        images = _load_mnist(data_root, split, download)
+        images, labels, classes = _load_mnist(data_root, split, download)
     else:
         return _build_celeba(data_root, split, download, max_images=max_images, **common)
-    return TensorImageDataset(images[spread_subset(len(images), max_images)], name=name, **common)
+    keep = spread_subset(len(images), max_images)
+    return TensorImageDataset(
+        images[keep], name=name, labels=None if labels is None else labels[keep], class_names=classes, **common
+    )
 
 
 def spread_subset(total: int, count: int | None) -> Tensor:
@@ -479,17 +494,20 @@ def _resolve_root(name: str, arg: str | None, root: str | None) -> Path:
     return Path(arg or root or DEFAULT_ROOT)
 
 
-def _load_digits(split: str, resolution: int) -> Tensor:
-    """scikit-learn's bundled digits, float32 (N, 1, R, R) in [-1, 1]; train = first 1500, test = rest."""
+def _load_digits(split: str, resolution: int) -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled digits: float32 (N, 1, R, R) in [-1, 1] and labels (N,); train = first 1500, test = rest."""
     from sklearn.datasets import load_digits
 
-    pixels = torch.from_numpy(load_digits().images).to(torch.float32)  # (1797, 8, 8), values 0..16
-    pixels = pixels[:DIGITS_TRAIN_SIZE] if split == "train" else pixels[DIGITS_TRAIN_SIZE:]
+    bunch = load_digits()
+    pixels = torch.from_numpy(bunch.images).to(torch.float32)  # (1797, 8, 8), values 0..16
+    labels = torch.from_numpy(bunch.target).long()  # (1797,)
+    part = slice(None, DIGITS_TRAIN_SIZE) if split == "train" else slice(DIGITS_TRAIN_SIZE, None)
+    pixels, labels = pixels[part], labels[part]
     images = (pixels / 16.0 * 2.0 - 1.0).unsqueeze(1)  # (N, 1, 8, 8)
     images = torch.nn.functional.interpolate(
         images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False
     )
-    return images.clamp_(-1.0, 1.0)  # (N, 1, R, R)
+    return images.clamp_(-1.0, 1.0), labels  # (N, 1, R, R), (N,)
 
 
 def _cifar10_base(root: Path) -> Path:
@@ -510,8 +528,8 @@ def _check_cifar10_files(root: Path, split: str) -> None:
         )
 
 
-def _load_cifar10(root: Path, split: str, download: bool) -> Tensor:
-    """CIFAR-10 via torchvision.datasets.CIFAR10 -> uint8 (N, 3, 32, 32)."""
+def _load_cifar10(root: Path, split: str, download: bool) -> tuple[Tensor, Tensor, list[str]]:
+    """CIFAR-10 via torchvision.datasets.CIFAR10 -> uint8 (N, 3, 32, 32), labels (N,), class names."""
     from torchvision.datasets import CIFAR10
 
     if not download:
@@ -524,7 +542,8 @@ def _load_cifar10(root: Path, split: str, download: bool) -> Tensor:
             f"CIFAR-10 files under {str(base / CIFAR10_FOLDER)!r} failed torchvision's integrity check "
             f"(md5): {err}. Delete them and set data.download=true to fetch a fresh copy"
         ) from err
-    return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return images, torch.as_tensor(ds.targets).long(), list(ds.classes)
 
 
 def _mnist_torchvision_complete(root: Path) -> bool:
@@ -568,16 +587,19 @@ def _find_mnist_source(root: Path, split: str) -> Path | None:
     )
 
 
-def _load_mnist(root: Path, split: str, download: bool) -> Tensor:
-    """MNIST via torchvision.datasets.MNIST, or raw IDX (.gz) files -> uint8 (N, 1, 28, 28)."""
+def _load_mnist(root: Path, split: str, download: bool) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (unlabelled)
+    -> uint8 (N, 1, 28, 28), labels (N,) or None, class names or None."""
     from torchvision.datasets import MNIST
 
     source = None if download else _find_mnist_source(root, split)
     if source is None:
-        pixels = MNIST(str(root), train=split == "train", download=download).data  # (N, 28, 28)
+        ds = MNIST(str(root), train=split == "train", download=download)
+        labels, classes = ds.targets.long(), [str(d) for d in range(10)]
+        pixels = ds.data  # (N, 28, 28)
     else:
-        pixels = read_idx_images(source)  # (N, 28, 28)
-    return pixels.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
+        pixels, labels, classes = read_idx_images(source), None, None  # (N, 28, 28)
+    return pixels.unsqueeze(1).contiguous(), labels, classes  # (N, 1, 28, 28)
 
 
 def _check_celeba_files(root: Path) -> None:
@@ -696,6 +718,7 @@ def _build_folder(
     for i, t in enumerate(good):
         images[i].copy_(t)  # broadcasts grey (1, R, R) into RGB when the folder is mixed
     name = f"folder:{path}"
+    labels, classes = _folder_class_labels(folder, [f for f, r in zip(files, results) if not isinstance(r, str)])
     return TensorImageDataset(
         images,
         name=name,
@@ -703,4 +726,22 @@ def _build_folder(
         channels=out_channels,
         random_flip=random_flip,
         bad_files=[f for f, _ in bad],
+        labels=labels,
+        class_names=classes,
     )
+
+
+def _folder_class_labels(folder: Path, files: Sequence[Path]) -> tuple[Tensor | None, list[str] | None]:
+    """ImageFolder-style labels: the first sub-folder of ``folder`` holding each file, classes sorted by name.
+
+    Returns (labels (N,), class names), or (None, None) when some file lies directly in ``folder`` or there
+    are fewer than two classes (nothing to classify).
+    """
+    firsts = [f.relative_to(folder).parts for f in files]
+    if any(len(parts) < 2 for parts in firsts):
+        return None, None
+    classes = sorted({parts[0] for parts in firsts})
+    if len(classes) < 2:
+        return None, None
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[parts[0]] for parts in firsts], dtype=torch.long), classes

@@ -2,7 +2,9 @@
 
 ``pseudovideo demo`` (the README's first command) runs, at matched steps, batch and model size:
 - the tokenizer pair: VQVAE (image, T = 1) vs C-ViViT (video, T-frame higher-order blur+noise pseudo
-  videos), compared on reconstructing the clean image;
+  videos), compared on reconstructing the clean image. Both code a frame as the same grid of codes from
+  codebooks of the same size, but not at the same rate: the C-ViViT's causal decoder reads the codes of all
+  T steps to decode the clean frame (T times the VQVAE's); the table's rate column says so;
 - with ``--family diffusion`` (or ``both``): DDPM UNet vs video UNet, compared on generated images.
 Defaults fit about 5 minutes on 2 CPU cores on the embedded digits dataset; ``--dataset cifar10``,
 ``--dataset folder:PATH``, ``--steps`` and ``--device cuda`` scale it up unchanged.
@@ -98,9 +100,10 @@ def tokenizer_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
         "model.cvivit.spatial_depth=2", "model.cvivit.temporal_depth=2", "train.lr=1e-3",
     ])
     target = _parameters(video, channels)
-    # Matched bottleneck: the VQVAE downsamples 4x, C-ViViT uses 4x4 patches, so the clean image is
-    # (H/4) x (W/4) codes in both. The image model's width is chosen so that its parameter count is
-    # closest to the video model's.
+    # Matched per frame, not in rate: the VQVAE downsamples 4x and C-ViViT uses 4x4 patches, so each frame
+    # is a grid of (H/4) x (W/4) codes of the same 256-code codebook in both; but the C-ViViT decodes the
+    # clean frame from the codes of all T time steps (T times the VQVAE's rate; see the rate column).
+    # The image model's width is chosen so that its parameter count is closest to the video model's.
     candidates = [
         _demo_config(s, _common_overrides(s, "vqvae", steps) + codebook + [
             "model.family=vqvae", "pseudo_video.num_frames=1", f"model.vqvae.base_channels={width}",
@@ -128,13 +131,14 @@ def compare_runs(results: Sequence[dict[str, Any]]) -> str:
     metric_names = list(dict.fromkeys(
         name for result in results for name in result["metrics"] if not name.startswith("swd_") or name == "swd_avg"
     ))
-    header = ["run", "family", "T", "params", *metric_names, "train img/s", "peak mem (MB)", "train s"]
+    header = ["run", "family", "T", "params", "rate (codes / bits per image)", *metric_names, "train img/s",
+              "peak mem (MB)", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         train = result.get("train", {})
         cells = [
             Path(result["run"]).name, result["family"], str(result["protocol"].get("frames_seen_by_model", "")),
-            f"{train.get('parameters', {}).get('model', 0) / 1e6:.2f}M",
+            f"{train.get('parameters', {}).get('model', 0) / 1e6:.2f}M", _rate_cell(result),
             *[f"{result['metrics'][m]:.4g}" if m in result["metrics"] else "-" for m in metric_names],
             f"{train.get('images_per_s', 0):.1f}", f"{train.get('peak_memory_bytes', 0) / 2**20:.0f}",
             f"{train.get('wall_time_s', 0):.0f}",
@@ -143,6 +147,12 @@ def compare_runs(results: Sequence[dict[str, Any]]) -> str:
     skipped = {name: reason for result in results for name, reason in result["skipped"].items()}
     lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
     return "\n".join(lines)
+
+
+def _rate_cell(result: dict[str, Any]) -> str:
+    """'codes / bits' per clean image of a tokenizer's evaluation, '-' for models without a rate (diffusion)."""
+    rate = result.get("rate")
+    return f"{rate['codes_per_image']} / {rate['bits_per_image']:.0f}" if rate else "-"
 
 
 # The logged quantity plotted for both models of a pair: the CLEAN frame's term, which an image model

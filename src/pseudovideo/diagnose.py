@@ -112,6 +112,11 @@ def markov_order_diagnostic(
         raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {shape}")
     n, c, h, w = images.shape
     num_frames = builder.num_frames
+    if builder.construction == "copies":
+        raise ValueError(
+            "the Markov-order diagnostic needs corrupted frames (construction first_order or higher_order), got "
+            "construction 'copies': every frame is the clean image, so L*_k = 0 for every k and there is nothing to measure"
+        )
     if num_frames < 2:
         raise ValueError(f"the diagnostic needs pseudo videos with at least 2 frames, got num_frames={num_frames}")
     if patch_size < 1 or patch_size % 2 == 0 or patch_size > min(h, w):

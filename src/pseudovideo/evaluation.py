@@ -3,14 +3,19 @@
 - Tokenizers (VQVAE, C-ViViT): build pseudo videos of held-out images, reconstruct them, and compare
   the reconstructed last frame with the clean image: PSNR, SSIM, LPIPS, and the distribution metrics
   SWD (weight-free), FID, KID between reconstructions and originals (reconstruction FID, as in the paper).
+  Beside them the tokenizer's rate: the codes (and bits) per clean image that the last frame's decoder reads,
+  so tokenizers are compared at a known rate.
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
-are absent; SWD, PSNR and SSIM need none.
+are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
+trained on the dataset's labelled training split (``pseudovideo.feature_net``, cached, trained on first use);
+it is skipped with the reason for unlabelled datasets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -24,6 +29,7 @@ from pseudovideo import metrics as M
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
+from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -32,6 +38,7 @@ from pseudovideo.tasks import (
     build_dataset_from_config,
     build_diffusion,
     build_pseudo_video_builder,
+    describe_pseudo_video,
     diffusion_sample_kwargs,
     model_frames,
 )
@@ -96,15 +103,6 @@ def generate_videos(
     return torch.cat(videos), info
 
 
-def _pseudo_video_note(config: RunConfig) -> str:
-    """The pseudo videos of a run as the protocol states them; T = 1 is plain images (no corruption applied)."""
-    pv = config.pseudo_video
-    if pv.num_frames == 1:
-        return "T=1: the clean images themselves (no corruption applied)"
-    corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv.corruptions)
-    return f"T={pv.num_frames}, {pv.construction}, {corruptions}"
-
-
 def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
     """``build()`` and the text of the warnings it raised (the reason a metric is skipped, kept in eval.json)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -141,13 +139,34 @@ def _distribution_metrics(
             results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
 
 
+def _classifier_frechet_distance(
+    real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
+    results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
+) -> None:
+    """``cfd``: Fréchet distance of real vs fake (N, C, H, W) in the dataset-trained classifier's features."""
+    if "cfd" not in eval_config.metrics:
+        return
+    try:
+        net = prepare_feature_net(dataclasses.replace(config, eval=eval_config), real.shape[1])
+    except UnlabelledDatasetError as err:
+        skipped["cfd"] = str(err)
+        return
+    model = net.model.to(device)
+    real_features = classifier_features(real, model, eval_config.batch_size)  # (N, 128)
+    fake_features = classifier_features(fake, model, eval_config.batch_size)
+    results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
+    protocol["cfd"] = net.describe()
+
+
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
 ) -> dict[str, Any]:
     """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
 
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
-    ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary).
+    ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
+    for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
+    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`).
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -165,7 +184,7 @@ def evaluate_run(
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
-        "pseudo_video": _pseudo_video_note(config),
+        "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
     }
@@ -201,6 +220,7 @@ def evaluate_run(
         if videos.shape[1] > 1:
             save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
+    _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(
             num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
@@ -210,6 +230,8 @@ def evaluate_run(
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
+    if is_tokenizer:
+        result["rate"] = model.rate(model_frames(config)).as_dict()
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
     return result
@@ -220,6 +242,10 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
     lines = [f"## Evaluation of {result['run']} ({result['family']})", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in result["metrics"].items()]
     lines += [f"| {name} | skipped: {reason} |" for name, reason in result["skipped"].items()]
+    rate = result.get("rate")
+    if rate:
+        lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
+                      f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
     lines += ["", "Protocol:"]
     lines += [f"- {key}: {value}" for key, value in result["protocol"].items()]
     return "\n".join(lines) + "\n"

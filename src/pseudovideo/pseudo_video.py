@@ -9,9 +9,13 @@ whose earlier frames are progressively more corrupted (frame 0 the most). Two co
   randomness each step. Given frame t, earlier frames carry no more information about x.
 - ``higher_order``: every corrupted frame is made directly from x with independent randomness,
   frame t = op(x, level(t)), so earlier frames add information about x.
+- ``copies``: T identical clean copies of x (operators and levels are ignored). The control that
+  gives a video model the same number of frames, so the same latent capacity, without any
+  corruption: it separates "more frames" from "the corruption's self-supervision".
 
-For a single blur, noise, mask or dyadic downsample operator both constructions give every frame
-the same marginal distribution. For composed operators they can differ: with blur followed by
+For a single blur, noise, mask or whole-octave downsample operator the first- and higher-order
+constructions give every frame the same marginal distribution (blur is the discrete Gaussian, an
+exact semigroup; fractional downsample levels do not nest, so first_order refuses them). For composed operators they can differ: with blur followed by
 noise, the first-order chain also blurs the noise added at later frames, so its frames carry less
 (and spatially correlated) noise than the higher-order frames at the same levels.
 """
@@ -24,10 +28,10 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from pseudovideo.corruptions import Compose, Corruption, build_corruption
+from pseudovideo.corruptions import Compose, Corruption, Downsample, build_corruption
 from pseudovideo.schedules import level_schedule
 
-CONSTRUCTIONS = ("first_order", "higher_order")
+CONSTRUCTIONS = ("first_order", "higher_order", "copies")
 SCHEDULE_KEYS = ("name", "schedule", "max_level", "min_level", "levels")
 
 
@@ -35,8 +39,9 @@ class PseudoVideoBuilder:
     """Build pseudo videos (B, T, C, H, W) from images (B, C, H, W) with K operators and levels (T, K).
 
     levels[t, k] is the level of operator k at frame t; row T-1 must be all zeros (the clean frame)
-    and levels must be non-negative and non-increasing in t. construction is "first_order" or
-    "higher_order" (see the module docstring for how their marginals compare). No clamping is done.
+    and levels must be non-negative and non-increasing in t. construction is "first_order",
+    "higher_order" or "copies" (see the module docstring for how their marginals compare). No
+    clamping is done. first_order refuses downsample levels whose block averages do not nest.
     """
 
     def __init__(self, operators: Sequence[Corruption], levels: Tensor, construction: str) -> None:
@@ -50,7 +55,7 @@ class PseudoVideoBuilder:
             raise ValueError(
                 f"levels must have shape (T, K={self.compose.num_operators}) with T >= 1, got {tuple(levels.shape)}"
             )
-        if self.compose.num_operators == 0 and levels.shape[0] > 1:
+        if self.compose.num_operators == 0 and levels.shape[0] > 1 and construction != "copies":
             raise ValueError(f"at least one operator is needed for more than one frame, got T={levels.shape[0]}")
         if not bool(torch.isfinite(levels).all()) or bool((levels < 0).any()):
             raise ValueError(f"levels must be finite and non-negative, got {levels.tolist()}")
@@ -67,6 +72,8 @@ class PseudoVideoBuilder:
                 )
         self.levels = levels  # (T, K)
         self.construction = construction
+        if construction == "first_order":
+            self._check_first_order_exact(())
         # increments[t] takes frame t+1 to frame t: (T-1, K)
         self.increments = self.compose.increment(levels[1:], levels[:-1])
 
@@ -87,8 +94,8 @@ class PseudoVideoBuilder:
             raise ValueError(f"x must be a 4-D image batch (B, C, H, W), got shape {shape}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        if self.num_frames == 1:
-            return rearrange(x, "b c h w -> b 1 c h w").clone()
+        if self.num_frames == 1 or self.construction == "copies":
+            return repeat(x, "b c h w -> b t c h w", t=self.num_frames).clone()  # (B, T, C, H, W)
         if self.construction == "higher_order":
             return self._higher_order(x, generator)
         return self._first_order(x, generator)
@@ -102,9 +109,18 @@ class PseudoVideoBuilder:
         corrupted = rearrange(corrupted, "(t b) c h w -> b t c h w", t=t_corrupt)  # (B, T-1, C, H, W)
         return torch.cat([corrupted, rearrange(x, "b c h w -> b 1 c h w")], dim=1)  # (B, T, C, H, W)
 
+    def _check_first_order_exact(self, sizes: tuple[int, ...]) -> None:
+        """Raise ValueError when a downsample column's first-order chain would not match its direct frames."""
+        for k, op in enumerate(self.operators):
+            problem = op.first_order_problem(self.levels[:, k].tolist(), sizes) if isinstance(op, Downsample) else None
+            if problem:
+                where = f" on {sizes[0]}x{sizes[1]} images" if sizes else ""
+                raise ValueError(f"first_order construction{where}: {problem}")
+
     def _first_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Frame t-1 = ops(frame t, increments[t-1]) with fresh randomness each step (Markov chain)."""
         b = x.shape[0]
+        self._check_first_order_exact(tuple(x.shape[-2:]))
         increments = self.increments  # (T-1, K), kept on the CPU (no syncs)
         frames = [x]
         for t in range(self.num_frames - 2, -1, -1):
@@ -137,11 +153,12 @@ def build_pseudo_video_builder(
 
     Each dict: {"name": "blur", "schedule": "linear", "max_level": 2.0, "min_level": None,
     "levels": None, **operator params}; schedule defaults to "linear"; for "explicit" the levels
-    define the maximum and max_level is ignored. With num_frames == 1 the list may be empty.
+    define the maximum and max_level is ignored. With num_frames == 1 or construction "copies" the
+    list may be empty.
     """
     if construction not in CONSTRUCTIONS:
         raise ValueError(f"unknown construction {construction!r}; expected one of {list(CONSTRUCTIONS)}")
-    if not corruptions and num_frames > 1:
+    if not corruptions and num_frames > 1 and construction != "copies":
         raise ValueError(f"corruptions must list at least one operator when num_frames={num_frames} > 1, got none")
     operators, columns = [], []
     for spec in corruptions:

@@ -30,10 +30,14 @@ from pseudovideo.training import TrainResult, load_trained_model, seeded, train
 
 
 def check_run_inputs(config: RunConfig) -> None:
-    """Cheap checks of everything a run reads (dataset names, paths, both splits) before any long work."""
+    """Cheap checks of everything a run reads (dataset names, paths, both splits, an explicit cfd feature-net
+    file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
         check_dataset_spec(data.dataset, data.root, split, download=data.download)
+    net = config.eval.feature_net
+    if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
+        raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
 
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another

@@ -9,6 +9,9 @@ Two tasks, one per model pair of the paper:
   last frame. Loss = frame-weighted reconstruction + VQ + perceptual + adversarial (last frame).
 - :class:`DiffusionTask` (DDPM UNet / video UNet): denoise the whole pseudo video jointly; the
   generated image is the last frame of a generated pseudo video.
+
+Both take any construction of ``pseudo_video.construction``, including ``copies`` (T identical clean
+frames), the control that gives a video model T frames of capacity without any corruption.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> PseudoVideoBuild
         accepted = (*SCHEDULE_KEYS, *corruption_params(corruption.name))  # e.g. patch_size only for mask
         corruptions.append({k: v for k, v in dataclasses.asdict(corruption).items() if k in accepted})
     return _build_builder(corruptions, num_frames=pv_config.num_frames, construction=pv_config.construction)
+
+
+def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
+    """One line saying how the run's pseudo videos are made (for eval notes and tables)."""
+    if pv_config.num_frames == 1:
+        return "T=1: the clean images themselves (no corruption applied)"
+    if pv_config.construction == "copies":
+        return (f"T={pv_config.num_frames}, copies ({pv_config.num_frames} identical clean frames: the capacity "
+                "control, corruptions ignored)")
+    corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
+    return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
 
 
 def model_frames(config: RunConfig) -> int:

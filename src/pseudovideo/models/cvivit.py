@@ -9,7 +9,11 @@ transformer) and un-patchifies step 0 back to one frame and every later step bac
 
 Causality means the codes and reconstruction of frames <= t never depend on later frames. In a pseudo video
 the LAST frame is the clean image, so it is coded with every earlier (more corrupted) frame as context, which
-is what the method relies on.
+is what the method relies on. With ``clean_frame_context="all"`` (Phenaki's causal decoder) the last frame is
+also DECODED from the codes of every time step: its rate is t x h x w codes, t times an image tokenizer's on
+the same grid. ``clean_frame_context="own"`` lets the decoder's last time step attend to itself only, so the
+last frame is decoded from the last step's h x w codes (the rate of an image tokenizer on the same grid) while
+the encoder still sees the whole pseudo video; the other steps stay causal.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from torch import Tensor, nn
 
 from pseudovideo.models.layers import multi_head_attention
 from pseudovideo.models.quantizer import VectorQuantizer
-from pseudovideo.models.tokenizer import VideoTokenizer
+from pseudovideo.models.tokenizer import TokenizerRate, VideoTokenizer
 
-__all__ = ["CViViT", "Attention", "TransformerBlock", "num_time_steps"]
+__all__ = ["CViViT", "Attention", "TransformerBlock", "num_time_steps", "CLEAN_FRAME_CONTEXTS"]
+
+CLEAN_FRAME_CONTEXTS = ("all", "own")  # which time steps the decoder's last step reads
 
 
 def num_time_steps(num_frames: int, temporal_patch_size: int) -> int:
@@ -46,8 +52,13 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, L, dim) -> (N, L, dim); with ``causal`` position i attends to positions <= i only."""
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """(N, L, dim) -> (N, L, dim); with ``causal`` position i attends to positions <= i only.
+
+        ``attn_mask`` (L, L) boolean (True: may attend) replaces the causal mask when given.
+        """
+        if attn_mask is not None:
+            return self.to_out(multi_head_attention(self.to_qkv(x), self.heads, attn_mask=attn_mask))
         return self.to_out(multi_head_attention(self.to_qkv(x), self.heads, is_causal=self.causal))
 
 
@@ -62,9 +73,9 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, L, dim) -> (N, L, dim)."""
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """(N, L, dim) -> (N, L, dim); ``attn_mask`` as in :meth:`Attention.forward`."""
+        x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -91,6 +102,9 @@ class CViViT(VideoTokenizer):
         max_frames: longest video accepted; sets the number of learned time-step embeddings.
         kmeans_init: k-means initialisation of the codebook on the first batch.
         cosine_codes: l2-normalised codes (cosine-similarity lookup).
+        num_quantizers: Q, residual vector quantization stages per token (1: plain VQ).
+        clean_frame_context: "all": the decoder's last time step attends to every step (causal decoder,
+            rate t x h x w x Q codes for the last frame); "own": to itself only (rate h x w x Q codes).
     """
 
     def __init__(
@@ -114,6 +128,8 @@ class CViViT(VideoTokenizer):
         max_frames: int = 32,
         kmeans_init: bool = False,
         cosine_codes: bool = False,
+        num_quantizers: int = 1,
+        clean_frame_context: str = "all",
     ) -> None:
         super().__init__()
         if patch_size < 1 or resolution < 1 or resolution % patch_size != 0:
@@ -130,11 +146,14 @@ class CViViT(VideoTokenizer):
             )
         if mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+        if clean_frame_context not in CLEAN_FRAME_CONTEXTS:
+            raise ValueError(f"clean_frame_context must be one of {CLEAN_FRAME_CONTEXTS}, got {clean_frame_context!r}")
         self.in_channels = in_channels
         self.resolution = resolution
         self.patch_size = patch_size
         self.temporal_patch_size = temporal_patch_size
         self.max_frames = max_frames
+        self.clean_frame_context = clean_frame_context
         self.grid = resolution // patch_size  # tokens per side of a time step
         self.max_time_steps = 1 + (max_frames - 1) // temporal_patch_size
         p, tp = patch_size, temporal_patch_size
@@ -161,6 +180,7 @@ class CViViT(VideoTokenizer):
             dead_code_threshold=dead_code_threshold,
             kmeans_init=kmeans_init,
             cosine_codes=cosine_codes,
+            num_quantizers=num_quantizers,
         )
 
         # Decoder
@@ -179,6 +199,27 @@ class CViViT(VideoTokenizer):
     def codebook_size(self) -> int:
         """Number of codes K."""
         return self.quantizer.codebook_size
+
+    @property
+    def num_quantizers(self) -> int:
+        """Residual quantization stages Q (codes per token)."""
+        return self.quantizer.num_quantizers
+
+    def rate(self, num_frames: int) -> TokenizerRate:
+        """Codes the last frame of a ``num_frames``-frame video is decoded from: every time step's ("all")
+        or the last step's only ("own"), h x w x Q codes per step."""
+        steps = self.num_time_steps(num_frames)
+        read = steps if self.clean_frame_context == "all" else 1
+        g, q = self.grid, self.num_quantizers
+        stages = f" x {q} residual stages" if q > 1 else ""
+        if self.clean_frame_context == "all":
+            how = f"causal decoder: the last frame is decoded from the codes of all {steps} time steps"
+        else:
+            how = f"clean_frame_context=own: the last frame is decoded from the last of {steps} time steps only"
+        return TokenizerRate.from_positions(
+            read * g * g, self.codebook_size, q,
+            f"C-ViViT: {read} time step(s) x {g}x{g} code positions{stages} of K={self.codebook_size}; {how}",
+        )
 
     @property
     def last_layer_weight(self) -> Tensor:
@@ -205,12 +246,15 @@ class CViViT(VideoTokenizer):
             x = self._run_block(block, x)
         return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=self.grid)
 
-    def _temporal(self, blocks: nn.ModuleList, x: Tensor, pos: Tensor) -> Tensor:
-        """Causal temporal transformer at each spatial position: (B, t, h, w, D) -> (B, t, h, w, D)."""
+    def _temporal(self, blocks: nn.ModuleList, x: Tensor, pos: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Causal temporal transformer at each spatial position: (B, t, h, w, D) -> (B, t, h, w, D).
+
+        ``attn_mask`` (t, t) boolean replaces the causal mask when given.
+        """
         b, t = x.shape[:2]
         x = rearrange(x, "b t h w d -> (b h w) t d") + pos[:t]  # (B h w, t, D)
         for block in blocks:
-            x = self._run_block(block, x)
+            x = self._run_block(block, x, attn_mask)
         return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=self.grid)
 
     # -- tokenizer interface -------------------------------------------------------------------------------
@@ -235,14 +279,14 @@ class CViViT(VideoTokenizer):
         return rearrange(pixels, "b t h w (c p1 p2) -> b t c (h p1) (w p2)", p1=p, p2=p)
 
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """(B, T, C, H, W) video -> quantized tokens (B, t, h, w, D), indices (B, t, h, w), aux_losses, stats."""
+        """(B, T, C, H, W) video -> quantized tokens (B, t, h, w, D), indices (B, t, h, w[, Q]), aux_losses, stats."""
         b, num_frames = self.check_video(video)
         t = self.num_time_steps(num_frames)
         x = self._spatial(self.enc_spatial, self.embed(video), self.enc_spatial_pos)
         x = self.enc_norm(self._temporal(self.enc_temporal, x, self.enc_time_pos))  # (B, t, h, w, D)
         out = self.quantizer(rearrange(x, "b t h w d -> b (t h w) d"))
         latents = rearrange(out.quantized, "b (t h w) d -> b t h w d", t=t, h=self.grid)  # (B, t, h, w, D)
-        indices = rearrange(out.indices, "b (t h w) -> b t h w", t=t, h=self.grid)  # (B, t, h, w)
+        indices = rearrange(out.indices, "b (t h w) ... -> b t h w ...", t=t, h=self.grid)  # (B, t, h, w[, Q])
         return latents, indices, {"vq": out.loss}, out.stats
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -253,14 +297,27 @@ class CViViT(VideoTokenizer):
             )
         if latents.shape[1] > self.max_time_steps:
             raise ValueError(f"latents have {latents.shape[1]} time steps, the model at most {self.max_time_steps}")
-        x = self._temporal(self.dec_temporal, latents, self.dec_time_pos)
+        x = self._temporal(self.dec_temporal, latents, self.dec_time_pos, self._decoder_time_mask(latents))
         x = self.dec_norm(self._spatial(self.dec_spatial, x, self.dec_spatial_pos))  # (B, t, h, w, D)
         return self.unembed(x)
 
+    def _decoder_time_mask(self, latents: Tensor) -> Tensor | None:
+        """(t, t) boolean mask of the decoder's temporal attention (True: may attend), None for the causal one.
+
+        With ``clean_frame_context="own"`` the last step attends to itself only; the others stay causal.
+        """
+        t = latents.shape[1]
+        if self.clean_frame_context == "all" or t == 1:
+            return None
+        mask = torch.ones(t, t, dtype=torch.bool, device=latents.device).tril()
+        mask[-1, :-1] = False
+        return mask
+
     def decode_codes(self, indices: Tensor) -> Tensor:
-        """(B, t, h, w) code indices -> (B, T, C, H, W) video."""
-        if indices.ndim != 4:
-            raise ValueError(f"expected indices of shape (B, t, h, w), got {tuple(indices.shape)}")
+        """(B, t, h, w) code indices, (B, t, h, w, Q) with Q > 1 stages -> (B, T, C, H, W) video."""
+        stages = "" if self.num_quantizers == 1 else ", Q"
+        if indices.ndim != 4 + (self.num_quantizers > 1):
+            raise ValueError(f"expected indices of shape (B, t, h, w{stages}), got {tuple(indices.shape)}")
         t = indices.shape[1]
-        tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w -> b (t h w)"))  # (B, N, D)
+        tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w ... -> b (t h w) ..."))  # (B, N, D)
         return self.decode(rearrange(tokens, "b (t h w) d -> b t h w d", t=t, h=self.grid))

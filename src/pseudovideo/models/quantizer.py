@@ -8,6 +8,13 @@ Losses, with z_e the encoder token in codebook space and e the chosen code (sg =
     EMA codebook:      L_vq = beta * ||z_e - sg[e]||^2                      (the codebook follows EMA statistics)
     learned codebook:  L_vq = ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2  (codebook loss + commitment)
 
+Residual vector quantization (``num_quantizers`` = Q > 1, as in SoundStream (Zeghidour et al., 2021) and
+RQ-VAE (Lee et al., 2022)): Q codebooks, stage q quantizing the residual r_q = z_e - (e_1 + ... + e_{q-1}) left by
+the stages before it; the decoder reads e_1 + ... + e_Q. It is the standard way to raise a tokenizer's code budget
+(Q codes of log2 K bits per position) without changing its grid of positions. The stage losses above (on r_q and
+e_q) are summed over the stages, as SoundStream/EnCodec do; straight-through gradients reach z_e through stage 1
+only (the sum's gradient with respect to z_e is the identity). With Q = 1 the module is the plain quantizer.
+
 Everything that changes during training (``embed``, ``embed_avg``, ``cluster_size``, ``initted``) is a
 persistent buffer (or the codebook parameter) of the library's codebook, so it is part of ``state_dict``.
 """
@@ -30,9 +37,10 @@ class QuantizerOutput:
 
     Attributes:
         quantized: (B, N, D) quantized tokens (straight-through gradients to the input in training).
-        indices: (B, N) int64 code indices.
-        loss: scalar weighted VQ loss L_vq.
-        stats: detached scalars: "perplexity", "codebook_usage", "commitment" (unweighted).
+        indices: (B, N) int64 code indices, or (B, N, Q) with residual quantization (Q > 1 stages).
+        loss: scalar weighted VQ loss L_vq (summed over the stages).
+        stats: detached scalars: "perplexity", "codebook_usage" (means over the stages), "commitment"
+            (unweighted, summed over the stages).
     """
 
     quantized: Tensor
@@ -69,7 +77,7 @@ class VectorQuantizer(nn.Module):
 
     Args:
         dim: token size D; tokens are projected to ``codebook_dim`` (and back) by linear layers when different.
-        codebook_size: number of codes K.
+        codebook_size: number of codes K (of every stage).
         codebook_dim: code size (None: D).
         commitment_weight: beta of the commitment term.
         ema_codebook: True: codes are EMA cluster means (decay ``ema_decay``); False: codes are learned by the
@@ -78,7 +86,9 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: codes whose EMA cluster size falls below this are replaced by random batch
             tokens (0 disables).
         kmeans_init: initialise the codebook by k-means on the first batch seen.
-        cosine_codes: l2-normalise tokens and codes (cosine-similarity lookup); needs ``ema_codebook``.
+        cosine_codes: l2-normalise tokens and codes (cosine-similarity lookup); needs ``ema_codebook`` and
+            ``num_quantizers=1`` (the residual of a unit vector is not one).
+        num_quantizers: Q, stages of residual vector quantization (1: plain VQ); see the module docstring.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: float = 0.0,
         kmeans_init: bool = False,
         cosine_codes: bool = False,
+        num_quantizers: int = 1,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -107,6 +118,13 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
         if cosine_codes and not ema_codebook:
             raise ValueError("cosine_codes=True needs ema_codebook=True (the library has no learned cosine codebook)")
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+        if cosine_codes and num_quantizers > 1:
+            raise ValueError(
+                f"cosine_codes=True needs num_quantizers=1, got {num_quantizers}: residual quantization subtracts "
+                "codes from tokens, and the residual of a unit vector is not a unit vector"
+            )
         self.dim = dim
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim
@@ -114,12 +132,13 @@ class VectorQuantizer(nn.Module):
         self.ema_codebook = ema_codebook
         self.cosine_codes = cosine_codes
         self.kmeans_init = kmeans_init
+        self.num_quantizers = num_quantizers
 
         self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
         self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
         # The library sees tokens already in codebook space (no projections of its own); its own commitment
         # loss is off (weight 0) because it weights the codebook term by beta for learned codebooks.
-        self.vq = VectorQuantize(
+        library_kwargs = dict(
             dim=codebook_dim,
             codebook_size=codebook_size,
             decay=ema_decay,
@@ -131,52 +150,89 @@ class VectorQuantizer(nn.Module):
             ema_update=ema_codebook,
             learnable_codebook=not ema_codebook,
         )
+        self.vq = VectorQuantize(**library_kwargs)  # stage 1 (the only one when Q = 1)
+        # Stages 2..Q of residual quantization; empty for Q = 1, so state_dict and weights are the plain VQ's.
+        self.residual_vqs = nn.ModuleList(VectorQuantize(**library_kwargs) for _ in range(num_quantizers - 1))
         # k-means init runs once; remember that it did, so later forwards read no device flag (a host sync).
         self._known_initted = False
         self.register_load_state_dict_post_hook(_forget_known_initted)
 
+    @property
+    def stages(self) -> list[VectorQuantize]:
+        """The Q library quantizers, stage 1 first."""
+        return [self.vq, *self.residual_vqs]
+
     def _initted(self) -> bool:
         """Whether the library's k-means init has run (read from the device until it has, then remembered)."""
         if not self._known_initted:
-            self._known_initted = bool(self.vq._codebook.initted)
+            self._known_initted = all(bool(vq._codebook.initted) for vq in self.stages)
         return self._known_initted
 
     @property
     def codebook(self) -> Tensor:
-        """(K, codebook_dim) current codes."""
+        """(K, codebook_dim) current codes of the first stage."""
         return self.vq.codebook
 
     def indices_to_latents(self, indices: Tensor) -> Tensor:
-        """(B, N) code indices -> (B, N, dim) quantized tokens (the decoder's input)."""
-        codes = F.embedding(indices, self.codebook.detach())  # (B, N, codebook_dim)
-        return self.project_out(codes)
+        """(B, N) code indices, or (B, N, Q) for Q > 1 stages -> (B, N, dim) quantized tokens (the decoder's input)."""
+        if self.num_quantizers == 1:
+            codes = F.embedding(indices, self.codebook.detach())  # (B, N, codebook_dim)
+            return self.project_out(codes)
+        if indices.ndim < 1 or indices.shape[-1] != self.num_quantizers:
+            raise ValueError(
+                f"expected indices with a trailing axis of the {self.num_quantizers} quantizer stages, "
+                f"got shape {tuple(indices.shape)}"
+            )
+        codes = sum(F.embedding(indices[..., q], vq.codebook.detach()) for q, vq in enumerate(self.stages))
+        return self.project_out(codes)  # (B, N, dim)
 
-    def forward(self, tokens: Tensor) -> QuantizerOutput:
-        """Quantizes (B, N, dim) tokens; see :class:`QuantizerOutput`. Training mode updates the EMA codebook."""
-        if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
-            raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(tokens.shape)}")
-        z_e = self.project_in(tokens)  # (B, N, codebook_dim)
+    def _quantize_stage(
+        self, vq: VectorQuantize, z_e: Tensor, needs_init: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """One library quantizer on (B, N, codebook_dim) tokens: (quantized, indices, commitment, codebook loss)."""
         # In training the library updates the codebook in place (EMA, dead codes) after choosing the codes;
         # the commitment target is the code that was chosen, so keep the codebook as it was before.
         # (Before k-means init has run there is no meaningful codebook yet: use the initialised one.)
-        needs_init = self.kmeans_init and not self._initted()
-        codes_before = self.codebook.detach().float()
+        codes_before = vq.codebook.detach().float()
         if self.training:
             codes_before = codes_before.clone()
-        quantized, indices, _ = self.vq(z_e)  # (B, N, codebook_dim), (B, N)
+        quantized, indices, _ = vq(z_e)  # (B, N, codebook_dim), (B, N)
         if needs_init:
-            codes_before = self.codebook.detach().float()
+            codes_before = vq.codebook.detach().float()
         # The library marks its shared zero buffer as requiring grad in training mode; undo that side effect.
-        self.vq.zero.requires_grad_(False)
+        vq.zero.requires_grad_(False)
 
         z = F.normalize(z_e.float(), dim=-1) if self.cosine_codes else z_e.float()  # what the library compared
         commitment = F.mse_loss(z, F.embedding(indices, codes_before))
+        codebook_loss = None
+        if not self.ema_codebook:
+            e = F.embedding(indices, vq.codebook.float())  # (B, N, codebook_dim), grad to the learned codes
+            codebook_loss = F.mse_loss(e, z.detach())
+        return quantized, indices, commitment, codebook_loss
+
+    def forward(self, tokens: Tensor) -> QuantizerOutput:
+        """Quantizes (B, N, dim) tokens; see :class:`QuantizerOutput`. Training mode updates the EMA codebooks."""
+        if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(tokens.shape)}")
+        z_e = self.project_in(tokens)  # (B, N, codebook_dim)
+        needs_init = self.kmeans_init and not self._initted()
+        residual, quantized = z_e, None
+        indices, commitments, codebook_losses, usage = [], [], [], []
+        for vq in self.stages:
+            stage_q, stage_indices, commitment, codebook_loss = self._quantize_stage(vq, residual, needs_init)
+            # Straight-through gradients go to z_e through stage 1 alone; later stages add values only.
+            quantized = stage_q if quantized is None else quantized + stage_q.detach()
+            residual = residual - stage_q.detach()  # what the next stage quantizes
+            indices.append(stage_indices)
+            commitments.append(commitment)
+            codebook_losses.append(codebook_loss)
+            usage.append(code_usage_stats(stage_indices, self.codebook_size))
+
+        commitment = commitments[0] if len(commitments) == 1 else torch.stack(commitments).sum()
         loss = self.commitment_weight * commitment
         if not self.ema_codebook:
-            e = F.embedding(indices, self.codebook.float())  # (B, N, codebook_dim), grad to the learned codes
-            loss = loss + F.mse_loss(e, z.detach())
-
-        stats = code_usage_stats(indices, self.codebook_size)
+            loss = loss + (codebook_losses[0] if len(codebook_losses) == 1 else torch.stack(codebook_losses).sum())
+        stats = usage[0] if len(usage) == 1 else {k: torch.stack([u[k] for u in usage]).mean() for k in usage[0]}
         stats["commitment"] = commitment.detach()
-        return QuantizerOutput(self.project_out(quantized), indices, loss, stats)
-
+        all_indices = indices[0] if len(indices) == 1 else torch.stack(indices, dim=-1)  # (B, N) or (B, N, Q)
+        return QuantizerOutput(self.project_out(quantized), all_indices, loss, stats)

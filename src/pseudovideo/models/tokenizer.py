@@ -7,14 +7,15 @@ this interface, so they do not care which model they hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from torch import Tensor, nn
 
 from pseudovideo.models.layers import count_parameters, maybe_checkpoint
 
-__all__ = ["TokenizerOutput", "VideoTokenizer", "count_parameters"]
+__all__ = ["TokenizerOutput", "TokenizerRate", "VideoTokenizer", "count_parameters"]
 
 
 @dataclass
@@ -25,7 +26,8 @@ class TokenizerOutput:
         recon: (B, T, C, H, W) reconstructed video.
         aux_losses: scalar losses to add to the training objective, already weighted (e.g. ``{"vq": ...}``).
         stats: detached scalars for logging ("perplexity", "codebook_usage", ...).
-        indices: integer code indices of the video (model-specific layout, e.g. (B, T, h, w) for the VQVAE).
+        indices: integer code indices of the video (model-specific layout, e.g. (B, T, h, w) for the VQVAE,
+            with a trailing axis of Q stages under residual quantization).
     """
 
     recon: Tensor
@@ -34,12 +36,44 @@ class TokenizerOutput:
     indices: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class TokenizerRate:
+    """How much code the decoder of the clean (last) frame can read: the tokenizer's rate per image.
+
+    Attributes:
+        codes_per_image: code indices the last frame's decoding depends on (positions x quantizer stages).
+        bits_per_image: ``codes_per_image * log2(codebook_size)``.
+        codebook_size: K of every stage.
+        num_quantizers: Q, residual quantization stages per position (1: plain VQ).
+        description: where the codes come from, in words (grid, time steps, stages).
+    """
+
+    codes_per_image: int
+    bits_per_image: float
+    codebook_size: int
+    num_quantizers: int
+    description: str
+
+    @classmethod
+    def from_positions(
+        cls, positions: int, codebook_size: int, num_quantizers: int, description: str
+    ) -> "TokenizerRate":
+        """The rate of ``positions`` code positions of ``num_quantizers`` codes each from a K-code codebook."""
+        codes = positions * num_quantizers
+        return cls(codes, codes * math.log2(codebook_size), codebook_size, num_quantizers, description)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (the ``rate`` entry of ``eval.json``)."""
+        return asdict(self)
+
+
 class VideoTokenizer(nn.Module):
     """Base class of the VQ tokenizers: ``encode`` a video to codes, ``decode`` latents back to a video.
 
-    Subclasses set ``in_channels`` and ``resolution`` and implement :meth:`encode`, :meth:`decode` and
-    :attr:`last_layer_weight`; :meth:`forward` composes them. Latent layouts are model-specific: the VQVAE
-    uses (B, T, D, h, w) feature maps, C-ViViT (B, t, h, w, D) token grids.
+    Subclasses set ``in_channels`` and ``resolution`` and implement :meth:`encode`, :meth:`decode`,
+    :meth:`decode_codes`, :meth:`rate` and :attr:`last_layer_weight`; :meth:`forward` composes them.
+    Latent layouts are model-specific: the VQVAE uses (B, T, D, h, w) feature maps, C-ViViT (B, t, h, w, D)
+    token grids.
     """
 
     in_channels: int
@@ -65,6 +99,10 @@ class VideoTokenizer(nn.Module):
     @property
     def last_layer_weight(self) -> Tensor:
         """Weight of the decoder's final layer (VQGAN's adaptive GAN weight takes gradient norms on it)."""
+        raise NotImplementedError
+
+    def rate(self, num_frames: int) -> TokenizerRate:
+        """Codes (and bits) that the decoder of the last frame of a ``num_frames``-frame video reads."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------------------

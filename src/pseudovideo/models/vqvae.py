@@ -4,6 +4,7 @@ Encoder: conv_in, then per resolution level ``num_res_blocks`` residual blocks (
 stride-2 downsampling conv (except at the last level), a middle residual block, GroupNorm + SiLU and a conv to
 ``codebook_dim`` channels; the vector quantizer; the decoder mirrors it with nearest-neighbour upsampling.
 A (B, T, C, H, W) video becomes (B, T, codebook_dim, H / f, W / f) latents with f = 2 ** (len(channel_mult) - 1).
+With ``num_quantizers`` = Q > 1 every latent position holds Q residual codes (more bits per image on the same grid).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from pseudovideo.models.layers import Upsample, group_norm
 from pseudovideo.models.quantizer import VectorQuantizer
-from pseudovideo.models.tokenizer import VideoTokenizer
+from pseudovideo.models.tokenizer import TokenizerRate, VideoTokenizer
 
 __all__ = ["VQVAE", "ResBlock"]
 
@@ -56,6 +57,9 @@ class VQVAE(VideoTokenizer):
         dead_code_threshold: EMA cluster size under which a code is re-initialised from the batch (0: never).
         kmeans_init: k-means initialisation of the codebook on the first batch.
         cosine_codes: l2-normalised codes (cosine-similarity lookup).
+        num_quantizers: Q, residual vector quantization stages per latent position (SoundStream / RQ-VAE):
+            Q codes of log2 K bits each per position, the standard way to raise the code budget of an image
+            tokenizer at a fixed grid (e.g. to match the C-ViViT's rate). 1: plain VQ.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class VQVAE(VideoTokenizer):
         dead_code_threshold: float = 0.0,
         kmeans_init: bool = False,
         cosine_codes: bool = False,
+        num_quantizers: int = 1,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -91,6 +96,7 @@ class VQVAE(VideoTokenizer):
             )
         self.in_channels = in_channels
         self.resolution = resolution
+        self.latent_grid = resolution // factor  # code positions per side of a frame
         widths = [base_channels * m for m in channel_mult]
 
         # Encoder: (N, C, H, W) -> (N, codebook_dim, H / f, W / f)
@@ -115,6 +121,7 @@ class VQVAE(VideoTokenizer):
             dead_code_threshold=dead_code_threshold,
             kmeans_init=kmeans_init,
             cosine_codes=cosine_codes,
+            num_quantizers=num_quantizers,
         )
 
         # Decoder: (N, codebook_dim, H / f, W / f) -> (N, C, H, W), levels in reverse order
@@ -135,6 +142,23 @@ class VQVAE(VideoTokenizer):
         return self.quantizer.codebook_size
 
     @property
+    def num_quantizers(self) -> int:
+        """Residual quantization stages Q (codes per latent position)."""
+        return self.quantizer.num_quantizers
+
+    def rate(self, num_frames: int = 1) -> TokenizerRate:
+        """Frames are coded independently: the last frame is decoded from its own h x w x Q codes."""
+        if num_frames < 1:
+            raise ValueError(f"expected at least one frame, got num_frames={num_frames}")
+        g, q = self.latent_grid, self.num_quantizers
+        stages = f" x {q} residual stages" if q > 1 else ""
+        return TokenizerRate.from_positions(
+            g * g, self.codebook_size, q,
+            f"VQVAE: {g}x{g} code positions{stages} of K={self.codebook_size}; frames are coded independently, "
+            "so the last frame is decoded from its own codes only",
+        )
+
+    @property
     def last_layer_weight(self) -> Tensor:
         """(C, C_dec, 3, 3) weight of the decoder's output conv."""
         return self.dec_out.weight
@@ -145,7 +169,7 @@ class VQVAE(VideoTokenizer):
         return h
 
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """(B, T, C, H, W) video -> quantized latents (B, T, D, h, w), indices (B, T, h, w), aux_losses, stats."""
+        """(B, T, C, H, W) video -> quantized latents (B, T, D, h, w), indices (B, T, h, w[, Q]), aux_losses, stats."""
         b, t = self.check_video(video)
         x = rearrange(video, "b t c h w -> (b t) c h w")  # frames are independent
         h = self.enc_out(self._blocks(self.enc_blocks, self.enc_in(x)))  # (B T, D, h, w)
@@ -153,7 +177,7 @@ class VQVAE(VideoTokenizer):
         tokens = rearrange(h, "n d h w -> n (h w) d")  # (B T, h w, D)
         out = self.quantizer(tokens)
         latents = rearrange(out.quantized, "(b t) (h w) d -> b t d h w", b=b, h=hh)  # (B, T, D, h, w)
-        indices = rearrange(out.indices, "(b t) (h w) -> b t h w", b=b, h=hh)  # (B, T, h, w)
+        indices = rearrange(out.indices, "(b t) (h w) ... -> b t h w ...", b=b, h=hh)  # (B, T, h, w[, Q])
         return latents, indices, {"vq": out.loss}, out.stats
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -166,9 +190,10 @@ class VQVAE(VideoTokenizer):
         return rearrange(h, "(b t) c h w -> b t c h w", b=b)
 
     def decode_codes(self, indices: Tensor) -> Tensor:
-        """(B, T, h, w) code indices -> (B, T, C, H, W) video."""
-        if indices.ndim != 4:
-            raise ValueError(f"expected indices of shape (B, T, h, w), got {tuple(indices.shape)}")
-        b, t, hh, _ = indices.shape
-        tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w -> b (t h w)"))  # (B, N, D)
+        """(B, T, h, w) code indices, (B, T, h, w, Q) with Q > 1 stages -> (B, T, C, H, W) video."""
+        stages = "" if self.num_quantizers == 1 else ", Q"
+        if indices.ndim != 4 + (self.num_quantizers > 1):
+            raise ValueError(f"expected indices of shape (B, T, h, w{stages}), got {tuple(indices.shape)}")
+        b, t, hh = indices.shape[:3]
+        tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w ... -> b (t h w) ..."))  # (B, N, D)
         return self.decode(rearrange(tokens, "b (t h w) d -> b t d h w", t=t, h=hh))
