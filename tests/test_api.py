@@ -63,3 +63,11 @@ def test_sampler_defaults_equal_diffusion_config_defaults() -> None:
     wanted = diffusion_sample_kwargs(RunConfig())
     differing = {k: (params[k].default, v) for k, v in wanted.items() if params[k].default != v}
     assert not differing, f"GaussianDiffusion.sample default vs diffusion config default: {differing}"
+
+
+def test_pseudo_video_builder_defaults_equal_config_defaults() -> None:
+    from pseudovideo.config import PseudoVideoConfig
+
+    params = inspect.signature(pseudovideo.build_pseudo_video_builder).parameters
+    section = PseudoVideoConfig()
+    assert (params["num_frames"].default, params["construction"].default) == (section.num_frames, section.construction)
