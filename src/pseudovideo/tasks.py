@@ -79,11 +79,11 @@ def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> PseudoVideoBuild
 
 def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
     """One line saying how the run's pseudo videos are made (for eval notes and tables)."""
-    if pv_config.num_frames == 1:
-        return "T=1: the clean images themselves (no corruption applied)"
     if pv_config.construction == "copies":
         return (f"T={pv_config.num_frames}, copies ({pv_config.num_frames} identical clean frames: the capacity "
                 "control, corruptions ignored)")
+    if pv_config.num_frames == 1:
+        return "T=1: the clean images themselves (no corruption applied)"
     corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
     return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
 
