@@ -53,6 +53,51 @@ def _require_positive(value: int, option: str) -> None:
         raise UsageError(f"{option}: expected a positive number, got {value}")
 
 
+def _name_given(args: argparse.Namespace) -> bool:
+    """Whether the run was named, by ``name=`` or by the config file."""
+    if any(o.split("=", 1)[0] == "name" for o in args.overrides):
+        return True
+    return args.config is not None and "name" in read_yaml(args.config)
+
+
+def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """An unnamed run gets the first free folder out_dir/run, run-2, ... so that no earlier result is replaced."""
+    import dataclasses
+
+    from pseudovideo.runs import first_free_name
+
+    if _name_given(args):
+        return config
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would pick its own free folder
+        raise UsageError("under torchrun give the run a name (name=NAME): every rank must write into the same run folder")
+    return dataclasses.replace(config, name=first_free_name(config.out_dir, config.name))
+
+
+def _keep_previous(path: Path) -> None:
+    """Keeps an earlier result file under a numbered name instead of replacing it, and says so."""
+    from pseudovideo.runs import keep_previous
+
+    kept = keep_previous(path)
+    if kept is not None:
+        print(f"earlier {path.name} kept as {kept}")
+
+
+def _train_defaults(args: argparse.Namespace) -> list[str]:
+    """Overrides that make ``train`` without ``-c`` meaningful: an image family trains the image baseline (T = 1).
+
+    The built-in defaults describe 8-frame pseudo videos (what ``show`` and ``diagnose`` look at); a VQVAE or
+    DDPM UNet on them would code every frame alone, which is neither the image baseline nor a video model.
+    The video families (cvivit, video_unet) keep T = 8; ``pseudo_video.num_frames=N`` always wins.
+    """
+    if args.config is not None:
+        return []
+    given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    family = given.get("model.family", "vqvae")
+    if family in ("vqvae", "unet") and "pseudo_video.num_frames" not in given:
+        return ["pseudo_video.num_frames=1"]
+    return []
+
+
 def _generator(seed: int):
     import torch
 
@@ -71,6 +116,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     _require_positive(args.n, "--n")
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
@@ -78,6 +125,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else config.run_dir / "show"
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
     upscale = picture_upscale(config.data.resolution)
+    for name in (f"{stem}.png", f"{stem}.gif", "config.yaml"):
+        _keep_previous(out / name)
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale)
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
@@ -96,6 +145,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     for construction in constructions:  # the config was checked with its own construction: check these before work
         pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
@@ -115,7 +166,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(format_diagnostic_table(rows, title))
         print()
     path = out / "diagnose.json"
-    path.write_text(json.dumps({"config": str(args.config), "overrides": args.overrides, "results": results}, indent=2))
+    for name in ("diagnose.json", "config.yaml"):
+        _keep_previous(out / name)
+    config_path = str(args.config) if args.config is not None else None  # null in JSON, not "None"
+    path.write_text(json.dumps({"config": config_path, "overrides": args.overrides, "results": results}, indent=2))
     save_config(config, out / "config.yaml")
     print(f"results: {path}")
     return 0
@@ -138,12 +192,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.run_dir.resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} but the config's run folder is {config.run_dir}; do not change name/out_dir when resuming")
     else:
-        if args.config is None and not args.overrides:
-            raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
-        config = _config_from_args(args)
+        defaults = _train_defaults(args)
+        config = _fresh_run_name(load_config(args.config, [*defaults, *args.overrides]), args)
+        if args.config is None:
+            print(f"no -c CONFIG: training model.family={config.model.family} at pseudo_video.num_frames="
+                  f"{config.pseudo_video.num_frames} on {config.data.dataset} into {config.run_dir} (see configs/)")
     result = train_run(config, resume=args.resume is not None)
     print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
+        for name in ("eval.json", "eval.md"):
+            _keep_previous(result.run_dir / name)
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
 
@@ -167,6 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
+    for name in ("eval.json", "eval.md"):
+        _keep_previous(Path(args.run_dir) / name)
     result = evaluate_run(args.run_dir, eval_config, device=args.device)
     print(format_eval_markdown(result))
     print(f"results: {Path(args.run_dir) / 'eval.json'}")
@@ -211,9 +271,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         dataset=args.dataset, root=args.root, resolution=args.resolution, family=args.family, steps=args.steps,
         frames=args.frames, batch_size=args.batch_size, device=args.device, out_dir=str(args.out),
-        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress,
+        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress, overrides=tuple(args.overrides),
     )
     print(run_demo(settings))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Lists every config key (type, default, meaning), as text or markdown, or prints a resolved config."""
+    import yaml
+
+    from pseudovideo.config_docs import config_markdown, format_config_list
+
+    if args.markdown:
+        print(config_markdown(), end="")
+    elif args.list or (args.config is None and not args.overrides):
+        print(format_config_list(), end="")
+    else:
+        print(yaml.safe_dump(config_to_dict(_config_from_args(args)), sort_keys=False), end="")
     return 0
 
 
@@ -241,6 +316,36 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+# Help of the options declared without one (so that `--help` can show their defaults).
+_OPTION_HELP = {
+    "seed": "random seed", "n_images": "images of the dataset used", "construction": "pseudo-video construction(s)",
+    "device": "auto, cpu, cuda or cuda:N", "n": "number of images", "batch_size": "batch size",
+    "out": "output folder", "resolution": "image side (default: 16 for digits, 32 otherwise)",
+    "family": "which model pair", "eval_images": "held-out images evaluated", "no_progress": "no progress bars",
+}
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where there is no default to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Gives the parser and its sub-commands the defaults-showing formatter and a help for every option."""
+    parser.formatter_class = _DefaultsHelpFormatter
+    for action in parser._actions:
+        if action.option_strings and action.help is None:
+            action.help = _OPTION_HELP.get(action.dest, action.dest.replace("_", " "))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_parser in action.choices.values():
+                _show_defaults(sub_parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pseudovideo`` argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
@@ -248,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train video counterparts of image generative models on pseudo videos.",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
+    from pseudovideo import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="write a PNG grid and a GIF of pseudo videos of a dataset")
@@ -302,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
+    demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to both runs, e.g. train.lr=5e-4")
     demo.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, mnist, celeba or folder:PATH")
     demo.add_argument("--root", default=None, help="local root of a torchvision dataset")
     demo.add_argument("--resolution", type=int, default=None)
@@ -315,8 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="list every config key (type, default, meaning) or print a resolved config")
+    _add_config_arguments(config)
+    config.add_argument("--list", action="store_true", help="every key with its type, default and meaning (also without -c)")
+    config.add_argument("--markdown", action="store_true", help="the same as a markdown document (docs/config.md)")
+    config.set_defaults(func=cmd_config)
+
     for command in sub.choices.values():  # `--debug` also after the command name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _show_defaults(parser)
     return parser
 
 

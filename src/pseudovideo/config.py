@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -213,6 +214,10 @@ class TrainConfig:
     # the last 50 healthy step losses by at most divergence_factor x |median| (0: finite is enough).
     divergence_factor: float = 100.0
     log_every: int = 10
+    # Where the logged scalars go: log.csv (read by demo/experiment plots), TensorBoard (tb/), Weights & Biases
+    # (needs `pip install '.[wandb]'`; WANDB_MODE=offline logs into run_dir/wandb without network).
+    log_to: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    wandb_project: str = "pseudovideo"  # W&B project of the runs (with log_to containing wandb)
     image_every: int = 500
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -463,6 +468,9 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+LOG_SINKS = ("csv", "tensorboard", "wandb")
+
+
 def validate_train_config(train: TrainConfig) -> None:
     """Range checks of a ``train`` section (also run by the engine, which takes it without a RunConfig)."""
     _require(train.steps >= 1, f"train.steps: expected >= 1, got {train.steps}")
@@ -477,6 +485,10 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
     _require(train.divergence_factor >= 0, f"train.divergence_factor: expected >= 0 (0 = off), got {train.divergence_factor}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
+    for sink in train.log_to:
+        _require(sink in LOG_SINKS, f"train.log_to: unknown destination {sink!r}; valid: {', '.join(LOG_SINKS)}")
+    _require("wandb" not in train.log_to or importlib.util.find_spec("wandb") is not None,
+             "train.log_to: wandb is not installed; pip install '.[wandb]' (or pip install wandb), or remove it")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
     _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
              f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")

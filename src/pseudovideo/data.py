@@ -617,7 +617,7 @@ def _check_cifar10_files(root: Path, split: str) -> None:
         raise FileNotFoundError(
             f"CIFAR-10 files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
             f"torchvision's layout: {str(root)}/{CIFAR10_FOLDER}/{{data_batch_1..data_batch_5, test_batch, "
-            f"batches.meta}}; pass download=True (--download) to fetch it there"
+            f"batches.meta}}; set data.download=true to fetch it there"
         )
 
 
@@ -633,7 +633,7 @@ def _load_cifar10(root: Path, split: str, download: bool) -> tuple[Tensor, Tenso
     except RuntimeError as err:
         raise ValueError(
             f"CIFAR-10 files under {str(base / CIFAR10_FOLDER)!r} failed torchvision's integrity check "
-            f"(md5): {err}. Delete them and pass download=True to fetch a fresh copy"
+            f"(md5): {err}. Delete them and set data.download=true to fetch a fresh copy"
         ) from err
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
     return images, torch.as_tensor(ds.targets).long(), list(ds.classes)
@@ -673,7 +673,7 @@ def _find_mnist_source(root: Path, split: str) -> tuple[Path | None, bool]:
         f"MNIST files not found under root {str(root)!r}. Expected torchvision's layout "
         f"{str(root)}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte, or the raw IDX files "
         f"({MNIST_PREFIX[split]}-images-idx3-ubyte[.gz]) directly in {str(root)!r}; "
-        f"pass download=True (--download) to fetch them"
+        f"set data.download=true to fetch them"
     )
 
 
@@ -712,7 +712,7 @@ def _check_celeba_files(root: Path) -> None:
         raise FileNotFoundError(
             f"CelebA files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
             f"torchvision's layout: {str(root)}/{CELEBA_FOLDER}/{{img_align_celeba/*.jpg, "
-            f"{', '.join(CELEBA_FILES)}}}; pass download=True (--download) to fetch it there (needs gdown)"
+            f"{', '.join(CELEBA_FILES)}}}; set data.download=true to fetch it there (needs gdown)"
         )
 
 
@@ -750,7 +750,7 @@ def _build_celeba(
     except RuntimeError as err:
         raise ValueError(
             f"CelebA files under {str(root / CELEBA_FOLDER)!r} failed torchvision's integrity check (md5): "
-            f"{err}. Pass download=True to fetch a fresh copy"
+            f"{err}. Delete them and set data.download=true to fetch a fresh copy"
         ) from err
     indices = spread_subset(len(ds), max_images).tolist()  # like every other dataset, not the first N
     folder = root / CELEBA_FOLDER / "img_align_celeba"

@@ -206,7 +206,8 @@ def build_perceptual_loss(
     source, reason = find_weights(file_name, url, backbone_weights, allow_download)
     if source is None:
         warnings.warn(f"Perceptual (LPIPS-{net}) loss is OFF: ImageNet backbone weights: {reason} "
-                      f"(backbone_weights=<path>; source {url}).", UserWarning, stacklevel=2)
+                      f"(a local file: loss.perceptual_weights=<path> in training, eval.lpips_weights=<path> in "
+                      f"evaluation; source {url}).", UserWarning, stacklevel=2)
         return None
 
     state = load_state_dict_file(source, f"LPIPS-{net} backbone weights file {source}")

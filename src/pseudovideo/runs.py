@@ -44,7 +44,7 @@ def check_run_inputs(config: RunConfig) -> None:
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another
 # run: how it is shown or where it runs, not what it computes.
-INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
+INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers", "train.log_to", "train.wandb_project")
 # Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
 RESUMABLE_KEYS = (
     "train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last",
@@ -155,3 +155,33 @@ def read_train_summary(run_dir: str | Path) -> dict[str, Any]:
     """The ``train_summary.json`` of a run (empty when training has not finished)."""
     path = Path(run_dir) / "train_summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def first_free_name(out_dir: str | Path, base: str = "run") -> str:
+    """``base``, ``base-2``, ``base-3``, ...: the first name whose folder under ``out_dir`` is absent or empty.
+
+    What a command without ``name=`` trains or writes into, so that it never replaces an earlier result.
+    """
+    out_dir = Path(out_dir)
+    for number in range(1, 100_000):
+        name = base if number == 1 else f"{base}-{number}"
+        folder = out_dir / name
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            return name
+    raise RuntimeError(f"no free run folder name {base}-N under {out_dir}")
+
+
+def keep_previous(path: str | Path) -> Path | None:
+    """Renames an existing result file ``stem.ext`` to the first free ``stem-N.ext``; returns the new path.
+
+    Returns None when ``path`` does not exist. Used before a command rewrites a result (eval.json,
+    diagnose.json, a pseudo-video grid), so that the earlier one is kept instead of silently replaced.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    number = 1
+    while (kept := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
+        number += 1
+    path.rename(kept)
+    return kept

@@ -83,6 +83,8 @@ def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
     if pv_config.construction == "copies":
         return (f"T={pv_config.num_frames}, copies ({pv_config.num_frames} identical clean frames: the capacity "
                 "control, corruptions ignored)")
+    if pv_config.num_frames == 1:
+        return "T=1: the clean images themselves (no corruption applied)"
     corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
     return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
 
@@ -292,6 +294,8 @@ class TokenizerTask:
         loss = recon_loss + sum(out.aux_losses.values())
         scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
         real, fake = self._clean_frames(video), self._clean_frames(out.recon)  # (B, C, H, W)
+        # The clean frame's own error: comparable between an image model (T = 1) and a video model.
+        scalars["recon_clean"] = reconstruction_loss(fake[:, None].detach(), real[:, None], torch.ones(1), self.reconstruction)
         nll = recon_loss
         if self.perceptual is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual(fake.float(), real.float()).mean()

@@ -63,6 +63,7 @@ from pseudovideo.distributed import (
     teardown,
     wrap_ddp,
 )
+from pseudovideo.loggers import ScalarLoggers
 from pseudovideo.models.layers import count_parameters
 
 __all__ = [
@@ -469,15 +470,6 @@ class _CsvLog:
             csv.DictWriter(handle, fieldnames=self.header, restval="").writerow(row)
 
 
-def _tensorboard_writer(log_dir: Path, purge_step: int) -> Any | None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception as err:  # tensorboard missing or broken: CSV still works
-        warnings.warn(f"TensorBoard logging disabled ({err}); scalars still go to log.csv", stacklevel=3)
-        return None
-    return SummaryWriter(str(log_dir), purge_step=purge_step if purge_step > 0 else None)
-
-
 class _ScalarMeter:
     """Sums named scalars on the device between log steps (no host sync per step).
 
@@ -800,8 +792,9 @@ def _refuse_existing_run(run_dir: Path, resume: bool) -> None:
     checkpoints = list_checkpoints(run_dir / "checkpoints")
     if not resume and checkpoints:
         raise ValueError(
-            f"run folder {run_dir} already holds checkpoints (newest {checkpoints[-1][1].name}); resume it "
-            f"(resume=True) or train into another run folder"
+            f"run folder {run_dir} already holds checkpoints (newest {checkpoints[-1][1].name}); continue it with "
+            f"`pseudovideo train --resume {run_dir}` (train_run(config, resume=True) in Python) or train into "
+            f"another run folder (name=NAME)"
         )
 
 
@@ -831,7 +824,7 @@ class _Engine:
         self.lock = contextlib.ExitStack()
 
     def close(self) -> None:
-        """Releases the TensorBoard writer, the run folder's lock and the process group."""
+        """Releases the scalar loggers, the run folder's lock and the process group."""
         if self.writer is not None:
             self.writer.close()
         self.lock.close()
@@ -910,14 +903,16 @@ class _Engine:
             )
 
     def _start_bookkeeping(self, resumed: bool) -> None:
-        """Rank 0: config.yaml, log.csv (kept up to the resumed step), TensorBoard, preview images."""
+        """Rank 0: config.yaml, the scalar loggers of ``train.log_to`` (log.csv kept up to the resumed step), preview images."""
         self.csv_log = self.preview_images = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.config_dict is not None:
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config_dict, sort_keys=False))
-            self.csv_log = _CsvLog(self.run_dir / "log.csv", keep_until_step=self.start_step if resumed else None)
-            self.writer = _tensorboard_writer(self.run_dir / "tb", purge_step=self.start_step)
+            if "csv" in self.settings.log_to:
+                self.csv_log = _CsvLog(self.run_dir / "log.csv", keep_until_step=self.start_step if resumed else None)
+            self.writer = ScalarLoggers(self.settings.log_to, self.run_dir, start_step=self.start_step,
+                                        wandb_project=self.settings.wandb_project, config=self.config_dict)
             self.preview_images = _preview_images(self.dataset, self.settings, self.device)
         reset_peak_memory(self.device)
         from tqdm.auto import tqdm
@@ -1030,11 +1025,9 @@ class _Engine:
         if not self.ctx.is_main:
             return
         row = {"step": done, "loss": means.pop("loss"), "lr": lr_used, "images_per_s": images_per_s, **means}
-        self.csv_log.append(row)
-        if self.writer is not None:
-            for name, value in row.items():
-                if name != "step":
-                    self.writer.add_scalar(f"train/{name}", value, done)
+        if self.csv_log is not None:
+            self.csv_log.append(row)
+        self.writer.log({name: value for name, value in row.items() if name != "step"}, done)
         self.progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
 
     def _write_checkpoint(self, done: int) -> Path | None:
