@@ -42,6 +42,8 @@ MEANINGS: dict[str, str] = {
     "data.max_images": "deterministic evenly spread subset of the training split (null: all)",
     "data.train_split": "split trained on (train, test, or a folder's sub-folder name)",
     "data.eval_split": "held-out split evaluated on (test by default)",
+    "model.unet.level_conditioning": "image UNet on every frame (frames_as_images): learn a frame-level embedding and sample at the clean level",
+    "train.divergence_factor": "a loss above the median of recent healthy losses by this many times its magnitude counts as diverged (0: only NaN/inf)",
     "data.held_out_fraction": "share of the images held out (by a hash of path/index) when the data has no split of its own",
     "model.family": "vqvae, cvivit (tokenizers), unet (DDPM) or video_unet; only that family's section is used",
     "model.vqvae.base_channels": "width of the first resolution level",
