@@ -5,3 +5,7 @@ its last frame is the clean image. See README.md for the command-line tool.
 """
 
 __version__ = "0.1.0"
+
+from pseudovideo.lift import lift  # noqa: E402  (pseudovideo.lift(image_net, num_frames, ...))
+
+__all__ = ["lift", "__version__"]
