@@ -154,15 +154,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.evaluation import generate_videos
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
-    from pseudovideo.tasks import DIFFUSION_FAMILIES
+    from pseudovideo.tasks import is_tokenizer
 
     device = resolve_device(args.device)
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:
         raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")
     config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
-    if config.model.family not in DIFFUSION_FAMILIES:
-        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run (unet or video_unet)")
+    if is_tokenizer(config):
+        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run "
+                         "(unet, video_unet or a lifted diffusion model)")
     config = build_config(config_to_dict(config), args.overrides)  # e.g. diffusion.sampler=ddpm
     videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
