@@ -178,6 +178,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes a run's image denoiser in another library's format (diffusers UNet2DModel + scheduler)."""
+    from pseudovideo.diffusers_export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    print(f"diffusers UNet2DModel: {out} (scheduler: {out / 'scheduler'})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Trains and compares an image model and its video counterpart on pseudo videos."""
     from pseudovideo.demo import DemoSettings, run_demo
@@ -248,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
     sample.set_defaults(func=cmd_sample)
+
+    export = sub.add_parser("export", help="write a diffusion run's image UNet as a diffusers UNet2DModel folder")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out", type=Path, help="output folder (UNet2DModel.from_pretrained(OUT))")
+    export.add_argument("--format", choices=["diffusers"], default="diffusers")
+    export.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of the EMA")
+    export.add_argument("--drop-temporal", action="store_true",
+                        help="for video runs: export the image model with the temporal layers removed")
+    export.set_defaults(func=cmd_export)
 
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
     experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")
