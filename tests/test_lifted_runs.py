@@ -118,3 +118,19 @@ def test_warm_start_from_a_trained_run_starts_at_its_weights(tmp_path):
                       "model.lifted.kind=diffusion", *UNET)
     with pytest.raises(ConfigError, match="no run there"):
         build_model(missing, 1)
+
+
+def test_a_python_factory_base_is_lifted(tmp_path, monkeypatch):
+    from pseudovideo.models.unet import image_unet
+
+    module = types.ModuleType("lift_test_user_nets")
+    module.my_unet = lambda in_channels, resolution: image_unet(
+        in_channels=in_channels, resolution=resolution, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+        attention_resolutions=(4,), num_heads=2)
+    monkeypatch.setitem(sys.modules, "lift_test_user_nets", module)
+    config = _config(tmp_path, "py", "model.family=lifted", "model.lifted.base=python:lift_test_user_nets:my_unet",
+                     "model.lifted.kind=diffusion", "model.lifted.temporal=conv", "pseudo_video.num_frames=3", *UNET)
+    model = build_model(config, 1)
+    assert isinstance(model, LiftedNet) and model.temporal_kind == "conv" and model.image.resolution == 8
+    train_run(config)
+    assert (config.run_dir / "checkpoints" / "step_0000004").is_dir()

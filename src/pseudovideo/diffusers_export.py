@@ -166,7 +166,8 @@ def _image_denoiser(model: nn.Module, config: RunConfig, drop_temporal: bool) ->
             image = UNet(in_channels=net.in_channels, base_channels=net.base_channels, channel_mult=net.channel_mult,
                          num_res_blocks=sum(isinstance(b, UNetBlock) for b in _level_blocks(net.down, 0)),
                          attention_resolutions=_attention_resolutions(net), resolution=net.resolution,
-                         num_heads=next(b.attn.num_heads for b in net.middle if b.attn is not None))
+                         num_heads=next(b.attn.num_heads for b in net.middle if b.attn is not None),
+                         dropout=net.down[0].res.dropout.p)
             image.load_spatial_state_dict(net.state_dict())
             net = image
         return unet_to_diffusers(net)
