@@ -150,6 +150,25 @@ def test_non_4d_activations_are_refused():
         def forward(self, x):
             return self.block(x[:, :, :2, :2])
 
+    class Half(nn.Module):  # its last layer (a 1x1 conv to 8 channels) hides the block's real output width
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return self.conv(x)[:, :4]
+
+    class Squeeze(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Half()
+
+        def forward(self, x):
+            return self.block(x)
+
+    with pytest.raises(LiftError, match=r"returns 4 channels .* built for 8.*channels=\{'block': 4\}"):
+        lift(Squeeze(), num_frames=T, where="block")(torch.randn(B, T, 3, 4, 4))
+    assert lift(Squeeze(), num_frames=T, where="block", channels={"block": 4})(torch.randn(B, T, 3, 4, 4)).shape == (B, T, 4, 4, 4)
     lifted = lift(TokenNet(), num_frames=T, where="block")
     with pytest.raises(LiftError, match="not 4-D"):
         lifted(torch.randn(B, T, 3, 4, 4))

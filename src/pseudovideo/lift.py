@@ -100,6 +100,7 @@ class TemporalMixer(nn.Module):
         super().__init__()
         if kind not in TEMPORAL_KINDS[:3]:
             raise LiftError(f"temporal must be one of {', '.join(TEMPORAL_KINDS[:3])}, got {kind!r}")
+        self.channels = channels
         heads = num_heads or _default_heads(channels)
         if channels % heads:
             raise LiftError(f"num_heads={heads} does not divide the {channels} channels of a lifted block")
@@ -194,6 +195,9 @@ class _TemporalHook:
         if x.ndim != 4:
             raise LiftError(f"block {self.name!r} returns activations of shape {tuple(x.shape)}, not 4-D "
                             "((B T), C, H, W); only blocks on 2-D feature maps can be lifted: choose others with where=")
+        if x.shape[1] != mixer.channels:
+            raise LiftError(f"block {self.name!r} returns {x.shape[1]} channels but its temporal layer was built for "
+                            f"{mixer.channels} (read from its layers); pass channels={{{self.name!r}: {x.shape[1]}}} to lift")
         if x.shape[0] % frames:
             raise LiftError(f"block {self.name!r}: batch {x.shape[0]} is not a multiple of T={frames}")
         # the image network's next layers get the memory layout they would have seen (same conv kernels, same rounding)
