@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from pseudovideo import experiments as E
-from pseudovideo.config import ConfigError
+from pseudovideo.config import ConfigError, build_config
 from pseudovideo.runs import load_run
 from pseudovideo.tasks import build_model
 
@@ -63,16 +63,25 @@ def test_a_base_run_listed_later_or_unknown_is_refused_before_training(tmp_path)
 def test_shipped_warm_start_pairs_every_continuation_with_its_seeds_pre_run():
     spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
     for scale in ("cpu-small", "paper"):
-        runs = E.expand_experiment(spec, scale, "runs/experiments")
-        assert len(runs) == 27 and {r.seed for r in runs} == {0, 1, 2}
-        for run in runs:
+        runs = {r.name: r for r in E.expand_experiment(spec, scale, "runs/experiments")}
+        assert len(runs) == 27 and {r.seed for r in runs.values()} == {0, 1, 2}
+        for run in runs.values():
             if run.config.model.family == "lifted":
                 pre = "vqvae-pre" if run.variant.startswith("vqvae") else "ddpm-pre"
                 assert run.config.model.lifted.base.endswith(f"/{pre}-s{run.seed}")
-                frames = run.config.pseudo_video.num_frames
-                # (a) the image model takes batch x T, the frames per step of the lifted runs (T = 4)
-                by_name = {r.name: r for r in runs}
-                lifted_pv = by_name[f"{pre.split('-')[0]}-pv-s{run.seed}"].config
-                if frames == 1:
-                    assert run.config.train.batch_size == lifted_pv.train.batch_size * lifted_pv.pseudo_video.num_frames
-                    assert run.config.train.steps == lifted_pv.train.steps
+                assert run.config.train.steps == runs[f"{pre.split('-')[0]}-pv-s{run.seed}"].config.train.steps
+
+
+def test_shipped_warm_start_continuations_have_equal_training_flops_per_step():
+    """The matching rule of warm-start.yaml at cpu-small: (a)'s batch x FLOPs/image = (b)'s within 2 %."""
+    spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
+    runs = {r.name: r for r in E.expand_experiment(spec, "cpu-small", "runs/experiments")}
+    for family, base in (("vqvae", "vqvae"), ("ddpm", "unet")):
+        per_step = {}
+        for variant in ("image", "pv", "copies"):
+            run = runs[f"{family}-{variant}-s0"]
+            texts = [t for t in run.overrides if not t.startswith(("model.lifted.base", "model.lifted.kind"))]
+            config = build_config(None, [*texts, f"model.lifted.base={base}", "data.channels=3"])  # same architecture
+            per_step[variant] = E.training_flops_per_image(config, channels=3, batch_size=1) * config.train.batch_size
+        assert per_step["pv"] == pytest.approx(per_step["image"], rel=0.02), family
+        assert per_step["copies"] == pytest.approx(per_step["pv"], rel=0.01), family
