@@ -444,8 +444,3 @@ def lift(
     cls = LiftedTokenizer if isinstance(image_net, VideoTokenizer) else LiftedNet
     return cls(image_net, num_frames, where=where, causal=causal, temporal=temporal, channels=channels,
                num_heads=num_heads)
-
-
-def lifted_parameter_count(model: nn.Module) -> int:
-    """Scalars in the temporal layers of a lifted model (0 for other models)."""
-    return sum(p.numel() for p in model.temporal.parameters()) if isinstance(model, _LiftedLayers) else 0
