@@ -48,6 +48,9 @@ def test_lifted_unet_is_the_image_unet_at_init(temporal):
     x, t = torch.randn(B, T, 3, 8, 8), torch.tensor([5, 700])
     with torch.no_grad():
         assert (lifted(x, t) - unet(x, t)).abs().max() <= 1e-6
+        t_frames = torch.tensor([[1, 50, 999], [7, 7, 300]])  # (B, T): a timestep per frame
+        per_frame = unet(x.flatten(0, 1)[:, None], t_frames.flatten())[:, 0].unflatten(0, (B, T))
+        assert (lifted(x, t_frames) - per_frame).abs().max() <= 1e-6
 
 
 def test_lifted_vqvae_is_the_image_vqvae_at_init():
