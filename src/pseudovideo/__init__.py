@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "Compose": "pseudovideo.corruptions",
     "build_corruption": "pseudovideo.corruptions",
     "level_schedule": "pseudovideo.schedules",
+    # lifting any image model to its video counterpart
+    "lift": "pseudovideo.lifting",
+    "LiftError": "pseudovideo.lifting",
     # models
     "VideoTokenizer": "pseudovideo.models.tokenizer",
     "TokenizerOutput": "pseudovideo.models.tokenizer",

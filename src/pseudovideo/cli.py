@@ -239,7 +239,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.evaluation import generate_videos
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
-    from pseudovideo.tasks import DIFFUSION_FAMILIES
+    from pseudovideo.tasks import is_tokenizer
 
     _require_positive(args.n, "--n")
     _require_positive(args.batch_size, "--batch-size")
@@ -248,8 +248,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")
     config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
-    if config.model.family not in DIFFUSION_FAMILIES:
-        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run (unet or video_unet)")
+    if is_tokenizer(config):
+        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run "
+                         "(unet, video_unet or a lifted diffusion model)")
     config = build_config(config_to_dict(config), args.overrides)  # e.g. diffusion.sampler=ddpm
     videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
@@ -261,6 +262,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"pseudo videos: {save_video_grid(videos[:16], out / 'pseudo_videos.png', upscale=upscale)}")
         print(f"animation: {save_video_gif(videos[:16], out / 'pseudo_videos.gif', upscale=upscale)}")
     print(f"{len(images)} images in {out / 'images'}; sampling: {info}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes a run's image denoiser in another library's format (diffusers UNet2DModel + scheduler)."""
+    from pseudovideo.diffusers_export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    print(f"diffusers UNet2DModel: {out} (scheduler: {out / 'scheduler'})")
     return 0
 
 
@@ -400,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(feature_net)
     feature_net.add_argument("--retrain", action="store_true", help="train anew even when the cache file exists")
     feature_net.set_defaults(func=cmd_feature_net)
+
+    export = sub.add_parser("export", help="write a diffusion run's image UNet as a diffusers UNet2DModel folder")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out", type=Path, help="output folder (UNet2DModel.from_pretrained(OUT))")
+    export.add_argument("--format", choices=["diffusers"], default="diffusers")
+    export.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of the EMA")
+    export.add_argument("--drop-temporal", action="store_true",
+                        help="for video runs: export the image model with the temporal layers removed")
+    export.set_defaults(func=cmd_export)
 
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
     experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")

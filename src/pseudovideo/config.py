@@ -146,13 +146,30 @@ class UNetConfig:
 
 
 @dataclass
+class LiftedConfig:
+    """``model.family: lifted``: an image network lifted to video with :func:`pseudovideo.lift`."""
+
+    # unet | vqvae (ours, built from model.unet / model.vqvae) | run:RUN_DIR (a trained run, its EMA weights)
+    # | diffusers:PATH (a save_pretrained UNet2DModel folder) | python:package.module:factory
+    base: str = "unet"
+    where: list[str] | None = None  # block class names, module names or globs; null: pseudovideo.lifting.DEFAULT_BLOCKS
+    causal: bool = False
+    # none: no temporal layer (the base as an image model, frame by frame: T = 1 training of an imported base)
+    temporal: str = field(default="attention", metadata=_choices("attention", "conv", "both", "none"))
+    num_heads: int | None = None  # heads of the temporal attention; null: most of 8/4/2/1 with >= 8 channels per head
+    # diffusion or tokenizer; auto reads it from the base (python: factories and run: folders not yet trained need it)
+    kind: str = field(default="auto", metadata=_choices("auto", "diffusion", "tokenizer"))
+
+
+@dataclass
 class ModelConfig:
     """Which model to train; only the section of the chosen family is used."""
 
-    family: str = field(default="vqvae", metadata=_choices("vqvae", "cvivit", "unet", "video_unet"))
+    family: str = field(default="vqvae", metadata=_choices("vqvae", "cvivit", "unet", "video_unet", "lifted"))
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     cvivit: CViViTConfig = field(default_factory=CViViTConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    lifted: LiftedConfig = field(default_factory=LiftedConfig)
 
 
 @dataclass
@@ -546,13 +563,15 @@ def validate_config(config: RunConfig) -> None:
         _require(section.num_quantizers == 1 or not section.cosine_codes,
                  f"{key}.num_quantizers={section.num_quantizers} needs {key}.cosine_codes=false: residual "
                  "quantization subtracts codes from tokens, and the residual of a unit vector is not one")
+    if family == "lifted":
+        validate_lifted(config.model.lifted)
     if family == "cvivit":
         tp = config.model.cvivit.temporal_patch_size
         _require((pv.num_frames - 1) % tp == 0,
                  f"pseudo_video.num_frames={pv.num_frames} does not fit model.cvivit.temporal_patch_size={tp}: "
                  f"C-ViViT embeds the first frame alone and the other T-1={pv.num_frames - 1} frames in groups of {tp}, "
                  f"so T-1 must be divisible by {tp}")
-    if family in ("unet", "video_unet"):
+    if model_kind(config.model) == "diffusion":
         steps = config.diffusion.sample_steps
         _require(1 <= steps <= config.diffusion.num_timesteps,
                  f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
@@ -562,3 +581,55 @@ def validate_config(config: RunConfig) -> None:
         _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
     _require(config.eval.feature_net_steps >= 1,
              f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
+
+
+LIFTED_BASE_FORMS = "unet, vqvae, run:RUN_DIR, diffusers:PATH or python:package.module:factory"
+
+
+def _lifted_base_kind(lifted: LiftedConfig) -> str | None:
+    """diffusion / tokenizer as read from ``model.lifted.base``; None when it cannot be told from the text."""
+    base = lifted.base
+    if base in ("unet", "vqvae"):
+        return "diffusion" if base == "unet" else "tokenizer"
+    if base.startswith("diffusers:"):
+        return "diffusion"
+    if base.startswith("run:"):
+        saved = Path(base[len("run:"):]) / "config.yaml"
+        return model_kind(load_config(saved).model) if saved.is_file() else None
+    return None
+
+
+def validate_lifted(lifted: LiftedConfig) -> None:
+    """Checks of ``model.lifted`` that need no model: the base's form and the kind it implies."""
+    base, key = lifted.base, "model.lifted.base"
+    forms = ("run:", "diffusers:", "python:")
+    _require(base in ("unet", "vqvae") or (base.startswith(forms) and base.split(":", 1)[1] != ""),
+             f"{key}: expected {LIFTED_BASE_FORMS}, got {base!r}")
+    if base.startswith("python:"):
+        _require(base.count(":") == 2 and all(base.split(":")[1:]),
+                 f"{key}: expected python:package.module:factory (a function returning the image network), got {base!r}")
+    if base.startswith("diffusers:"):
+        folder = Path(base[len("diffusers:"):]).expanduser()
+        _require((folder / "config.json").is_file(),
+                 f"{key}: {folder} is not a diffusers model folder (no config.json; write one with save_pretrained)")
+    _require(lifted.num_heads is None or lifted.num_heads >= 1,
+             f"model.lifted.num_heads: expected >= 1 or null, got {lifted.num_heads}")
+    _require(lifted.where is None or len(lifted.where) >= 1, "model.lifted.where: expected a non-empty list or null")
+    told = _lifted_base_kind(lifted)
+    _require(lifted.kind != "auto" or told is not None,
+             f"model.lifted.kind: cannot tell whether base {base!r} is a diffusion model or a tokenizer "
+             "(a python: factory, or a run folder not trained yet); set model.lifted.kind to diffusion or tokenizer")
+    _require(lifted.kind == "auto" or told in (None, lifted.kind),
+             f"model.lifted.kind={lifted.kind!r} contradicts model.lifted.base={base!r}, a {told} model")
+
+
+def model_kind(model: ModelConfig) -> str:
+    """``"diffusion"`` or ``"tokenizer"``: which task trains ``model.family`` (for lifted: what its base is)."""
+    if model.family in ("vqvae", "cvivit"):
+        return "tokenizer"
+    if model.family in ("unet", "video_unet"):
+        return "diffusion"
+    kind = model.lifted.kind if model.lifted.kind != "auto" else _lifted_base_kind(model.lifted)
+    if kind is None:
+        raise ConfigError(f"model.lifted.kind: cannot tell the kind of base {model.lifted.base!r}; set it")
+    return kind

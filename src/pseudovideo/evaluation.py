@@ -36,7 +36,7 @@ from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
 from pseudovideo.tasks import (
-    TOKENIZER_FAMILIES,
+    is_tokenizer as tokenizer_run,
     build_dataset_from_config,
     build_diffusion,
     build_pseudo_video_builder,
@@ -217,7 +217,7 @@ def evaluate_run(
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}
     real, split_description = held_out_set(config, eval_config.num_images)  # (N, C, H, W)
-    is_tokenizer = config.model.family in TOKENIZER_FAMILIES
+    is_tokenizer = tokenizer_run(config)
     pictures = run_dir / "pictures"
     protocol: dict[str, Any] = {
         "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",

@@ -37,6 +37,11 @@ values, the seed (``train.seed``), then the command line's extra overrides. Run 
 variant, the grid values and the seed (``cvivit-T8-blur-s0``); run folders live in
 ``<out>/<experiment>/<scale>/<run>``.
 
+A run can start from the trained weights of an earlier run of the same experiment (a warm start): string
+values may hold ``{experiment_dir}`` (this scale's folder of run folders) and ``{seed}`` (the run's seed), e.g.
+``model.lifted.base: "run:{experiment_dir}/ddpm-pre-s{seed}"`` with ``model.lifted.kind`` set (the base run
+does not exist yet when the configs are checked). The named run must be listed before the one that uses it.
+
 Paired comparisons (run A minus run B trained with the same seed) are listed under ``differences``::
 
     differences:
@@ -472,6 +477,30 @@ def _lookup(tree: dict[str, Any], key: str) -> Any:
     return node
 
 
+def _fill_placeholders(text: str, folder: Path, seed: int) -> str:
+    """``{experiment_dir}`` -> this scale's folder of run folders, ``{seed}`` -> the run's seed."""
+    return text.replace("{experiment_dir}", json.dumps(str(folder))[1:-1]).replace("{seed}", str(seed))
+
+
+def _check_run_bases(spec: ExperimentSpec, runs: Sequence[ExperimentRun], folder: Path) -> None:
+    """A run started from another run of the experiment (``model.lifted.base: run:{experiment_dir}/NAME``) must
+    name a run listed before it (runs train in file order); ConfigError otherwise."""
+    order = {run.name: i for i, run in enumerate(runs)}
+    for i, run in enumerate(runs):
+        lifted = run.config.model.lifted
+        if run.config.model.family != "lifted" or not lifted.base.startswith("run:"):
+            continue
+        base = Path(lifted.base[len("run:"):])
+        if base.parent != folder:
+            continue
+        if base.name not in order:
+            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base={lifted.base} names no run of "
+                              f"this experiment; its runs: {', '.join(order)}")
+        if order[base.name] >= i:
+            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base names {base.name}, which comes "
+                              "later; runs train in file order, so list the base run's variant first")
+
+
 def expand_experiment(
     spec: ExperimentSpec, scale: str, out_dir: str | Path = "runs/experiments", overrides: Sequence[str] = ()
 ) -> list[ExperimentRun]:
@@ -503,7 +532,8 @@ def expand_experiment(
             texts = [_override_text(k, v) for layer in layers for k, v in layer.items()] + grid_texts
             for seed in spec.seeds[scale]:
                 name = "-".join([*parts, f"s{seed}"])
-                texts_seed = [*texts, f"train.seed={seed}", *overrides, f"name={name}", f"out_dir={folder}"]
+                filled = [_fill_placeholders(text, folder, seed) for text in texts]
+                texts_seed = [*filled, f"train.seed={seed}", *overrides, f"name={name}", f"out_dir={folder}"]
                 try:
                     config = build_config(None, texts_seed)
                 except ConfigError as err:
@@ -516,6 +546,7 @@ def expand_experiment(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"experiment {spec.name}: run names collide: {', '.join(repeated)} (give the variants distinct names)")
+    _check_run_bases(spec, runs, folder)
     reference = config_to_dict(runs[0].config)["eval"]
     for run in runs[1:]:
         diff = dict_diff(reference, config_to_dict(run.config)["eval"], "eval")

@@ -24,7 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from pseudovideo.config import PseudoVideoConfig, RunConfig
+from pseudovideo.config import PseudoVideoConfig, RunConfig, model_kind
 from pseudovideo.corruptions import corruption_params
 from pseudovideo.data import ImageDataset, build_dataset
 from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
@@ -48,7 +48,7 @@ from pseudovideo.pseudo_video import SCHEDULE_KEYS, PseudoVideoBuilder
 from pseudovideo.pseudo_video import build_pseudo_video_builder as _build_builder
 
 TOKENIZER_FAMILIES = ("vqvae", "cvivit")
-DIFFUSION_FAMILIES = ("unet", "video_unet")
+DIFFUSION_FAMILIES = ("unet", "video_unet")  # and model.family lifted, by its base: see is_tokenizer
 PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 
 
@@ -89,6 +89,11 @@ def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
     return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
 
 
+def is_tokenizer(config: RunConfig) -> bool:
+    """Whether the run trains a tokenizer (vqvae, cvivit, a lifted tokenizer) rather than a diffusion model."""
+    return model_kind(config.model) == "tokenizer"
+
+
 def model_frames(config: RunConfig) -> int:
     """Frames per sample the model sees: T, or 1 when pseudo-video frames are used as separate images."""
     return 1 if config.pseudo_video.frames_as_images else config.pseudo_video.num_frames
@@ -97,6 +102,10 @@ def model_frames(config: RunConfig) -> int:
 def build_model(config: RunConfig, channels: int) -> nn.Module:
     """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``."""
     family, resolution = config.model.family, config.data.resolution
+    if family == "lifted":
+        from pseudovideo.bases import build_lifted_model  # bases builds our families through this function
+
+        return build_lifted_model(config, channels, model_frames(config))
     if family == "vqvae":
         return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
     if family == "cvivit":
@@ -166,7 +175,7 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
     builder = build_pseudo_video_builder(config.pseudo_video)
     model = build_model(config, channels)
     weights = frame_weights(model_frames(config), config.loss.last_frame_weight)
-    if config.model.family in TOKENIZER_FAMILIES:
+    if is_tokenizer(config):
         loss = config.loss
         perceptual = None
         if loss.perceptual_weight > 0:
