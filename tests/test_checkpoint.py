@@ -158,7 +158,7 @@ def test_saving_a_step_again_replaces_it_and_keep_last_prunes_oldest(tmp_path):
 
 def test_wrong_architecture_and_missing_checkpoint_are_clear_errors(tmp_path):
     path = _save(tmp_path / "checkpoints", 1)  # tmp_path is the run folder
-    with pytest.raises(CheckpointError, match="does not match the model"):
+    with pytest.raises(CheckpointError, match="does not fit the"):
         load_checkpoint(path, model=nn.Linear(3, 5))
     with pytest.raises(CheckpointError, match="ema.safetensors"):
         load_checkpoint(path, ema=TiedNet())  # saved without an EMA

@@ -66,6 +66,8 @@ def test_int_is_accepted_where_a_float_is_expected() -> None:
         ("data.resolution=2", "data.resolution: expected an integer >= 4, got 2"),
         ("eval.metrics=[psnr,inception_score]", "unknown metric 'inception_score'"),
         ("train.steps.deep=1", "'train.steps' is a value, not a section"),
+        ("data.held_out_fraction=0", "data.held_out_fraction: expected a number in (0, 1)"),
+        ("data.held_out_fraction=1.0", "data.held_out_fraction: expected a number in (0, 1)"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:

@@ -21,12 +21,13 @@ from pseudovideo.data import (
     check_dataset_spec,
     list_image_files,
     parse_dataset_spec,
+    held_out_mask,
     read_idx_images,
     spread_subset,
 )
 
-# Most folder tests use a flat folder for every split on purpose; the one warning is tested explicitly.
-pytestmark = pytest.mark.filterwarnings("ignore:image folder .* has no .* subfolder")
+# Most folder tests read a flat folder whole: a fraction so small that no file is held out.
+ALL = dict(held_out_fraction=1e-12)
 
 
 def to_signed(pixels: np.ndarray) -> torch.Tensor:
@@ -174,12 +175,29 @@ def test_mnist_from_raw_idx_gz_files(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(5, dtype=np.uint8), compress=True)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:2], compress=True)
     ds = build_dataset("mnist", resolution=28, root=str(tmp_path), split="test")
-    assert len(ds) == 5 and ds.channels == 1
+    assert len(ds) == 5 and ds.channels == 1 and "official 'test' split" in ds.split_description
     torch.testing.assert_close(ds[4], torch.from_numpy(images[4]).float()[None] / 127.5 - 1.0)
     assert build_dataset("mnist", resolution=32, root=str(tmp_path), split="test", channels=3)[0].shape == (3, 32, 32)
-    with pytest.raises(FileNotFoundError, match="only the 'test' split"):
-        build_dataset("mnist", resolution=28, root=str(tmp_path), split="train")
+    assert len(build_dataset("mnist", resolution=28, root=str(tmp_path), split="train")) == 2
+
+
+def _as_rows(dataset) -> set[bytes]:
+    return {dataset.load(i).numpy().tobytes() for i in range(len(dataset))}
+
+
+def test_mnist_with_only_the_test_file_is_split_by_index_hash(tmp_path):
+    """MNIST as often shipped (the test split alone) still gives disjoint train / held-out sets."""
+    images = np.random.default_rng(3).integers(0, 256, size=(60, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
+    assert check_dataset_spec("mnist", str(tmp_path), "train") == ("mnist", None)  # no longer refused
+    train = build_dataset("mnist", resolution=28, root=str(tmp_path), split="train", held_out_fraction=0.3)
+    test = build_dataset("mnist", resolution=28, root=str(tmp_path), split="test", held_out_fraction=0.3)
+    assert len(train) + len(test) == 60 and 8 <= len(test) <= 28
+    assert not _as_rows(train) & _as_rows(test)
+    assert "held-out 30%" in test.split_description and "not held out" in train.split_description
+    assert "test" not in train.split_description.replace("t10k", "")
 
 
 def test_mnist_through_torchvision_layout(tmp_path):
@@ -206,13 +224,16 @@ def test_mnist_missing_and_bad_idx(tmp_path):
 
 
 def test_mnist_real_test_split(shared_data):
-    ds = build_dataset("mnist", resolution=28, root=str(shared_data / "mnist-test"), split="test")
-    assert len(ds) == 10_000 and ds[0].shape == (1, 28, 28)
+    root = str(shared_data / "mnist-test")
+    ds = build_dataset("mnist", resolution=28, root=root, split="test")
+    assert 900 <= len(ds) <= 1100 and ds[0].shape == (1, 28, 28)  # the held-out 10 % of the 10,000
+    assert "held-out 10%" in ds.split_description
     batch = torch.stack([ds[i] for i in range(500)])  # (500, 1, 28, 28)
     assert batch.min() == -1.0 and batch.max() == 1.0
     assert -0.8 < batch.mean().item() < -0.65  # MNIST's mean intensity is about 0.13 of full scale
-    with pytest.raises(FileNotFoundError, match="only the 'test' split"):
-        build_dataset("mnist", resolution=28, root=str(shared_data / "mnist-test"), split="train")
+    train = build_dataset("mnist", resolution=28, root=root, split="train")
+    assert len(train) + len(ds) == 10_000
+    assert not _as_rows(train) & _as_rows(ds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,8 +296,7 @@ def tiny_folder(tmp_path) -> Path:
 
 
 def test_folder_loader_tiny_tree(tiny_folder):
-    with pytest.warns(UserWarning, match="no 'train' subfolder"):
-        ds = build_dataset(f"folder:{tiny_folder}", resolution=8)
+    ds = build_dataset(f"folder:{tiny_folder}", resolution=8, **ALL)
     assert len(ds) == 3 and ds.channels == 3 and ds.bad_files == []
     assert [p.relative_to(tiny_folder).as_posix() for p in list_image_files(tiny_folder)] == [
         "a.png",
@@ -310,7 +330,7 @@ def test_folder_channels_and_splits(tmp_path):
 
 def test_folder_rgb_to_grey_uses_luma(tmp_path):
     Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "red.png")
-    ds = build_dataset(f"folder:{tmp_path}", resolution=4, channels=1, split="test")
+    ds = build_dataset(f"folder:{tmp_path}", resolution=4, channels=1, split="train", **ALL)
     # ITU-R 601 luma of pure red: 0.299 * 255 = 76.2 -> 76
     torch.testing.assert_close(ds[0], torch.full((1, 4, 4), 76 / 127.5 - 1.0))
 
@@ -322,6 +342,7 @@ def cifar_jpeg_root(shared_data, tmp_path_factory) -> Path:
     with tarfile.open(shared_data / "cifar10-jpeg.tar.gz") as tar:
         members = [m for m in tar.getmembers() if m.name.startswith("cifar10-jpeg/test/")]
         tar.extractall(out, members=members, filter="data")
+    (out / "cifar10-jpeg" / "train").mkdir()  # split sub-folders present: test/ is read as the test split
     return out / "cifar10-jpeg"
 
 
@@ -390,7 +411,7 @@ def test_bad_file_is_named_in_error(tmp_path, name, content):
     good_png(tmp_path / "a_good.png")
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ValueError) as err:
-        build_dataset(f"folder:{tmp_path}", resolution=8, split="test")
+        build_dataset(f"folder:{tmp_path}", resolution=8, split="train", **ALL)
     assert name in str(err.value) and "skip_bad_files" in str(err.value)
 
 
@@ -402,7 +423,7 @@ def test_skip_bad_files_counts_and_warns_once(tmp_path):
     (tmp_path / "5.webp").write_bytes(b"garbage")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = build_dataset(f"folder:{tmp_path}", resolution=8, split="test", skip_bad_files=True)
+        ds = build_dataset(f"folder:{tmp_path}", resolution=8, split="train", **ALL, skip_bad_files=True)
     skip_warnings = [w for w in caught if "skipped" in str(w.message)]
     assert len(skip_warnings) == 1 and "skipped 3 " in str(skip_warnings[0].message)
     assert len(ds) == 2 and [Path(p).name for p in ds.bad_files] == ["2.jpg", "4.png", "5.webp"]
@@ -438,7 +459,79 @@ def test_bad_spec_split_and_arguments():
 def test_folder_16bit_greyscale_png(tmp_path):
     values = np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16).repeat(2, 0).repeat(2, 1)  # (4, 4)
     Image.fromarray(values).save(tmp_path / "deep.png")
-    ds = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    ds = build_dataset(f"folder:{tmp_path}", resolution=4, split="train", **ALL)
     assert ds.channels == 1
     expected = torch.tensor([[0, 100], [200, 255]]).repeat_interleave(2, 0).repeat_interleave(2, 1)
     torch.testing.assert_close(ds[0], expected[None].float() / 127.5 - 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Held-out split of folders without split sub-folders
+# ----------------------------------------------------------------------------------------------
+
+
+def _grey_pngs(folder: Path, names: list[str]) -> None:
+    """One flat grey PNG per name, the i-th of value i (so images of one call are told apart by value)."""
+    for value, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), value % 256).save(path)
+
+
+def test_flat_folder_is_split_by_path_hash_disjoint_and_deterministic(tmp_path):
+    names = [f"cls{i % 3}/{i:03d}.png" for i in range(200)]
+    _grey_pngs(tmp_path, names)
+    train = build_dataset(f"folder:{tmp_path}", resolution=4, split="train")
+    test = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    assert len(train) + len(test) == 200
+    assert 10 <= len(test) <= 32  # 10 % of 200 = 20, binomial sd about 4
+    assert "held-out 10%" in test.split_description and "by hash" in test.split_description
+    assert "not held out" in train.split_description
+    assert not _as_rows(train) & _as_rows(test)  # disjoint (every image has its own grey value)
+    # deterministic: the held-out set is a function of the relative paths alone
+    keys = [Path(n).as_posix() for n in names]
+    assert held_out_mask(keys, 0.1) == held_out_mask(list(keys), 0.1)
+    again = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    assert torch.equal(again.images, test.images)
+    held = {k for k, h in zip(keys, held_out_mask(keys, 0.1)) if h}
+    assert set(test.images[:, 0, 0, 0].tolist()) == {names.index(k) for k in held}  # uint8 grey value = index
+    big = held_out_mask([f"x/{i}.png" for i in range(20_000)], 0.25)
+    assert abs(sum(big) / 20_000 - 0.25) < 0.015  # the fraction is right on large sets
+
+
+def test_folder_hash_split_is_stable_when_files_are_added(tmp_path):
+    names = [f"{i:03d}.png" for i in range(120)]
+    _grey_pngs(tmp_path, names)
+    before = held_out_mask(names, 0.1)
+    _grey_pngs(tmp_path, [f"new_{i:03d}.png" for i in range(80)])
+    files = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)]
+    after = dict(zip(files, held_out_mask(files, 0.1)))
+    assert [after[n] for n in names] == before  # no existing file changed sides
+    test = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    assert len(test) == sum(after.values())
+
+
+def test_folder_with_only_a_train_subfolder_holds_out_part_of_it(tmp_path):
+    _grey_pngs(tmp_path / "train", [f"{i:02d}.png" for i in range(60)])
+    train = build_dataset(f"folder:{tmp_path}", resolution=4, split="train", held_out_fraction=0.5)
+    test = build_dataset(f"folder:{tmp_path}", resolution=4, split="test", held_out_fraction=0.5)
+    assert len(train) + len(test) == 60 and len(test) > 0
+    assert str(tmp_path / "train") in test.split_description
+    (tmp_path / "test").mkdir()
+    _grey_pngs(tmp_path / "test", ["a.png"])
+    assert len(build_dataset(f"folder:{tmp_path}", resolution=4, split="train")) == 60  # real split folders now
+    sub = build_dataset(f"folder:{tmp_path}", resolution=4, split="test")
+    assert len(sub) == 1 and sub.split_description == f"the 'test' sub-folder of {tmp_path}"
+    with pytest.raises(FileNotFoundError, match="no 'valid'"):
+        build_dataset(f"folder:{tmp_path}", resolution=4, split="valid")
+
+
+def test_held_out_fraction_is_validated_and_an_empty_part_is_refused(tmp_path):
+    _grey_pngs(tmp_path, ["only.png"])
+    for bad in (0, 1, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="held_out_fraction"):
+            build_dataset(f"folder:{tmp_path}", resolution=4, held_out_fraction=bad)
+    with pytest.raises(ValueError, match="is empty; change data.held_out_fraction"):
+        build_dataset(f"folder:{tmp_path}", resolution=4, split="test", held_out_fraction=1e-12)
+    with pytest.raises(ValueError, match="is empty"):
+        check_dataset_spec(f"folder:{tmp_path}", None, "test", held_out_fraction=1e-12)

@@ -471,15 +471,17 @@ def test_rate_and_loss_term_columns_and_rate_distortion_plots(tmp_path: Path) ->
                 "description": f"{codes} codes of a 16-entry codebook"}
         table = VQVAE_PSNR if run.variant == "vqvae" else CVIVIT_PSNR
         fake_finished(run, {"psnr": table[run.seed], "ssim": 0.5, "swd_avg": 10.0}, rate=rate,
-                      loss_terms={"recon": 1.0, "vq": 0.25, "gan": 0.1})
+                      loss_terms={"reconstruction": {"active": True, "weight": 1.0}, "vq": {"active": True, "weight": 1.0},
+                                  "perceptual": {"active": False, "weight": 0.1, "reason": "no weights"},
+                                  "adversarial": {"active": True, "weight": 0.1, "start_step": 100}})
     result = E.write_results(spec, "cpu-small", runs, tmp_path / "tables")
     rows = _read_csv(result.csv_path)
     header = list(rows[0])
     assert header.index("bits_per_image") == header.index("swd_avg") + 2  # after the metrics
     assert [(r["codes_per_image"], r["bits_per_image"]) for r in rows[:1] + rows[-1:]] == [("16", "64"), ("48", "192")]
-    assert rows[0]["loss_terms"] == "recon:1 vq:0.25 gan:0.1"
+    assert rows[0]["loss_terms"] == "reconstruction:1 vq:1 adversarial:0.1@100"
     cvivit_line = next(line for line in result.markdown.splitlines() if line.startswith("| cvivit |"))
-    assert "| 48 | 192 | recon:1 vq:0.25 gan:0.1 |" in cvivit_line
+    assert "| 48 | 192 | reconstruction:1 vq:1 adversarial:0.1@100 |" in cvivit_line
     assert "codes/image | bits/image | loss terms" in result.markdown and "cvivit-T3: 48 codes of a 16-entry codebook" in result.markdown
     summary = {(r["variant"], r["metric"]): r for r in _read_csv(result.summary_path)}
     assert float(summary[("cvivit", "bits_per_image")]["mean"]) == 192

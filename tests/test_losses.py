@@ -157,7 +157,7 @@ def test_lpips_missing_weights_returns_none_with_one_warning(tmp_path: Path, mon
         assert build_perceptual_loss("vgg", allow_download=False) is None
     assert len(caught) == 1
     message = str(caught[0].message)
-    assert "OFF" in message and "vgg16-397923af.pth" in message and "backbone_weights" in message
+    assert "OFF" in message and "vgg16-397923af.pth" in message and "loss.perceptual_weights=" in message
 
 
 def test_lpips_bad_arguments(tmp_path: Path) -> None:

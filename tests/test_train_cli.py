@@ -159,3 +159,78 @@ def test_sample_refuses_a_tokenizer_run(tmp_path: Path, capsys: pytest.CaptureFi
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "has no config.yaml" in capsys.readouterr().err
+
+
+def test_image_unet_on_every_frame_is_level_conditioned_and_samples_clean() -> None:
+    """The data-control's diffusion arm: the UNet learns each frame's level and is sampled at level 0."""
+    from pseudovideo.config import build_config
+    from pseudovideo.tasks import AtLevel, build_model, build_task, frame_levels, sampling_model
+
+    overrides = [*TINY, *UNET, "model.family=unet", "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"]
+    config = build_config(overrides=overrides)
+    task = build_task(config, channels=1)
+    assert task.model.num_levels == 3 and task.level_conditioned
+    assert frame_levels(2, 3).tolist() == [2, 1, 0, 2, 1, 0]  # the (b t) order of _split_frames; 0 = clean
+    seen = []
+    model = task.model
+    original = model.forward
+    model.forward = lambda x, t, level=None: (seen.append(level), original(x, t, level=level))[1]
+    task.training_loss(model, torch.zeros(2, 1, 8, 8), step=0, generator=torch.Generator().manual_seed(0))
+    assert seen[-1].tolist() == [2, 1, 0, 2, 1, 0]
+    sampler = sampling_model(model)
+    assert isinstance(sampler, AtLevel) and sampler.level == 0
+    task.preview(model, torch.zeros(2, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert seen[-1] == 0  # previews sample the clean level
+    off = build_config(overrides=[*overrides, "model.unet.level_conditioning=false"])
+    assert build_model(off, 1).num_levels == 0
+    plain = build_config(overrides=[*TINY, *UNET, "model.family=unet", "pseudo_video.num_frames=1"])
+    assert build_model(plain, 1).num_levels == 0 and sampling_model(build_model(plain, 1)) is not None
+
+
+def test_train_and_eval_a_level_conditioned_image_unet(tmp_path: Path) -> None:
+    config = _write_config(tmp_path, "frames", [])
+    overrides = [*TINY, *UNET, "model.family=unet", "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    result = json.loads((tmp_path / "runs" / "frames" / "eval.json").read_text())
+    assert "sampled at level 0" in result["protocol"]["level_conditioning"]
+    assert result["metrics"]["swd_avg"] >= 0
+
+
+def test_eval_json_records_the_split_actually_used(tmp_path: Path) -> None:
+    """A flat folder is split by path hash, and eval.json says so (no 'test' for trained-on images)."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(40):
+        Image.new("L", (8, 8), 6 * i).save(folder / f"{i:02d}.png")
+    config = _write_config(tmp_path, "flat", [])
+    overrides = [*TINY, *TOKENIZERS["vqvae"], f"data.dataset=folder:{folder}", "data.max_images=null",
+                 "data.held_out_fraction=0.25", "eval.metrics=[psnr]"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    result = json.loads((tmp_path / "runs" / "flat" / "eval.json").read_text())
+    assert result["protocol"]["split"].startswith("held-out 25% of folder")
+    assert "by hash" in result["protocol"]["split"] and result["protocol"]["num_images"] < 40
+    digits = _write_config(tmp_path, "digits", [])
+    assert main(["train", "-c", str(digits), *TINY, *TOKENIZERS["vqvae"], "eval.metrics=[psnr]", "train.steps=1"]) == 0
+    split = json.loads((tmp_path / "runs" / "digits" / "eval.json").read_text())["protocol"]["split"]
+    assert split.startswith("held-out digits 1501-1797")
+
+
+def test_train_summary_states_the_loss_terms(tmp_path: Path) -> None:
+    from pseudovideo.experiments import describe_loss_terms
+
+    config = _write_config(tmp_path, "terms", [])
+    overrides = [*TINY, *TOKENIZERS["cvivit"], "loss.gan_weight=0.1", "loss.gan_start_step=2",
+                 "loss.discriminator_channels=8", "loss.perceptual_weight=0.1", "eval.metrics=[psnr]",
+                 "data.resolution=16"]
+    assert main(["train", "-c", str(config), *overrides]) == 0
+    summary = json.loads((tmp_path / "runs" / "terms" / "train_summary.json").read_text())
+    terms = summary["loss_terms"]
+    assert set(terms) == {"reconstruction", "vq", "perceptual", "adversarial"}
+    assert terms["adversarial"] == {**terms["adversarial"], "active": True, "weight": 0.1, "start_step": 2}
+    assert terms["vq"]["commitment_weight"] == 0.25 and terms["reconstruction"]["kind"] == "l1"
+    eval_terms = json.loads((tmp_path / "runs" / "terms" / "eval.json").read_text())["train"]["loss_terms"]
+    assert eval_terms == terms  # eval.json copies the training summary
+    if not terms["perceptual"]["active"]:  # no LPIPS weights on this machine: said so, with the reason
+        assert "weights not found" in terms["perceptual"]["reason"]
+    line = describe_loss_terms(terms)
+    assert "adversarial 0.1 from step 2" in line and line.startswith("reconstruction 1 + vq 1")

@@ -166,3 +166,29 @@ def test_bad_inputs_raise() -> None:
         model(torch.randn(2, 1, 3, 8, 8), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="video_unet"):
         image_unet(temporal=True, **TINY_UNET)
+
+
+def test_level_conditioned_output_depends_on_the_level() -> None:
+    torch.manual_seed(0)
+    model = randomize(image_unet(in_channels=1, num_levels=4, **TINY_UNET))
+    x, t = torch.randn(2, 1, 1, 8, 8), torch.tensor([5, 5])
+    clean, corrupted = model(x, t, level=0), model(x, t, level=torch.tensor([3, 3]))
+    assert not torch.allclose(clean, corrupted)
+    torch.testing.assert_close(model(x, t, level=torch.tensor([0, 3]))[1], corrupted[1])  # per sample
+    with pytest.raises(ValueError, match="pass level"):
+        model(x, t)
+    with pytest.raises(ValueError, match=r"level must lie in \[0, 4\)"):
+        model(x, t, level=4)
+
+
+def test_unconditional_unet_is_unchanged_by_level_conditioning() -> None:
+    """Same seed, same weights: the level table is built last and only when asked for."""
+    torch.manual_seed(3)
+    plain = image_unet(in_channels=1, **TINY_UNET)
+    torch.manual_seed(3)
+    conditioned = image_unet(in_channels=1, num_levels=4, **TINY_UNET)
+    plain_state, conditioned_state = plain.state_dict(), conditioned.state_dict()
+    assert set(conditioned_state) - set(plain_state) == {"level_embed.weight"}
+    assert all(torch.equal(value, conditioned_state[key]) for key, value in plain_state.items())
+    with pytest.raises(ValueError, match="not level-conditioned"):
+        plain(torch.randn(1, 1, 1, 8, 8), torch.tensor([1]), level=0)

@@ -14,10 +14,16 @@ Everything is written into a hidden temporary folder beside the final one, fsync
 into place, so a crash never leaves a half-written ``step_*`` folder, and the manifest catches files
 truncated or corrupted later. Loading verifies the manifest first and raises :class:`CheckpointError`
 naming the bad file.
+
+One writer per run folder: :func:`run_lock` takes an exclusive ``flock`` on ``run_dir/.lock`` (the
+operating system drops it when the holder exits, even on ``kill -9``, so a lock is never stale), and
+pruning deletes only this process's own temporary folders and those of processes no longer alive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -26,12 +32,14 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from pseudovideo.weights import safe_load_error
 
 MANIFEST = "manifest.json"
 STATE = "state.pt"
@@ -39,6 +47,7 @@ MODEL = "model.safetensors"
 EMA = "ema.safetensors"
 DISCRIMINATOR = "discriminator.safetensors"
 CONFIG = "config.yaml"
+LOCK = ".lock"
 FORMAT_VERSION = 1
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
@@ -48,6 +57,64 @@ _TRASH_PREFIX = ".trash_"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, truncated or corrupt; the message names the file."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the same run folder; the message names the folder and its pid."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Holds an exclusive lock on ``run_dir`` (created if needed) for the block; yields the lock file.
+
+    A second holder, in this or another process, gets RunLockedError at once (no waiting). The lock
+    is an ``flock`` on ``run_dir/.lock``, released by the operating system when the holder exits,
+    however it exits. Where ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on this platform
+        yield Path(run_dir) / LOCK
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLockedError(
+                f"run folder {run_dir} is being trained by another process (pid {holder}); wait for it to "
+                f"finish or train into another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _is_leftover(name: str) -> bool:
+    """Whether a temporary/trash folder name belongs to a writer that is not running (never this process)."""
+    pid_text = name.rsplit("_", 1)[-1]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    return pid != os.getpid() and not _pid_alive(pid)
 
 
 def checkpoint_name(step: int) -> str:
@@ -161,16 +228,33 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         _fsync_dir(checkpoints_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise _disk_full(err, final) from err
         raise
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
 
 
+def _disk_full(err: OSError, final: Path) -> OSError:
+    """The ENOSPC error of a checkpoint write, naming the file and what the run folder still holds."""
+    kept = [path for _, path in list_checkpoints(final.parent) if path != final]
+    holds = f"the newest complete checkpoint {kept[-1]} is kept" if kept else "no complete checkpoint exists yet"
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on device while writing checkpoint {final.name} ({err.filename or final}); the partial "
+        f"checkpoint was removed and {holds}: free space, then resume the run",
+    )
+
+
 def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> list[Path]:
-    """Deletes all but the newest ``keep_last`` checkpoints and stale temporary folders; returns the deleted ones."""
+    """Deletes all but the newest ``keep_last`` checkpoints and stale temporary folders; returns the deleted ones.
+
+    A temporary folder is stale when the process named by its pid suffix is no longer running: the
+    in-flight folders of this process and of any other live writer are left alone.
+    """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     checkpoints_dir = Path(checkpoints_dir)
@@ -178,10 +262,8 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> list[Path]
     for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)
         deleted.append(path)
-    own_suffix = f"_{os.getpid()}"
     for child in checkpoints_dir.iterdir() if checkpoints_dir.is_dir() else []:
-        # leftovers of a crashed writer (this process's own in-flight folder is never pruned here)
-        if child.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)) and not child.name.endswith(own_suffix):
+        if child.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)) and _is_leftover(child.name):
             shutil.rmtree(child, ignore_errors=True)
             deleted.append(child)
     return deleted
@@ -225,11 +307,18 @@ def _load_weights(module: nn.Module, file: Path, device: torch.device | str) -> 
     try:
         missing, unexpected = load_model(module, str(file), strict=False, device=str(device))
     except Exception as err:  # safetensors raises its own error types on malformed headers
-        raise CheckpointError(f"checkpoint file {file} could not be read: {err}") from err
+        text = " ".join(str(err).split())
+        if isinstance(err, RuntimeError) and "loading state_dict" in text:  # shapes differ from the model's
+            raise CheckpointError(
+                f"checkpoint file {file} does not fit the {type(module).__name__} built from the run's config "
+                f"(was model.family or a model size changed?): {text[:240]}"
+            ) from None
+        raise CheckpointError(f"checkpoint file {file} could not be read: {text[:300]}") from None
     # load_model already drops the second name of each tied pair from ``missing``
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint file {file} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            f"checkpoint file {file} does not fit the {type(module).__name__} built from the run's config (was "
+            f"model.family changed?): missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
 
 
@@ -267,7 +356,7 @@ def load_checkpoint(
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {state_file} is missing") from None
     except Exception as err:
-        raise CheckpointError(f"checkpoint file {state_file} could not be read: {err}") from err
+        raise CheckpointError(f"checkpoint file {state_file} could not be read: {safe_load_error(err)}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"checkpoint file {state_file} does not hold a training state")
     return state

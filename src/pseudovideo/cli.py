@@ -2,16 +2,24 @@
 
 Every command that takes a config accepts ``-c CONFIG.yaml`` and trailing ``key.sub=value``
 overrides; the config is validated before any work starts.
+
+Every expected failure (a bad config or argument, a missing, unreadable or corrupt file, a locked
+run folder, a diverged training, a full disk, a NaN metric) prints one line on stderr and exits with
+status 2; ``--debug`` (or ``PSEUDOVIDEO_DEBUG=1``) shows the full traceback instead. Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from pseudovideo.config import (
     ConfigError,
@@ -39,6 +47,57 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
 
 
+def _require_positive(value: int, option: str) -> None:
+    """Refuses a count argument below 1 before any work starts."""
+    if value < 1:
+        raise UsageError(f"{option}: expected a positive number, got {value}")
+
+
+def _name_given(args: argparse.Namespace) -> bool:
+    """Whether the run was named, by ``name=`` or by the config file."""
+    if any(o.split("=", 1)[0] == "name" for o in args.overrides):
+        return True
+    return args.config is not None and "name" in read_yaml(args.config)
+
+
+def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """An unnamed run gets the first free folder out_dir/run, run-2, ... so that no earlier result is replaced."""
+    import dataclasses
+
+    from pseudovideo.runs import first_free_name
+
+    if _name_given(args):
+        return config
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would pick its own free folder
+        raise UsageError("under torchrun give the run a name (name=NAME): every rank must write into the same run folder")
+    return dataclasses.replace(config, name=first_free_name(config.out_dir, config.name))
+
+
+def _keep_previous(path: Path) -> None:
+    """Keeps an earlier result file under a numbered name instead of replacing it, and says so."""
+    from pseudovideo.runs import keep_previous
+
+    kept = keep_previous(path)
+    if kept is not None:
+        print(f"earlier {path.name} kept as {kept}")
+
+
+def _train_defaults(args: argparse.Namespace) -> list[str]:
+    """Overrides that make ``train`` without ``-c`` meaningful: an image family trains the image baseline (T = 1).
+
+    The built-in defaults describe 8-frame pseudo videos (what ``show`` and ``diagnose`` look at); a VQVAE or
+    DDPM UNet on them would code every frame alone, which is neither the image baseline nor a video model.
+    The video families (cvivit, video_unet) keep T = 8; ``pseudo_video.num_frames=N`` always wins.
+    """
+    if args.config is not None:
+        return []
+    given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    family = given.get("model.family", "vqvae")
+    if family in ("vqvae", "unet") and "pseudo_video.num_frames" not in given:
+        return ["pseudo_video.num_frames=1"]
+    return []
+
+
 def _generator(seed: int):
     import torch
 
@@ -55,7 +114,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n, "--n")
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
@@ -63,6 +125,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else config.run_dir / "show"
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
     upscale = picture_upscale(config.data.resolution)
+    for name in (f"{stem}.png", f"{stem}.gif", "config.yaml"):
+        _keep_previous(out / name)
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale)
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
@@ -79,7 +143,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic
     from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
 
+    _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     for construction in constructions:  # the config was checked with its own construction: check these before work
         pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
@@ -99,7 +166,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(format_diagnostic_table(rows, title))
         print()
     path = out / "diagnose.json"
-    path.write_text(json.dumps({"config": str(args.config), "overrides": args.overrides, "results": results}, indent=2))
+    for name in ("diagnose.json", "config.yaml"):
+        _keep_previous(out / name)
+    config_path = str(args.config) if args.config is not None else None  # null in JSON, not "None"
+    path.write_text(json.dumps({"config": config_path, "overrides": args.overrides, "results": results}, indent=2))
     save_config(config, out / "config.yaml")
     print(f"results: {path}")
     return 0
@@ -122,14 +192,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.run_dir.resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} but the config's run folder is {config.run_dir}; do not change name/out_dir when resuming")
     else:
-        if args.config is None and not args.overrides:
-            raise UsageError("train needs -c CONFIG.yaml (see configs/), key=value overrides, or --resume RUN_DIR")
-        config = _config_from_args(args)
+        defaults = _train_defaults(args)
+        config = _fresh_run_name(load_config(args.config, [*defaults, *args.overrides]), args)
+        if args.config is None:
+            print(f"no -c CONFIG: training model.family={config.model.family} at pseudo_video.num_frames="
+                  f"{config.pseudo_video.num_frames} on {config.data.dataset} into {config.run_dir} (see configs/)")
     result = train_run(config, resume=args.resume is not None)
-    print(f"trained {result.steps} steps in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}")
+    print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
+        for name in ("eval.json", "eval.md"):
+            _keep_previous(result.run_dir / name)
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
     return 0
+
+
+def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (imported lazily)
+    """What this process trained: "trained 20 steps (20 -> 40) in 3 s (85.2 images/s) -> runs/x"."""
+    trained = result.steps - result.start_step
+    if trained == 0:
+        return f"nothing to train: {result.run_dir} is already at step {result.steps}"
+    span = f" ({result.start_step} -> {result.steps})" if result.start_step else ""
+    return f"trained {trained} steps{span} in {result.wall_time_s:.0f} s ({result.images_per_s:.1f} images/s) -> {result.run_dir}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -142,6 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
+    for name in ("eval.json", "eval.md"):
+        _keep_previous(Path(args.run_dir) / name)
     result = evaluate_run(args.run_dir, eval_config, device=args.device)
     print(format_eval_markdown(result))
     print(f"results: {Path(args.run_dir) / 'eval.json'}")
@@ -154,15 +239,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.evaluation import generate_videos
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif, save_video_grid
     from pseudovideo.runs import load_run
-    from pseudovideo.tasks import DIFFUSION_FAMILIES
+    from pseudovideo.tasks import is_tokenizer
 
+    _require_positive(args.n, "--n")
+    _require_positive(args.batch_size, "--batch-size")
     device = resolve_device(args.device)
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:
         raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")
     config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
-    if config.model.family not in DIFFUSION_FAMILIES:
-        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run (unet or video_unet)")
+    if is_tokenizer(config):
+        raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run "
+                         "(unet, video_unet or a lifted diffusion model)")
     config = build_config(config_to_dict(config), args.overrides)  # e.g. diffusion.sampler=ddpm
     videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
@@ -177,6 +265,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes a run's image denoiser in another library's format (diffusers UNet2DModel + scheduler)."""
+    from pseudovideo.diffusers_export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    print(f"diffusers UNet2DModel: {out} (scheduler: {out / 'scheduler'})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Trains and compares an image model and its video counterpart on pseudo videos."""
     from pseudovideo.demo import DemoSettings, run_demo
@@ -184,9 +284,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         dataset=args.dataset, root=args.root, resolution=args.resolution, family=args.family, steps=args.steps,
         frames=args.frames, batch_size=args.batch_size, device=args.device, out_dir=str(args.out),
-        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress,
+        eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress, overrides=tuple(args.overrides),
     )
     print(run_demo(settings))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Lists every config key (type, default, meaning), as text or markdown, or prints a resolved config."""
+    import yaml
+
+    from pseudovideo.config_docs import config_markdown, format_config_list
+
+    if args.markdown:
+        print(config_markdown(), end="")
+    elif args.list or (args.config is None and not args.overrides):
+        print(format_config_list(), end="")
+    else:
+        print(yaml.safe_dump(config_to_dict(_config_from_args(args)), sort_keys=False), end="")
+    return 0
+
+
+def cmd_feature_net(args: argparse.Namespace) -> int:
+    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
+    from pseudovideo.feature_net import prepare_feature_net
+    from pseudovideo.tasks import build_dataset_from_config
+
+    config = _config_from_args(args)
+    channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
+    net = prepare_feature_net(config, channels, retrain=args.retrain)
+    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
     return 0
 
 
@@ -202,12 +329,46 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+# Help of the options declared without one (so that `--help` can show their defaults).
+_OPTION_HELP = {
+    "seed": "random seed", "n_images": "images of the dataset used", "construction": "pseudo-video construction(s)",
+    "device": "auto, cpu, cuda or cuda:N", "n": "number of images", "batch_size": "batch size",
+    "out": "output folder", "resolution": "image side (default: 16 for digits, 32 otherwise)",
+    "family": "which model pair", "eval_images": "held-out images evaluated", "no_progress": "no progress bars",
+}
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where there is no default to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Gives the parser and its sub-commands the defaults-showing formatter and a help for every option."""
+    parser.formatter_class = _DefaultsHelpFormatter
+    for action in parser._actions:
+        if action.option_strings and action.help is None:
+            action.help = _OPTION_HELP.get(action.dest, action.dest.replace("_", " "))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_parser in action.choices.values():
+                _show_defaults(sub_parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pseudovideo`` argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
         prog="pseudovideo",
         description="Train video counterparts of image generative models on pseudo videos.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
+    from pseudovideo import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="write a PNG grid and a GIF of pseudo videos of a dataset")
@@ -248,6 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
     sample.set_defaults(func=cmd_sample)
 
+    feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd metric (cached)")
+    _add_config_arguments(feature_net)
+    feature_net.add_argument("--retrain", action="store_true", help="train anew even when the cache file exists")
+    feature_net.set_defaults(func=cmd_feature_net)
+
+    export = sub.add_parser("export", help="write a diffusion run's image UNet as a diffusers UNet2DModel folder")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out", type=Path, help="output folder (UNet2DModel.from_pretrained(OUT))")
+    export.add_argument("--format", choices=["diffusers"], default="diffusers")
+    export.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of the EMA")
+    export.add_argument("--drop-temporal", action="store_true",
+                        help="for video runs: export the image model with the temporal layers removed")
+    export.set_defaults(func=cmd_export)
+
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
     experiment.add_argument("config", type=Path, help="experiment YAML, e.g. configs/experiments/frames.yaml")
     experiment.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every run")
@@ -257,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
+    demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to both runs, e.g. train.lr=5e-4")
     demo.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, mnist, celeba or folder:PATH")
     demo.add_argument("--root", default=None, help="local root of a torchvision dataset")
     demo.add_argument("--resolution", type=int, default=None)
@@ -270,11 +446,62 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="list every config key (type, default, meaning) or print a resolved config")
+    _add_config_arguments(config)
+    config.add_argument("--list", action="store_true", help="every key with its type, default and meaning (also without -c)")
+    config.add_argument("--markdown", action="store_true", help="the same as a markdown document (docs/config.md)")
+    config.set_defaults(func=cmd_config)
+
+    for command in sub.choices.values():  # `--debug` also after the command name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _show_defaults(parser)
     return parser
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a problem the user can act on (one-line message, exit 2), not a bug."""
+    from PIL import Image
+
+    from pseudovideo.checkpoint import CheckpointError, RunLockedError
+    from pseudovideo.evaluation import NonFiniteMetricError
+    from pseudovideo.training import TrainingDivergedError
+
+    return (
+        ConfigError, UsageError, ValueError, OSError, CheckpointError, RunLockedError, TrainingDivergedError,
+        NonFiniteMetricError, Image.DecompressionBombError,
+    )
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line description of an expected failure (a full disk also says what it means for the run)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and "checkpoint" not in text:
+        text += "; the disk is full: free space and resume the run (its complete checkpoints are kept)"
+    return text
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    return f"pseudovideo: {category.__name__}: {message}\n"
+
+
+@contextlib.contextmanager
+def _short_warnings() -> Iterator[None]:
+    """Warnings print as one line, without the source line of the module that raised them."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("PSEUDOVIDEO_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; user errors print one clear line and exit with status 2."""
+    """Runs the CLI; expected failures print one clear line and exit with status 2 (see the module doc)."""
     parser = build_parser()
     # Overrides may come after options (`experiment CFG --scale paper train.device=cuda`); argparse
     # leaves those as unknown arguments, so they are collected here.
@@ -284,11 +511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, UsageError, FileNotFoundError, ValueError) as err:
-        print(f"pseudovideo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with _short_warnings():
+        try:
+            return int(args.func(args) or 0)
+        except Exception as err:
+            if _debug_requested(args) or not isinstance(err, expected_errors()):
+                raise
+            print(f"pseudovideo {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class DataConfig:
     max_images: int | None = None  # deterministic subset of the training split
     train_split: str = "train"
     eval_split: str = "test"
+    # Share of the images held out for evaluation where the data has no split of its own (a folder
+    # without train/ + test/ sub-folders, MNIST with one split file): chosen by a hash of the relative
+    # path (MNIST: index), the rest is the train split.
+    held_out_fraction: float = 0.1
 
 
 @dataclass
@@ -138,16 +143,36 @@ class UNetConfig:
     # video_unet only: which blocks get a temporal layer, and which layer (see pseudovideo.models.unet)
     temporal_layers: str = field(default="every_block", metadata=_choices("every_block", "per_level", "low_res"))
     temporal_mixer: str = field(default="attention", metadata=_choices("attention", "conv", "hybrid"))
+    # Image UNet with pseudo_video.frames_as_images only: condition on each frame's level (T-1-index,
+    # 0 = the clean last frame) through a learned embedding, and sample at level 0 (the clean image).
+    level_conditioning: bool = True
+
+
+@dataclass
+class LiftedConfig:
+    """``model.family: lifted``: an image network lifted to video with :func:`pseudovideo.lift`."""
+
+    # unet | vqvae (ours, built from model.unet / model.vqvae) | run:RUN_DIR (a trained run, its EMA weights)
+    # | diffusers:PATH (a save_pretrained UNet2DModel folder) | python:package.module:factory
+    base: str = "unet"
+    where: list[str] | None = None  # block class names, module names or globs; null: pseudovideo.lifting.DEFAULT_BLOCKS
+    causal: bool = False
+    # none: no temporal layer (the base as an image model, frame by frame: T = 1 training of an imported base)
+    temporal: str = field(default="attention", metadata=_choices("attention", "conv", "both", "none"))
+    num_heads: int | None = None  # heads of the temporal attention; null: most of 8/4/2/1 with >= 8 channels per head
+    # diffusion or tokenizer; auto reads it from the base (python: factories and run: folders not yet trained need it)
+    kind: str = field(default="auto", metadata=_choices("auto", "diffusion", "tokenizer"))
 
 
 @dataclass
 class ModelConfig:
     """Which model to train; only the section of the chosen family is used."""
 
-    family: str = field(default="vqvae", metadata=_choices("vqvae", "cvivit", "unet", "video_unet"))
+    family: str = field(default="vqvae", metadata=_choices("vqvae", "cvivit", "unet", "video_unet", "lifted"))
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     cvivit: CViViTConfig = field(default_factory=CViViTConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    lifted: LiftedConfig = field(default_factory=LiftedConfig)
 
 
 @dataclass
@@ -209,12 +234,22 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     keep_last: int = 2
+    # NaN guard: a checkpoint is written only when the last step's loss is finite and exceeds the median of
+    # the last 50 healthy step losses by at most divergence_factor x |median| (0: finite is enough).
+    divergence_factor: float = 100.0
     log_every: int = 10
+    # Where the logged scalars go: log.csv (read by demo/experiment plots), TensorBoard (tb/), Weights & Biases
+    # (needs `pip install '.[wandb]'`; WANDB_MODE=offline logs into run_dir/wandb without network).
+    log_to: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    wandb_project: str = "pseudovideo"  # W&B project of the runs (with log_to containing wandb)
     image_every: int = 500
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
     progress: bool = True
+
+
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd")  # cfd: classifier Fréchet distance
 
 
 @dataclass
@@ -227,7 +262,10 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid"])
     inception_weights: str | None = None  # local path of torch-fidelity's Inception weights
     lpips_weights: str | None = None  # local path of the LPIPS backbone's ImageNet weights
-    cache_dir: str = "~/.cache/pseudovideo"  # reference statistics for FID/KID
+    cache_dir: str = "~/.cache/pseudovideo"  # FID/KID reference statistics and cfd feature nets (shared by runs)
+    feature_net: str | None = None  # cfd: explicit feature-net safetensors file (else cached in cache_dir / trained)
+    feature_net_seed: int = 0  # cfd: seed of the feature net's training (part of its cache key)
+    feature_net_steps: int = 1000  # cfd: training steps of the feature net (part of its cache key)
     seed: int = 1234
 
 
@@ -408,10 +446,14 @@ def merge_config_dict(base: dict[str, Any], update: dict[str, Any]) -> dict[str,
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Reads a YAML mapping; a missing or malformed file raises ConfigError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not a UTF-8 text file (binary?): {err.reason} at byte {err.start}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if data is None:
@@ -450,6 +492,9 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+LOG_SINKS = ("csv", "tensorboard", "wandb")
+
+
 def validate_train_config(train: TrainConfig) -> None:
     """Range checks of a ``train`` section (also run by the engine, which takes it without a RunConfig)."""
     _require(train.steps >= 1, f"train.steps: expected >= 1, got {train.steps}")
@@ -462,7 +507,12 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.grad_clip >= 0, f"train.grad_clip: expected >= 0 (0 = off), got {train.grad_clip}")
     _require(train.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {train.checkpoint_every}")
     _require(train.keep_last >= 1, f"train.keep_last: expected >= 1, got {train.keep_last}")
+    _require(train.divergence_factor >= 0, f"train.divergence_factor: expected >= 0 (0 = off), got {train.divergence_factor}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
+    for sink in train.log_to:
+        _require(sink in LOG_SINKS, f"train.log_to: unknown destination {sink!r}; valid: {', '.join(LOG_SINKS)}")
+    _require("wandb" not in train.log_to or importlib.util.find_spec("wandb") is not None,
+             "train.log_to: wandb is not installed; pip install '.[wandb]' (or pip install wandb), or remove it")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
     _require(train.compile in (True, False, "auto"),
              f"train.compile: expected auto, true or false, got {train.compile!r}")
@@ -500,6 +550,8 @@ def validate_config(config: RunConfig) -> None:
         _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
         if corruption.schedule == "explicit":
             _require(corruption.levels is not None, f"{key}.levels: required by schedule 'explicit'")
+            _require(all(level >= 0 for level in corruption.levels),
+                     f"{key}.levels: expected levels >= 0, got {corruption.levels}")
         if corruption.schedule == "geometric":
             _require(corruption.min_level is not None and corruption.min_level > 0,
                      f"{key}.min_level: schedule 'geometric' needs a positive min_level, got {corruption.min_level}")
@@ -509,6 +561,8 @@ def validate_config(config: RunConfig) -> None:
     if pv.construction == "first_order":
         _validate_first_order_downsample(pv, data.resolution)
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
+    _require(0 < data.held_out_fraction < 1,
+             f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)
     family = config.model.family
     for name in ("vqvae", "cvivit"):
@@ -518,16 +572,73 @@ def validate_config(config: RunConfig) -> None:
         _require(section.num_quantizers == 1 or not section.cosine_codes,
                  f"{key}.num_quantizers={section.num_quantizers} needs {key}.cosine_codes=false: residual "
                  "quantization subtracts codes from tokens, and the residual of a unit vector is not one")
+    if family == "lifted":
+        validate_lifted(config.model.lifted)
     if family == "cvivit":
         tp = config.model.cvivit.temporal_patch_size
         _require((pv.num_frames - 1) % tp == 0,
                  f"pseudo_video.num_frames={pv.num_frames} does not fit model.cvivit.temporal_patch_size={tp}: "
                  f"C-ViViT embeds the first frame alone and the other T-1={pv.num_frames - 1} frames in groups of {tp}, "
                  f"so T-1 must be divisible by {tp}")
-    if family in ("unet", "video_unet"):
+    if model_kind(config.model) == "diffusion":
         steps = config.diffusion.sample_steps
         _require(1 <= steps <= config.diffusion.num_timesteps,
                  f"diffusion.sample_steps: expected 1..{config.diffusion.num_timesteps}, got {steps}")
+    _require(config.eval.num_images >= 1, f"eval.num_images: expected >= 1, got {config.eval.num_images}")
+    _require(config.eval.batch_size >= 1, f"eval.batch_size: expected >= 1, got {config.eval.batch_size}")
     for metric in config.eval.metrics:
-        _require(metric in ("psnr", "ssim", "swd", "lpips", "fid", "kid"),
-                 f"eval.metrics: unknown metric {metric!r}; valid: psnr, ssim, swd, lpips, fid, kid")
+        _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
+    _require(config.eval.feature_net_steps >= 1,
+             f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
+
+
+LIFTED_BASE_FORMS = "unet, vqvae, run:RUN_DIR, diffusers:PATH or python:package.module:factory"
+
+
+def _lifted_base_kind(lifted: LiftedConfig) -> str | None:
+    """diffusion / tokenizer as read from ``model.lifted.base``; None when it cannot be told from the text."""
+    base = lifted.base
+    if base in ("unet", "vqvae"):
+        return "diffusion" if base == "unet" else "tokenizer"
+    if base.startswith("diffusers:"):
+        return "diffusion"
+    if base.startswith("run:"):
+        saved = Path(base[len("run:"):]) / "config.yaml"
+        return model_kind(load_config(saved).model) if saved.is_file() else None
+    return None
+
+
+def validate_lifted(lifted: LiftedConfig) -> None:
+    """Checks of ``model.lifted`` that need no model: the base's form and the kind it implies."""
+    base, key = lifted.base, "model.lifted.base"
+    forms = ("run:", "diffusers:", "python:")
+    _require(base in ("unet", "vqvae") or (base.startswith(forms) and base.split(":", 1)[1] != ""),
+             f"{key}: expected {LIFTED_BASE_FORMS}, got {base!r}")
+    if base.startswith("python:"):
+        _require(base.count(":") == 2 and all(base.split(":")[1:]),
+                 f"{key}: expected python:package.module:factory (a function returning the image network), got {base!r}")
+    if base.startswith("diffusers:"):
+        folder = Path(base[len("diffusers:"):]).expanduser()
+        _require((folder / "config.json").is_file(),
+                 f"{key}: {folder} is not a diffusers model folder (no config.json; write one with save_pretrained)")
+    _require(lifted.num_heads is None or lifted.num_heads >= 1,
+             f"model.lifted.num_heads: expected >= 1 or null, got {lifted.num_heads}")
+    _require(lifted.where is None or len(lifted.where) >= 1, "model.lifted.where: expected a non-empty list or null")
+    told = _lifted_base_kind(lifted)
+    _require(lifted.kind != "auto" or told is not None,
+             f"model.lifted.kind: cannot tell whether base {base!r} is a diffusion model or a tokenizer "
+             "(a python: factory, or a run folder not trained yet); set model.lifted.kind to diffusion or tokenizer")
+    _require(lifted.kind == "auto" or told in (None, lifted.kind),
+             f"model.lifted.kind={lifted.kind!r} contradicts model.lifted.base={base!r}, a {told} model")
+
+
+def model_kind(model: ModelConfig) -> str:
+    """``"diffusion"`` or ``"tokenizer"``: which task trains ``model.family`` (for lifted: what its base is)."""
+    if model.family in ("vqvae", "cvivit"):
+        return "tokenizer"
+    if model.family in ("unet", "video_unet"):
+        return "diffusion"
+    kind = model.lifted.kind if model.lifted.kind != "auto" else _lifted_base_kind(model.lifted)
+    if kind is None:
+        raise ConfigError(f"model.lifted.kind: cannot tell the kind of base {model.lifted.base!r}; set it")
+    return kind

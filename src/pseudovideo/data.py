@@ -1,17 +1,27 @@
 """Datasets of clean images: the last frames of the pseudo videos every model trains on.
 
-Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels dropped),
-with ``R`` the requested resolution. Entry point: :func:`build_dataset`, driven by a spec string:
+Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels are not yielded),
+with ``R`` the requested resolution. Class labels, where the data has them (digits, CIFAR-10, MNIST in
+torchvision's layout, a folder with one sub-folder per class), are kept beside the images in ``.labels``
+for the classifier behind the ``cfd`` metric (see ``pseudovideo.feature_net``). Entry point: :func:`build_dataset`, driven by a spec string:
 
 - ``"digits"``: scikit-learn's bundled 8x8 handwritten digits, upsampled; needs no network or files.
 - ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
   classes, reading ``root`` in torchvision's layout or downloading into it.
 - ``"folder:PATH"``: any folder tree of image files, decoded once up front into memory.
+
+Held-out splits: a folder with split sub-folders (``train/`` plus ``valid/`` or ``test/``) uses them.
+A folder without them, and MNIST when only one of its two split files is present, is split
+deterministically by a hash of each image's relative path (MNIST: its index): a fraction
+``held_out_fraction`` (default 10 %) forms the evaluation splits ("valid"/"test") and the rest the
+"train" split, so no evaluation image is ever trained on. Each dataset's ``split_description``
+says which split was actually used (written into every ``eval.json``).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import struct
@@ -40,6 +50,8 @@ __all__ = [
     "resize_center_crop",
     "list_image_files",
     "read_idx_images",
+    "held_out_mask",
+    "DEFAULT_HELD_OUT_FRACTION",
 ]
 
 DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
@@ -54,7 +66,9 @@ SPLITS = {
     "celeba": ("train", "valid", "test"),
     "folder": ("train", "valid", "test"),
 }
+DEFAULT_HELD_OUT_FRACTION = 0.1  # share of a split-less folder (or lone MNIST file) held out for evaluation
 DIGITS_TRAIN_SIZE = 1500  # of the 1797 bundled digits; the remaining 297 are the test split
+DIGITS_SPLITS = {"train": "digits 1-1500 of scikit-learn's 1797", "test": "held-out digits 1501-1797 of scikit-learn's 1797"}
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = {
@@ -86,7 +100,9 @@ class ImageDataset(Dataset):
 
     Attributes: ``name`` (the spec it was built from), ``resolution`` (R), ``channels`` (C, 1 or 3),
     ``random_flip`` (horizontal flip with probability 0.5 per item, drawn from torch's global RNG so
-    a seeded training loop stays deterministic) and ``bad_files`` (files skipped as unreadable).
+    a seeded training loop stays deterministic), ``bad_files`` (files skipped as unreadable) and
+    ``labels`` / ``class_names`` (int64 ``(N,)`` class indices and their names, or None when unlabelled) and
+    ``split_description`` (which images form this split, e.g. "held-out 10 % of ... by path hash").
     Subclasses implement ``__len__`` and :meth:`load`.
     """
 
@@ -106,6 +122,9 @@ class ImageDataset(Dataset):
         self.channels = channels
         self.random_flip = bool(random_flip)
         self.bad_files: list[str] = list(bad_files)
+        self.labels: Tensor | None = None
+        self.class_names: list[str] | None = None
+        self.split_description = ""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -131,7 +150,7 @@ class ImageDataset(Dataset):
 class TensorImageDataset(ImageDataset):
     """Images held in memory as one tensor ``images`` of shape ``(N, C0, h, w)``.
 
-    ``images`` is uint8 in [0, 255] or floating in [-1, 1]. Items whose size differs from R are
+    ``images`` is uint8 in [0, 255] or floating in [-1, 1]; optional ``labels`` (N,) index ``class_names``. Items whose size differs from R are
     resized (shorter side) and centre-cropped on access; channels are converted to ``channels``
     (grey -> RGB by repetition, RGB -> grey by ITU-R 601 luma).
     """
@@ -145,6 +164,8 @@ class TensorImageDataset(ImageDataset):
         channels: int | None = None,
         random_flip: bool = False,
         bad_files: Sequence[str] = (),
+        labels: Tensor | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
@@ -156,6 +177,10 @@ class TensorImageDataset(ImageDataset):
             bad_files=bad_files,
         )
         self.images = images
+        if labels is not None:
+            if labels.shape != (images.shape[0],) or class_names is None:
+                raise ValueError(f"labels must be (N,) = ({images.shape[0]},) with class_names, got {tuple(labels.shape)}")
+            self.labels, self.class_names = labels.long(), list(class_names)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -232,18 +257,30 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
 
 
 def check_dataset_spec(
-    spec: str, root: str | None = None, split: str = "train", *, download: bool = False
+    spec: str,
+    root: str | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    held_out_fraction: float | None = None,
+    skip_bad_files: bool = False,
 ) -> tuple[str, str | None]:
     """Validate a spec, split and the files it needs without decoding anything (cheap, for the CLI).
 
-    Returns ``parse_dataset_spec(spec)``. Raises ValueError (bad name/split, empty folder) or
-    FileNotFoundError (missing path or dataset files, unless ``download`` will fetch them).
+    Returns ``parse_dataset_spec(spec)``. Raises ValueError (bad name/split/fraction, empty folder or
+    empty hash split) or FileNotFoundError (missing path or dataset files, unless ``download`` will fetch them).
     """
     name, arg = parse_dataset_spec(spec)
     _check_split(name, split)
+    if held_out_fraction is not None:
+        _check_fraction(held_out_fraction)
     if name == "folder":
-        folder = _split_folder(Path(arg), split, warn=False)
-        list_image_files(folder)
+        folder, hashed = _folder_split(Path(arg), split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the build reports skipped folders
+            files = list_image_files(folder, skip_unreadable=skip_bad_files)
+        if hashed:
+            _hash_split(files, folder, split, DEFAULT_HELD_OUT_FRACTION if held_out_fraction is None else held_out_fraction)
     elif name != "digits":
         data_root = _resolve_root(name, arg, root)
         if not download:
@@ -272,6 +309,7 @@ def build_dataset(
     download: bool = False,
     skip_bad_files: bool = False,
     max_images: int | None = None,
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
 ) -> ImageDataset:
     """Build the clean-image dataset named by ``spec`` (see :func:`parse_dataset_spec`).
 
@@ -280,9 +318,12 @@ def build_dataset(
     spaced over a fixed order (sorted file order for folders, so every class folder is represented); ``root`` is where torchvision datasets live
     (default ``"data"``; ignored by digits and folder specs), downloaded there when ``download``;
     ``skip_bad_files`` skips unreadable files of a folder (listed in
-    ``.bad_files``) instead of raising.
+    ``.bad_files``) instead of raising; ``held_out_fraction`` (in (0, 1)) is the share held out for
+    evaluation where the data has no split of its own (see the module docstring). The returned
+    dataset's ``split_description`` names the split used.
     """
     _check_resolution(resolution)
+    _check_fraction(held_out_fraction)
     _check_channels(channels, allow_none=True)
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
@@ -290,20 +331,30 @@ def build_dataset(
     _check_split(name, split)
     common = dict(resolution=resolution, channels=channels, random_flip=random_flip)
 
-    if name == "digits":
-        digits = _load_digits(split, resolution)
-        return TensorImageDataset(digits[spread_subset(len(digits), max_images)], name="digits", **common)
     if name == "folder":
-        return _build_folder(arg, split, max_images=max_images, skip_bad_files=skip_bad_files, **common)
-
+        return _build_folder(
+            arg, split, max_images=max_images, skip_bad_files=skip_bad_files, held_out_fraction=held_out_fraction, **common
+        )
+    if name == "digits":
+        digits, labels = _load_digits(split, resolution)
+        keep = spread_subset(len(digits), max_images)
+        dataset = TensorImageDataset(digits[keep], name="digits", labels=labels[keep], class_names=[str(d) for d in range(10)], **common)
+        dataset.split_description = DIGITS_SPLITS[split]
+        return dataset
     data_root = _resolve_root(name, arg, root)
-    if name == "cifar10":
-        images = _load_cifar10(data_root, split, download)
-    elif name == "mnist":
-        images = _load_mnist(data_root, split, download)
-    else:
+    if name == "celeba":
         return _build_celeba(data_root, split, download, max_images=max_images, **common)
-    return TensorImageDataset(images[spread_subset(len(images), max_images)], name=name, **common)
+    if name == "cifar10":
+        images, labels, classes = _load_cifar10(data_root, split, download)
+        description = f"CIFAR-10's official {split!r} split"
+    else:
+        images, labels, classes, description = _load_mnist(data_root, split, download, held_out_fraction)
+    keep = spread_subset(len(images), max_images)
+    dataset = TensorImageDataset(
+        images[keep], name=name, labels=None if labels is None else labels[keep], class_names=classes, **common
+    )
+    dataset.split_description = description
+    return dataset
 
 
 def spread_subset(total: int, count: int | None) -> Tensor:
@@ -320,6 +371,36 @@ def spread_subset(total: int, count: int | None) -> Tensor:
 def spread_images(dataset: ImageDataset, count: int) -> Tensor:
     """``count`` images evenly spread over ``dataset`` (see :func:`spread_subset`), (N, C, H, W), no random flips."""
     return torch.stack([dataset.load(i) for i in spread_subset(len(dataset), count).tolist()])
+
+
+def held_out_mask(keys: Sequence[str], fraction: float) -> list[bool]:
+    """True for the keys (relative paths, indices) held out for evaluation: ``fraction`` of them, by hash.
+
+    Each key's fate depends on the key alone (the first 8 bytes of its SHA-256 read as a number in
+    [0, 1)), so the split is the same on every machine and adding files never moves existing ones.
+    """
+    _check_fraction(fraction)
+    return [int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 < fraction for key in keys]
+
+
+def _check_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be a number in (0, 1) (e.g. 0.1), got {fraction!r}")
+
+
+def _hash_part(keys: Sequence[str], split: str, fraction: float, what: str) -> tuple[list[int], str]:
+    """Indices of ``keys`` in ``split`` (evaluation splits: the held-out ones; train: the rest) and its description."""
+    held = held_out_mask(keys, fraction)
+    evaluating = split != "train"
+    chosen = [i for i, h in enumerate(held) if h == evaluating]
+    share = f"{fraction:.0%}" if evaluating else f"{1 - fraction:.0%}"
+    part = "held-out" if evaluating else "training part (not held out)"
+    if not chosen:
+        raise ValueError(
+            f"the {part} {share} of {what} ({len(keys)} images) is empty; change data.held_out_fraction "
+            f"(now {fraction}) or give the data its own split sub-folders"
+        )
+    return chosen, f"{part} {share} of {what} by hash ({len(chosen)} of {len(keys)} images)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,11 +420,14 @@ def resize_center_crop(image: Tensor, resolution: int) -> Tensor:
     return image
 
 
-def list_image_files(folder: str | os.PathLike) -> list[Path]:
+def list_image_files(folder: str | os.PathLike, *, skip_unreadable: bool = False) -> list[Path]:
     """All image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, in sorted order.
 
-    Hidden files and folders (name starting with '.', e.g. macOS '._x.jpg') are ignored.
-    Raises FileNotFoundError if ``folder`` is missing, ValueError if it holds no image file.
+    Hidden files and folders (name starting with '.', e.g. macOS '._x.jpg') are ignored. Symbolic
+    links are followed, but each real folder is visited once (a link loop does not repeat images).
+    Raises FileNotFoundError if ``folder`` is missing, NotADirectoryError if it is a file,
+    PermissionError naming the first folder that cannot be read (with ``skip_unreadable``, those
+    folders are skipped with a warning counting them), ValueError if it holds no image file.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -351,18 +435,39 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"image folder {str(folder)!r} is a file, expected a folder of images")
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    unreadable: list[OSError] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable.append):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a link back to a folder already seen (e.g. a loop)
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, folder)
         for fname in filenames:
             if not fname.startswith(".") and fname.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(fname if rel == "." else os.path.join(rel, fname))
+    _report_unreadable(folder, unreadable, skip_unreadable)
     if not found:
         raise ValueError(
             f"image folder {str(folder)!r} holds no image files (accepted extensions, any case, "
             f"searched recursively: {', '.join(IMAGE_EXTENSIONS)})"
         )
     return [folder / rel for rel in sorted(found)]
+
+
+def _report_unreadable(folder: Path, errors: list[OSError], skip: bool) -> None:
+    if not errors:
+        return
+    first = errors[0]
+    where = first.filename or folder
+    if not skip or os.path.realpath(where) == os.path.realpath(folder):
+        raise PermissionError(
+            first.errno, f"image folder {str(where)!r} cannot be read ({first.strerror}); fix its permissions"
+            + ("" if skip else ", or set data.skip_bad_files=true to skip unreadable folders and files")
+        )
+    warnings.warn(f"skipped {len(errors)} unreadable folder(s) under {str(folder)!r} (first: {where})", stacklevel=3)
 
 
 def read_idx_images(path: str | os.PathLike) -> Tensor:
@@ -432,15 +537,18 @@ class _BadImage(Exception):
 
 def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
     """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem."""
+    buffer = None
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
+        buffer = io.BytesIO(data)
+        with Image.open(buffer) as img:
             img.load()  # a full decode: truncated files raise here
             if img.format == "PNG" and data.rfind(b"IEND") < 0:
                 raise OSError("PNG file is truncated (no IEND chunk)")
             image = _pil_to_uint8(img, channels)  # (C, h, w)
     except Exception as err:  # noqa: BLE001 - any decoder failure means a bad file; reported by name
-        raise _BadImage(f"{type(err).__name__}: {err}") from err
+        text = str(err).replace(repr(buffer), repr(str(path))) if buffer is not None else str(err)
+        raise _BadImage(f"{type(err).__name__}: {text}") from err
     return resize_center_crop(image, resolution)
 
 
@@ -479,17 +587,20 @@ def _resolve_root(name: str, arg: str | None, root: str | None) -> Path:
     return Path(arg or root or DEFAULT_ROOT)
 
 
-def _load_digits(split: str, resolution: int) -> Tensor:
-    """scikit-learn's bundled digits, float32 (N, 1, R, R) in [-1, 1]; train = first 1500, test = rest."""
+def _load_digits(split: str, resolution: int) -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled digits: float32 (N, 1, R, R) in [-1, 1] and labels (N,); train = first 1500, test = rest."""
     from sklearn.datasets import load_digits
 
-    pixels = torch.from_numpy(load_digits().images).to(torch.float32)  # (1797, 8, 8), values 0..16
-    pixels = pixels[:DIGITS_TRAIN_SIZE] if split == "train" else pixels[DIGITS_TRAIN_SIZE:]
+    bunch = load_digits()
+    pixels = torch.from_numpy(bunch.images).to(torch.float32)  # (1797, 8, 8), values 0..16
+    labels = torch.from_numpy(bunch.target).long()  # (1797,)
+    part = slice(None, DIGITS_TRAIN_SIZE) if split == "train" else slice(DIGITS_TRAIN_SIZE, None)
+    pixels, labels = pixels[part], labels[part]
     images = (pixels / 16.0 * 2.0 - 1.0).unsqueeze(1)  # (N, 1, 8, 8)
     images = torch.nn.functional.interpolate(
         images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False
     )
-    return images.clamp_(-1.0, 1.0)  # (N, 1, R, R)
+    return images.clamp_(-1.0, 1.0), labels  # (N, 1, R, R), (N,)
 
 
 def _cifar10_base(root: Path) -> Path:
@@ -506,12 +617,12 @@ def _check_cifar10_files(root: Path, split: str) -> None:
         raise FileNotFoundError(
             f"CIFAR-10 files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
             f"torchvision's layout: {str(root)}/{CIFAR10_FOLDER}/{{data_batch_1..data_batch_5, test_batch, "
-            f"batches.meta}}; pass download=True (--download) to fetch it there"
+            f"batches.meta}}; set data.download=true to fetch it there"
         )
 
 
-def _load_cifar10(root: Path, split: str, download: bool) -> Tensor:
-    """CIFAR-10 via torchvision.datasets.CIFAR10 -> uint8 (N, 3, 32, 32)."""
+def _load_cifar10(root: Path, split: str, download: bool) -> tuple[Tensor, Tensor, list[str]]:
+    """CIFAR-10 via torchvision.datasets.CIFAR10 -> uint8 (N, 3, 32, 32), labels (N,), class names."""
     from torchvision.datasets import CIFAR10
 
     if not download:
@@ -522,9 +633,10 @@ def _load_cifar10(root: Path, split: str, download: bool) -> Tensor:
     except RuntimeError as err:
         raise ValueError(
             f"CIFAR-10 files under {str(base / CIFAR10_FOLDER)!r} failed torchvision's integrity check "
-            f"(md5): {err}. Delete them and pass download=True to fetch a fresh copy"
+            f"(md5): {err}. Delete them and set data.download=true to fetch a fresh copy"
         ) from err
-    return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return images, torch.as_tensor(ds.targets).long(), list(ds.classes)
 
 
 def _mnist_torchvision_complete(root: Path) -> bool:
@@ -545,39 +657,50 @@ def _find_idx_images(root: Path, split: str) -> Path | None:
     return None
 
 
-def _find_mnist_source(root: Path, split: str) -> Path | None:
-    """None: torchvision's complete layout; a Path: the raw IDX image file of ``split``. Raises if neither."""
+def _find_mnist_source(root: Path, split: str) -> tuple[Path | None, bool]:
+    """Where ``split`` comes from: (None, False) for torchvision's complete layout, (IDX file, False) when
+    both split files are there, (the lone IDX file, True) when only one is (split it by index hash).
+    Raises FileNotFoundError if there is no MNIST file at all."""
     if _mnist_torchvision_complete(root):
-        return None
-    path = _find_idx_images(root, split)
-    if path is not None:
-        return path
+        return None, False
     other = "test" if split == "train" else "train"
-    other_path = _find_idx_images(root, other)
+    path, other_path = _find_idx_images(root, split), _find_idx_images(root, other)
+    if path is not None:
+        return path, other_path is None
     if other_path is not None:
-        raise FileNotFoundError(
-            f"MNIST root {str(root)!r} holds only the {other!r} split ({other_path.name}); split={split!r} needs "
-            f"{MNIST_PREFIX[split]}-images-idx3-ubyte[.gz] there. Use split={other!r}, or pass download=True "
-            f"with a writable root to fetch the full dataset"
-        )
+        return other_path, True
     raise FileNotFoundError(
         f"MNIST files not found under root {str(root)!r}. Expected torchvision's layout "
         f"{str(root)}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte, or the raw IDX files "
         f"({MNIST_PREFIX[split]}-images-idx3-ubyte[.gz]) directly in {str(root)!r}; "
-        f"pass download=True (--download) to fetch them"
+        f"set data.download=true to fetch them"
     )
 
 
-def _load_mnist(root: Path, split: str, download: bool) -> Tensor:
-    """MNIST via torchvision.datasets.MNIST, or raw IDX (.gz) files -> uint8 (N, 1, 28, 28)."""
+def _load_mnist(
+    root: Path, split: str, download: bool, held_out_fraction: float
+) -> tuple[Tensor, Tensor | None, list[str] | None, str]:
+    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (unlabelled)
+    -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
+
+    With only one split file present (e.g. the test split shipped alone), ``split`` is a deterministic
+    part of it: the held-out ``held_out_fraction`` (by index hash) for evaluation, the rest for training.
+    """
     from torchvision.datasets import MNIST
 
-    source = None if download else _find_mnist_source(root, split)
+    source, hashed = (None, False) if download else _find_mnist_source(root, split)
     if source is None:
-        pixels = MNIST(str(root), train=split == "train", download=download).data  # (N, 28, 28)
-    else:
-        pixels = read_idx_images(source)  # (N, 28, 28)
-    return pixels.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
+        ds = MNIST(str(root), train=split == "train", download=download)
+        pixels = ds.data  # (N, 28, 28)
+        description = f"MNIST's official {split!r} split"
+        return pixels.unsqueeze(1).contiguous(), ds.targets.long(), [str(d) for d in range(10)], description
+    pixels = read_idx_images(source)  # (N, 28, 28)
+    description = f"MNIST's official {split!r} split ({source.name})"
+    if hashed:
+        chosen, description = _hash_part([str(i) for i in range(len(pixels))], split, held_out_fraction,
+                                          f"MNIST file {source.name} (the only split present; image index)")
+        pixels = pixels[torch.tensor(chosen)]
+    return pixels.unsqueeze(1).contiguous(), None, None, description  # (N, 1, 28, 28)
 
 
 def _check_celeba_files(root: Path) -> None:
@@ -589,7 +712,7 @@ def _check_celeba_files(root: Path) -> None:
         raise FileNotFoundError(
             f"CelebA files not found under root {str(root)!r} (missing {', '.join(missing)}). Expected "
             f"torchvision's layout: {str(root)}/{CELEBA_FOLDER}/{{img_align_celeba/*.jpg, "
-            f"{', '.join(CELEBA_FILES)}}}; pass download=True (--download) to fetch it there (needs gdown)"
+            f"{', '.join(CELEBA_FILES)}}}; set data.download=true to fetch it there (needs gdown)"
         )
 
 
@@ -627,11 +750,11 @@ def _build_celeba(
     except RuntimeError as err:
         raise ValueError(
             f"CelebA files under {str(root / CELEBA_FOLDER)!r} failed torchvision's integrity check (md5): "
-            f"{err}. Pass download=True to fetch a fresh copy"
+            f"{err}. Delete them and set data.download=true to fetch a fresh copy"
         ) from err
     indices = spread_subset(len(ds), max_images).tolist()  # like every other dataset, not the first N
     folder = root / CELEBA_FOLDER / "img_align_celeba"
-    return LazyImageDataset(
+    dataset = LazyImageDataset(
         _CelebAImages(ds, indices),
         name="celeba",
         resolution=resolution,
@@ -639,20 +762,27 @@ def _build_celeba(
         random_flip=random_flip,
         describe=lambda i: str(folder / ds.filename[indices[i]]),
     )
+    dataset.split_description = f"CelebA's official {split!r} split"
+    return dataset
 
 
-def _split_folder(path: Path, split: str, *, warn: bool) -> Path:
-    """PATH/<split> when it is a folder, else PATH itself (with a warning when ``warn``)."""
+def _folder_split(path: Path, split: str) -> tuple[Path, bool]:
+    """(folder to read, whether to split it by path hash) for ``split`` of the image folder ``path``.
+
+    Split sub-folders are used when ``path`` has ``train/`` and ``valid/`` or ``test/``; otherwise the
+    images under ``path/train`` (or ``path`` itself) are split by path hash, so train and evaluation never overlap.
+    """
     if not path.exists():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
-    if (path / split).is_dir():
-        return path / split
-    if warn:
-        warnings.warn(
-            f"image folder {str(path)!r} has no {split!r} subfolder: using all its images for split {split!r}",
-            stacklevel=4,
-        )
-    return path
+    present = [name for name in SPLITS["folder"] if (path / name).is_dir()]
+    if "train" in present and len(present) > 1:
+        if split not in present:
+            raise FileNotFoundError(
+                f"image folder {str(path)!r} has split sub-folders {present} but no {split!r}; "
+                f"use one of them (data.train_split / data.eval_split) or add {str(path / split)!r}"
+            )
+        return path / split, False
+    return (path / "train" if "train" in present else path), True
 
 
 def _build_folder(
@@ -664,11 +794,15 @@ def _build_folder(
     random_flip: bool,
     max_images: int | None,
     skip_bad_files: bool,
+    held_out_fraction: float,
 ) -> TensorImageDataset:
-    """Decode every image file of a folder tree up front into uint8 (N, C, R, R) in memory."""
-    root = Path(path)
-    folder = _split_folder(root, split, warn=True)
-    files = list_image_files(folder)
+    """Decode every image file of a folder tree's ``split`` up front into uint8 (N, C, R, R) in memory."""
+    folder, hashed = _folder_split(Path(path), split)
+    files = list_image_files(folder, skip_unreadable=skip_bad_files)
+    if hashed:
+        files, description = _hash_split(files, folder, split, held_out_fraction)
+    else:
+        description = f"the {split!r} sub-folder of {path}"
     files = [files[i] for i in spread_subset(len(files), max_images).tolist()]
     workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(files)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -680,7 +814,7 @@ def _build_folder(
         others = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
         raise ValueError(
             f"image file {first!r} is not a readable image or is truncated ({reason}){others}; "
-            f"fix or remove it, or pass skip_bad_files=True to skip unreadable files"
+            f"fix or remove it, or set data.skip_bad_files=true to skip unreadable files"
         )
     good = [r for r in results if not isinstance(r, str)]
     if not good:
@@ -695,12 +829,39 @@ def _build_folder(
     images = torch.empty(len(good), out_channels, resolution, resolution, dtype=torch.uint8)  # (N, C, R, R)
     for i, t in enumerate(good):
         images[i].copy_(t)  # broadcasts grey (1, R, R) into RGB when the folder is mixed
-    name = f"folder:{path}"
-    return TensorImageDataset(
+    labels, classes = _folder_class_labels(folder, [f for f, r in zip(files, results) if not isinstance(r, str)])
+    dataset = TensorImageDataset(
         images,
-        name=name,
+        name=f"folder:{path}",
         resolution=resolution,
         channels=out_channels,
         random_flip=random_flip,
         bad_files=[f for f, _ in bad],
+        labels=labels,
+        class_names=classes,
     )
+    dataset.split_description = description
+    return dataset
+
+
+def _folder_class_labels(folder: Path, files: Sequence[Path]) -> tuple[Tensor | None, list[str] | None]:
+    """ImageFolder-style labels: the first sub-folder of ``folder`` holding each file, classes sorted by name.
+
+    Returns (labels (N,), class names), or (None, None) when some file lies directly in ``folder`` or there
+    are fewer than two classes (nothing to classify).
+    """
+    firsts = [f.relative_to(folder).parts for f in files]
+    if any(len(parts) < 2 for parts in firsts):
+        return None, None
+    classes = sorted({parts[0] for parts in firsts})
+    if len(classes) < 2:
+        return None, None
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[parts[0]] for parts in firsts], dtype=torch.long), classes
+
+
+def _hash_split(files: list[Path], folder: Path, split: str, fraction: float) -> tuple[list[Path], str]:
+    """The files of ``split`` when ``folder`` has no split sub-folders, keyed by their relative path."""
+    keys = [f.relative_to(folder).as_posix() for f in files]
+    chosen, description = _hash_part(keys, split, fraction, f"folder {str(folder)!r} (relative path)")
+    return [files[i] for i in chosen], description

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pseudovideo.config import RunConfig, build_config
+from pseudovideo.config import ConfigError, RunConfig, build_config
 from pseudovideo.distributed import resolve_device
 from pseudovideo.evaluation import (
     evaluate_run,
@@ -52,6 +52,20 @@ class DemoSettings:
     eval_images: int = 500
     seed: int = 0
     progress: bool = True
+    overrides: tuple[str, ...] = ()  # key=value applied to every run config of the demo, after its own settings
+
+
+# Keys the demo sets itself from its options: overriding them would break the matched pair.
+_DEMO_OWNED = {"name": "--out (runs are named after their models)", "out_dir": "--out", "model.family": "--family", "pseudo_video.num_frames": "--frames"}
+
+
+def _demo_config(s: DemoSettings, overrides: list[str]) -> RunConfig:
+    """A run config of the demo: its own overrides, then the user's ``s.overrides`` (ConfigError if one is the demo's)."""
+    for text in s.overrides:
+        key = text.split("=", 1)[0]
+        if key in _DEMO_OWNED:
+            raise ConfigError(f"demo sets {key} itself; use {_DEMO_OWNED[key]} instead of the override {text!r}")
+    return build_config(overrides=[*overrides, *s.overrides])
 
 
 def _common_overrides(s: DemoSettings, name: str, steps: int) -> list[str]:
@@ -80,7 +94,7 @@ def tokenizer_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
     """VQVAE (T = 1) and C-ViViT (T = frames) configs with matched steps and nearly equal parameter counts."""
     steps = s.steps or 600
     codebook = ["model.vqvae.codebook_size=256", "model.vqvae.codebook_dim=32", "model.cvivit.codebook_size=256", "model.cvivit.codebook_dim=32"]
-    video = build_config(overrides=_common_overrides(s, "cvivit", steps) + codebook + [
+    video = _demo_config(s, _common_overrides(s, "cvivit", steps) + codebook + [
         "model.family=cvivit", f"pseudo_video.num_frames={s.frames}", "model.cvivit.patch_size=4",
         "model.cvivit.temporal_patch_size=1", "model.cvivit.dim=96", "model.cvivit.heads=4", "model.cvivit.dim_head=24",
         "model.cvivit.spatial_depth=2", "model.cvivit.temporal_depth=2", "train.lr=1e-3",
@@ -91,7 +105,7 @@ def tokenizer_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
     # clean frame from the codes of all T time steps (T times the VQVAE's rate; see the rate column).
     # The image model's width is chosen so that its parameter count is closest to the video model's.
     candidates = [
-        build_config(overrides=_common_overrides(s, "vqvae", steps) + codebook + [
+        _demo_config(s, _common_overrides(s, "vqvae", steps) + codebook + [
             "model.family=vqvae", "pseudo_video.num_frames=1", f"model.vqvae.base_channels={width}",
             "model.vqvae.channel_mult=[1,2,2]", "model.vqvae.num_res_blocks=1", "train.lr=1e-3",
         ])
@@ -106,8 +120,8 @@ def diffusion_configs(s: DemoSettings, channels: int) -> list[RunConfig]:
     steps = s.steps or 800
     unet = ["model.unet.base_channels=32", "model.unet.channel_mult=[1,2]", "model.unet.num_res_blocks=1",
             "model.unet.attention_resolutions=[8]", "diffusion.sample_steps=25", "train.lr=1e-3"]
-    image = build_config(overrides=_common_overrides(s, "ddpm", steps) + unet + ["model.family=unet", "pseudo_video.num_frames=1"])
-    video = build_config(overrides=_common_overrides(s, "video_diffusion", steps) + unet + [
+    image = _demo_config(s, _common_overrides(s, "ddpm", steps) + unet + ["model.family=unet", "pseudo_video.num_frames=1"])
+    video = _demo_config(s, _common_overrides(s, "video_diffusion", steps) + unet + [
         "model.family=video_unet", f"pseudo_video.num_frames={s.frames}"])
     return [image, video]
 
@@ -141,10 +155,19 @@ def _rate_cell(result: dict[str, Any]) -> str:
     return f"{rate['codes_per_image']} / {rate['bits_per_image']:.0f}" if rate else "-"
 
 
-def _loss_curves(run_dirs: Sequence[Path], key: str, path: Path) -> Path:
-    """One curve of log column ``key`` per run, on a log scale."""
+# The logged quantity plotted for both models of a pair: the CLEAN frame's term, which an image model
+# (T = 1) and a video model (all frames, frame-weighted) share; their total losses are not comparable.
+LOSS_CURVES = {
+    "tokenizer": ("recon_clean", "clean-frame reconstruction loss (training)"),
+    "diffusion": ("mse_last_frame", "clean-frame denoising MSE (training)"),
+}
+
+
+def _loss_curves(run_dirs: Sequence[Path], family: str, path: Path) -> Path:
+    """One curve per run of the clean-frame loss term of ``family`` (:data:`LOSS_CURVES`), on a log scale."""
+    key, label = LOSS_CURVES[family]
     series = {run_dir.name: read_csv_series(run_dir / "log.csv", [key])[key] for run_dir in run_dirs}
-    return plot_curves(series, path, title=f"training {key}", ylabel=key, logy=True)
+    return plot_curves(series, path, title=f"{label}, both models", ylabel=key, logy=True)
 
 
 def _tokenizer_pictures(configs: Sequence[RunConfig], out: Path, device: torch.device) -> list[Path]:
@@ -162,7 +185,7 @@ def _tokenizer_pictures(configs: Sequence[RunConfig], out: Path, device: torch.d
     return [
         save_side_by_side(rows, labels, out / "reconstructions_side_by_side.png", upscale=upscale),
         save_video_grid(strip, out / "pseudo_video_strip.png", upscale=upscale),
-        _loss_curves([c.run_dir for c in configs], "recon", out / "loss_curves.png"),
+        _loss_curves([c.run_dir for c in configs], "tokenizer", out / "loss_curves.png"),
     ]
 
 
@@ -172,7 +195,7 @@ def _diffusion_pictures(configs: Sequence[RunConfig], out: Path) -> list[Path]:
         samples = config.run_dir / "pictures" / "eval_samples.png"
         if samples.is_file():
             paths.append(samples)
-    paths.append(_loss_curves([c.run_dir for c in configs], "loss", out / "diffusion_loss_curves.png"))
+    paths.append(_loss_curves([c.run_dir for c in configs], "diffusion", out / "diffusion_loss_curves.png"))
     return paths
 
 
@@ -180,7 +203,7 @@ def run_demo(settings: DemoSettings) -> str:
     """Trains, evaluates and compares the demo's model pair(s); returns the printed report."""
     if settings.family not in FAMILIES:
         raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {settings.family!r}")
-    probe = build_config(overrides=_common_overrides(settings, "probe", 1))
+    probe = _demo_config(settings, _common_overrides(settings, "probe", 1))
     channels = build_dataset_from_config(probe, split=probe.data.eval_split).channels
     device = resolve_device(settings.device)
     out = Path(settings.out_dir)

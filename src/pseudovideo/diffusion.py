@@ -602,7 +602,7 @@ class GaussianDiffusion(nn.Module):
         sampler: str = "ddim",
         steps: int | None = 50,
         eta: float = 0.0,
-        clip_x0: bool | str = True,
+        clip_x0: bool | str = "last",
         first_frames: int = 1,
         frames_per_step: int = 1,
         first_stage: str = "full",
@@ -614,7 +614,9 @@ class GaussianDiffusion(nn.Module):
     ) -> tuple[Tensor, dict[str, Any]]:
         """One entry point for the configured sampling: mode "joint" (all frames at once) or "autoregressive".
 
-        Returns (videos (B, T, C, H, W), info dict saying which mode / sampler / guidance was used).
+        Defaults are those of the ``diffusion`` config section (``clip_x0="last"``: only the clean last
+        frame is clipped). Returns (videos (B, T, C, H, W), info dict saying which mode / sampler / guidance
+        was used).
         """
         _check_choice("mode", mode, ("joint", "autoregressive"))
         _check_choice("sampler", sampler, SAMPLERS)

@@ -8,12 +8,16 @@
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
-are absent; SWD, PSNR and SSIM need none.
+are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
+trained on the dataset's labelled training split (``pseudovideo.feature_net``, cached, trained on first use);
+it is skipped with the reason for unlabelled datasets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -23,22 +27,29 @@ import torch
 from torch import Tensor, nn
 
 from pseudovideo import metrics as M
+from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
+from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
 from pseudovideo.tasks import (
-    TOKENIZER_FAMILIES,
+    is_tokenizer as tokenizer_run,
     build_dataset_from_config,
     build_diffusion,
     build_pseudo_video_builder,
     describe_pseudo_video,
     diffusion_sample_kwargs,
     model_frames,
+    sampling_model,
 )
 from pseudovideo.training import autocast, resolve_precision
+
+
+class NonFiniteMetricError(RuntimeError):
+    """An evaluation produced a NaN metric (unusable weights); nothing is written."""
 
 
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -48,8 +59,13 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 
 def held_out_images(config: RunConfig, num_images: int) -> Tensor:
     """``num_images`` images evenly spread over the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
+    return held_out_set(config, num_images)[0]
+
+
+def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
+    """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split)
-    return spread_images(dataset, num_images)
+    return spread_images(dataset, num_images), dataset.split_description
 
 
 @torch.no_grad()
@@ -92,7 +108,7 @@ def generate_videos(
     for first in range(0, num_videos, batch_size):
         count = min(batch_size, num_videos - first)
         with autocast(precision, device):
-            video, info = diffusion.sample(model, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+            video, info = diffusion.sample(sampling_model(model), (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
         videos.append(video.float().cpu())
     elapsed = time.perf_counter() - start
     info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
@@ -109,7 +125,7 @@ def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
 
 def _distribution_metrics(
     real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
-    results: dict[str, float], skipped: dict[str, str],
+    results: dict[str, float], skipped: dict[str, str], split_description: str = "",
 ) -> None:
     """SWD (weight-free) and, when the Inception weights are present, FID and KID of fake vs real images."""
     wanted = set(eval_config.metrics)
@@ -122,9 +138,10 @@ def _distribution_metrics(
             skipped.update({name: reason for name in ("fid", "kid") if name in wanted})
             return
         extractor = M.build_inception(weights).to(device)
-        key = M.ReferenceStatsKey(
-            config.data.dataset, config.data.eval_split, config.data.resolution, real.shape[0], channels=real.shape[1]
-        )
+        split = config.data.eval_split
+        if "by hash" in split_description:  # a hash-held-out part: its statistics depend on the fraction
+            split = f"{split}-heldout{config.data.held_out_fraction:g}"
+        key = M.ReferenceStatsKey(config.data.dataset, split, config.data.resolution, real.shape[0], channels=real.shape[1])
         cache_dir = Path(eval_config.cache_dir).expanduser()
         real_stats = M.cached_reference_stats(cache_dir, key, lambda: real.to(device), extractor, eval_config.batch_size)
         fake_stats = M.InceptionFeatureStats.from_features(M.inception_features(fake.to(device), extractor, eval_config.batch_size))
@@ -133,6 +150,52 @@ def _distribution_metrics(
             results["fid"] = scores["fid"]
         if "kid" in wanted and "kid_mean" in scores:
             results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
+
+
+def _classifier_frechet_distance(
+    real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
+    results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
+) -> None:
+    """``cfd``: Fréchet distance of real vs fake (N, C, H, W) in the dataset-trained classifier's features."""
+    if "cfd" not in eval_config.metrics:
+        return
+    try:
+        net = prepare_feature_net(dataclasses.replace(config, eval=eval_config), real.shape[1])
+    except UnlabelledDatasetError as err:
+        skipped["cfd"] = str(err)
+        return
+    model = net.model.to(device)
+    real_features = classifier_features(real, model, eval_config.batch_size)  # (N, 128)
+    fake_features = classifier_features(fake, model, eval_config.batch_size)
+    results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
+    protocol["cfd"] = net.describe()
+
+
+def evaluated_checkpoint(run_dir: str | Path, *, use_ema: bool) -> dict[str, Any]:
+    """The checkpoint an evaluation of ``run_dir`` uses: the newest intact one (a corrupt newer one is
+    skipped with a warning). Returns its step, folder, weights file and that file's sha256, plus
+    ``skipped_newer`` naming the newer folders passed over, when any."""
+    folder = resolve_checkpoint(run_dir)
+    manifest = json.loads((folder / MANIFEST).read_text())  # verified by resolve_checkpoint
+    weights = EMA if use_ema and EMA in manifest["files"] else MODEL
+    record: dict[str, Any] = {
+        "step": int(manifest["step"]), "folder": str(folder), "weights_file": weights,
+        "sha256": manifest["files"][weights]["sha256"],
+    }
+    newer = [path.name for step, path in list_checkpoints(Path(run_dir) / "checkpoints") if step > record["step"]]
+    if newer:
+        record["skipped_newer"] = f"{', '.join(newer)} (corrupt or incomplete)"
+    return record
+
+
+def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    bad = {name: value for name, value in results.items() if math.isnan(value)}
+    if bad:
+        values = ", ".join(f"{name}={value}" for name, value in bad.items())
+        raise NonFiniteMetricError(
+            f"evaluation of {run_dir} at checkpoint step {checkpoint['step']} gave {values}: the weights are "
+            f"unusable (a diverged training?); eval.json was not written"
+        )
 
 
 def evaluate_run(
@@ -148,22 +211,25 @@ def evaluate_run(
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     eval_config = eval_config or load_run_config(run_dir).eval
-    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev)
+    checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
+    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"])
     wanted = set(eval_config.metrics)
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    real = held_out_images(config, eval_config.num_images)  # (N, C, H, W)
-    is_tokenizer = config.model.family in TOKENIZER_FAMILIES
+    real, split_description = held_out_set(config, eval_config.num_images)  # (N, C, H, W)
+    is_tokenizer = tokenizer_run(config)
     pictures = run_dir / "pictures"
     protocol: dict[str, Any] = {
         "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",
         "model_weights": "ema" if eval_config.use_ema else "raw",
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
+        "split": split_description,
         "num_images": int(real.shape[0]),
         "resolution": config.data.resolution,
         "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
+        "checkpoint": checkpoint,
     }
     if is_tokenizer:
         fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
@@ -191,12 +257,18 @@ def evaluate_run(
         fake = videos[:, -1].clamp(-1, 1)
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
+        if getattr(model, "num_levels", 0) > 0:
+            protocol["level_conditioning"] = (
+                f"image UNet conditioned on the frame level (T-1-frame index, {model.num_levels} levels); "
+                "sampled at level 0, the clean last frame"
+            )
         protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
         upscale = picture_upscale(config.data.resolution)
         save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
         if videos.shape[1] > 1:
             save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
-    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped)
+    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped, split_description)
+    _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(
             num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
@@ -204,6 +276,7 @@ def evaluate_run(
         )
     if "swd_avg" in results:
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
+    _check_finite(results, run_dir, checkpoint)
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
     if is_tokenizer:
@@ -223,5 +296,11 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
                       f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
     lines += ["", "Protocol:"]
-    lines += [f"- {key}: {value}" for key, value in result["protocol"].items()]
+    lines += [f"- {key}: {value}" for key, value in result["protocol"].items() if key != "checkpoint"]
+    checkpoint = result["protocol"].get("checkpoint")
+    if checkpoint:
+        lines.append(
+            f"- checkpoint: step {checkpoint['step']} ({checkpoint['folder']}), {checkpoint['weights_file']} "
+            f"sha256 {checkpoint['sha256']}" + (f"; skipped newer {checkpoint['skipped_newer']}" if "skipped_newer" in checkpoint else "")
+        )
     return "\n".join(lines) + "\n"

@@ -37,6 +37,11 @@ values, the seed (``train.seed``), then the command line's extra overrides. Run 
 variant, the grid values and the seed (``cvivit-T8-blur-s0``); run folders live in
 ``<out>/<experiment>/<scale>/<run>``.
 
+A run can start from the trained weights of an earlier run of the same experiment (a warm start): string
+values may hold ``{experiment_dir}`` (this scale's folder of run folders) and ``{seed}`` (the run's seed), e.g.
+``model.lifted.base: "run:{experiment_dir}/ddpm-pre-s{seed}"`` with ``model.lifted.kind`` set (the base run
+does not exist yet when the configs are checked). The named run must be listed before the one that uses it.
+
 Paired comparisons (run A minus run B trained with the same seed) are listed under ``differences``::
 
     differences:
@@ -258,7 +263,7 @@ _SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base
 _DIFFERENCE_KEYS = ("name", "of", "minus", "match", "only_scales")
 _VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
 _PLOT_KEYS = ("x", "group_by", "panels", "kind")
-_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "sampling_images_per_s")
+_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "cfd", "sampling_images_per_s")
 
 
 def _check_keys(data: dict[str, Any], valid: Sequence[str], where: str) -> None:
@@ -472,6 +477,30 @@ def _lookup(tree: dict[str, Any], key: str) -> Any:
     return node
 
 
+def _fill_placeholders(text: str, folder: Path, seed: int) -> str:
+    """``{experiment_dir}`` -> this scale's folder of run folders, ``{seed}`` -> the run's seed."""
+    return text.replace("{experiment_dir}", json.dumps(str(folder))[1:-1]).replace("{seed}", str(seed))
+
+
+def _check_run_bases(spec: ExperimentSpec, runs: Sequence[ExperimentRun], folder: Path) -> None:
+    """A run started from another run of the experiment (``model.lifted.base: run:{experiment_dir}/NAME``) must
+    name a run listed before it (runs train in file order); ConfigError otherwise."""
+    order = {run.name: i for i, run in enumerate(runs)}
+    for i, run in enumerate(runs):
+        lifted = run.config.model.lifted
+        if run.config.model.family != "lifted" or not lifted.base.startswith("run:"):
+            continue
+        base = Path(lifted.base[len("run:"):])
+        if base.parent != folder:
+            continue
+        if base.name not in order:
+            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base={lifted.base} names no run of "
+                              f"this experiment; its runs: {', '.join(order)}")
+        if order[base.name] >= i:
+            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base names {base.name}, which comes "
+                              "later; runs train in file order, so list the base run's variant first")
+
+
 def expand_experiment(
     spec: ExperimentSpec, scale: str, out_dir: str | Path = "runs/experiments", overrides: Sequence[str] = ()
 ) -> list[ExperimentRun]:
@@ -503,7 +532,8 @@ def expand_experiment(
             texts = [_override_text(k, v) for layer in layers for k, v in layer.items()] + grid_texts
             for seed in spec.seeds[scale]:
                 name = "-".join([*parts, f"s{seed}"])
-                texts_seed = [*texts, f"train.seed={seed}", *overrides, f"name={name}", f"out_dir={folder}"]
+                filled = [_fill_placeholders(text, folder, seed) for text in texts]
+                texts_seed = [*filled, f"train.seed={seed}", *overrides, f"name={name}", f"out_dir={folder}"]
                 try:
                     config = build_config(None, texts_seed)
                 except ConfigError as err:
@@ -516,6 +546,7 @@ def expand_experiment(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"experiment {spec.name}: run names collide: {', '.join(repeated)} (give the variants distinct names)")
+    _check_run_bases(spec, runs, folder)
     reference = config_to_dict(runs[0].config)["eval"]
     for run in runs[1:]:
         diff = dict_diff(reference, config_to_dict(run.config)["eval"], "eval")
@@ -656,7 +687,7 @@ def _check_inputs(runs: Sequence[ExperimentRun]) -> None:
     seen = set()
     for run in runs:
         data = run.config.data
-        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download)
+        key = (data.dataset, data.root, data.train_split, data.eval_split, data.download, data.held_out_fraction)
         if key in seen:
             continue
         seen.add(key)
@@ -764,11 +795,19 @@ def aggregate_over_seeds(
 
 
 def _format_loss_terms(terms: Any) -> str:
-    """``{"recon": 1.0, "gan": 0.1}`` -> ``"recon:1 gan:0.1"`` (empty when the summary has none)."""
+    """A train summary's ``loss_terms`` as a compact column: the active terms with their weights,
+    e.g. ``"reconstruction:1 vq:1 adversarial:0.1@100"`` (``@`` the start step; empty when there are none)."""
     if not isinstance(terms, dict) or not terms:
         return ""
-    return " ".join(f"{name}:{weight:g}" if isinstance(weight, (int, float)) else f"{name}:{weight}"
-                    for name, weight in terms.items())
+    parts = []
+    for name, term in terms.items():
+        if isinstance(term, dict):
+            if term.get("active"):
+                start = f"@{term['start_step']}" if term.get("start_step") else ""
+                parts.append(f"{name}:{term.get('weight', 1):g}{start}")
+        else:
+            parts.append(f"{name}:{term:g}" if isinstance(term, (int, float)) else f"{name}:{term}")
+    return " ".join(parts)
 
 
 def _run_label(run_name: str, seed: Any) -> str:
@@ -812,7 +851,20 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     row["_rate"] = rate.get("description", "")
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
+    row["_loss_terms"] = describe_loss_terms(summary.get("loss_terms") or {})
     return row
+
+
+def describe_loss_terms(terms: dict[str, dict[str, Any]]) -> str:
+    """One line from a train summary's ``loss_terms``, e.g. "reconstruction 1 + vq 1 + adversarial 0.1 from step 100"."""
+    parts = []
+    for name, term in terms.items():
+        if term.get("active"):
+            start = f" from step {term['start_step']}" if term.get("start_step") else ""
+            parts.append(f"{name} {term.get('weight', 1):g}{start}")
+        elif term.get("reason"):
+            parts.append(f"{name} off ({term['reason']})")
+    return " + ".join(parts) if parts else "not recorded"
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], header: Sequence[str], path: Path) -> Path:
@@ -964,8 +1016,10 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     if rates:
         lines += ["", "Rate (codes and bits per clean image that its decoder reads): " + "; ".join(rates)]
     if rows:
+        by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
+        lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]
         protocol = rows[0]["_protocol"]
-        keep = ("num_images", "eval_split", "resolution", "model_weights", "seed")
+        keep = ("num_images", "eval_split", "split", "resolution", "model_weights", "seed")
         lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
                   + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
     lines += _differences_markdown(spec, resolved, diff_rows)

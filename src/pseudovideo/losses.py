@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
-from pseudovideo.weights import find_weights, hub_cache_path
+from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
 
 __all__ = [
     "LPIPS_BACKBONE_FILES",
@@ -164,7 +164,7 @@ def _load_backbone(model: lpips.LPIPS, state_dict: dict[str, Tensor]) -> None:
             for param_name in layer.state_dict():
                 key = f"{idx}.{param_name}"
                 if key not in features:
-                    raise KeyError(f"backbone checkpoint has no 'features.{key}' (wrong network for this LPIPS?)")
+                    raise ValueError(f"backbone checkpoint has no 'features.{key}' (wrong network for this LPIPS?)")
                 mapped[f"{slice_name}.{key}"] = features[key]
     model.net.load_state_dict(mapped, strict=True)
 
@@ -206,10 +206,11 @@ def build_perceptual_loss(
     source, reason = find_weights(file_name, url, backbone_weights, allow_download)
     if source is None:
         warnings.warn(f"Perceptual (LPIPS-{net}) loss is OFF: ImageNet backbone weights: {reason} "
-                      f"(backbone_weights=<path>; source {url}).", UserWarning, stacklevel=2)
+                      f"(a local file: loss.perceptual_weights=<path> in training, eval.lpips_weights=<path> in "
+                      f"evaluation; source {url}).", UserWarning, stacklevel=2)
         return None
 
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = load_state_dict_file(source, f"LPIPS-{net} backbone weights file {source}")
     with warnings.catch_warnings():
         # lpips builds torchvision models with the deprecated `pretrained=` argument; silence that noise only.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")

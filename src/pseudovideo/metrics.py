@@ -1,7 +1,11 @@
 """Evaluation metrics for images (N, C, H, W) in [-1, 1]: PSNR, SSIM, SWD, FID and KID.
 
 * PSNR / SSIM are per-image reconstruction metrics computed on images mapped to [0, 1] (data range 1).
-* SWD (Karras et al. 2018) needs no pretrained network.
+* SWD (Karras et al. 2018) needs no pretrained network; it standardises each set, so it is blind to global
+  brightness/contrast shifts (SWD(x, 0.5 x) = 0).
+* CFD ("classifier Fréchet distance", ``feature_frechet_distance``) is the Fréchet distance of Gaussian fits
+  to features of a small classifier trained on the dataset itself (``pseudovideo.feature_net``); it needs no
+  downloaded weights and sees such shifts. It is not FID and not comparable with FID values.
 * FID / KID use torch-fidelity's InceptionV3 (TF 2015-12-05 weights converted to PyTorch, 2048-d pool
   features), the same network torchmetrics' FrechetInceptionDistance / KernelInceptionDistance use. Its
   weights file is read from the torch hub cache or an explicit path; offline without it, the caller skips
@@ -26,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from pseudovideo.weights import find_weights, hub_cache_path
+from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
 
 __all__ = [
     "INCEPTION_FEATURE_DIM",
@@ -36,6 +40,7 @@ __all__ = [
     "build_inception",
     "cached_reference_stats",
     "evaluation_protocol",
+    "feature_frechet_distance",
     "fid_kid",
     "format_protocol",
     "frechet_distance",
@@ -290,10 +295,7 @@ def build_inception(weights_path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights file {str(path)!r} does not exist")
     raw = path.read_bytes()
-    try:
-        torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a plain tensor state_dict (refused by weights_only loading): {err}") from err
+    load_state_dict_file(io.BytesIO(raw), f"Inception weights file {path}")
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=io.BytesIO(raw))
 
 
@@ -409,6 +411,17 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     tr_covmean = _numerical_sqrt(torch.linalg.eigvalsh((middle + middle.T) / 2)).sum()
     mean_term = (mu1 - mu2.to(mu1.device)).square().sum()
     return float(mean_term + torch.trace(sigma1) + torch.trace(sigma2) - 2 * tr_covmean)
+
+
+def feature_frechet_distance(real_features: Tensor, fake_features: Tensor) -> float:
+    """Fréchet distance between Gaussian fits (mean, unbiased covariance) of two feature sets (N1, D), (N2, D).
+
+    Used by the ``cfd`` metric on the penultimate features of the dataset-trained classifier
+    (``pseudovideo.feature_net``); the same math as FID, on another network.
+    """
+    real = InceptionFeatureStats.from_features(real_features, keep_features=False)
+    fake = InceptionFeatureStats.from_features(fake_features, keep_features=False)
+    return frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
 
 
 def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:

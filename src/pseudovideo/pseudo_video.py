@@ -147,7 +147,7 @@ def corruption_levels(spec: Mapping[str, object], num_frames: int) -> Tensor:
 
 
 def build_pseudo_video_builder(
-    corruptions: Sequence[Mapping[str, object]], num_frames: int, construction: str
+    corruptions: Sequence[Mapping[str, object]], num_frames: int = 8, construction: str = "higher_order"
 ) -> PseudoVideoBuilder:
     """Build a PseudoVideoBuilder from plain config dicts, one per operator (applied in order).
 

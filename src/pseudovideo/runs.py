@@ -1,7 +1,8 @@
 """One run from a config to a run folder, and back: train it, load it for evaluation or sampling.
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/``, ``log.csv``, ``tb/``,
-``pictures/``, ``train_summary.json`` and, after evaluation, ``eval.json`` / ``eval.md``.
+``pictures/``, ``train_summary.json``, ``.lock`` (held by the one process training into it) and, after
+evaluation, ``eval.json`` / ``eval.md``.
 """
 
 from __future__ import annotations
@@ -30,17 +31,25 @@ from pseudovideo.training import TrainResult, load_trained_model, seeded, train
 
 
 def check_run_inputs(config: RunConfig) -> None:
-    """Cheap checks of everything a run reads (dataset names, paths, both splits) before any long work."""
+    """Cheap checks of everything a run reads (dataset names, paths, both splits, an explicit cfd feature-net
+    file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download)
+        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction,
+                           skip_bad_files=data.skip_bad_files)
+    net = config.eval.feature_net
+    if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
+        raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
 
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another
 # run: how it is shown or where it runs, not what it computes.
-INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers")
+INCIDENTAL_KEYS = ("train.progress", "train.device", "train.num_workers", "train.log_to", "train.wandb_project")
 # Keys that may grow or change while an interrupted (or shorter) run is resumed from its checkpoints.
-RESUMABLE_KEYS = ("train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last")
+RESUMABLE_KEYS = (
+    "train.steps", "train.checkpoint_every", "train.image_every", "train.log_every", "train.keep_last",
+    "train.divergence_factor",
+)
 
 
 def config_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, Any]]:
@@ -146,3 +155,33 @@ def read_train_summary(run_dir: str | Path) -> dict[str, Any]:
     """The ``train_summary.json`` of a run (empty when training has not finished)."""
     path = Path(run_dir) / "train_summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def first_free_name(out_dir: str | Path, base: str = "run") -> str:
+    """``base``, ``base-2``, ``base-3``, ...: the first name whose folder under ``out_dir`` is absent or empty.
+
+    What a command without ``name=`` trains or writes into, so that it never replaces an earlier result.
+    """
+    out_dir = Path(out_dir)
+    for number in range(1, 100_000):
+        name = base if number == 1 else f"{base}-{number}"
+        folder = out_dir / name
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            return name
+    raise RuntimeError(f"no free run folder name {base}-N under {out_dir}")
+
+
+def keep_previous(path: str | Path) -> Path | None:
+    """Renames an existing result file ``stem.ext`` to the first free ``stem-N.ext``; returns the new path.
+
+    Returns None when ``path`` does not exist. Used before a command rewrites a result (eval.json,
+    diagnose.json, a pseudo-video grid), so that the earlier one is kept instead of silently replaced.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    number = 1
+    while (kept := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
+        number += 1
+    path.rename(kept)
+    return kept

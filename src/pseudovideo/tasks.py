@@ -24,7 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from pseudovideo.config import PseudoVideoConfig, RunConfig
+from pseudovideo.config import PseudoVideoConfig, RunConfig, model_kind
 from pseudovideo.corruptions import corruption_params
 from pseudovideo.data import ImageDataset, build_dataset
 from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
@@ -48,7 +48,7 @@ from pseudovideo.pseudo_video import SCHEDULE_KEYS, PseudoVideoBuilder
 from pseudovideo.pseudo_video import build_pseudo_video_builder as _build_builder
 
 TOKENIZER_FAMILIES = ("vqvae", "cvivit")
-DIFFUSION_FAMILIES = ("unet", "video_unet")
+DIFFUSION_FAMILIES = ("unet", "video_unet")  # and model.family lifted, by its base: see is_tokenizer
 PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 
 
@@ -65,6 +65,7 @@ def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
         download=data.download,
         skip_bad_files=data.skip_bad_files,
         max_images=data.max_images if split == data.train_split else None,
+        held_out_fraction=data.held_out_fraction,
     )
 
 
@@ -82,8 +83,15 @@ def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
     if pv_config.construction == "copies":
         return (f"T={pv_config.num_frames}, copies ({pv_config.num_frames} identical clean frames: the capacity "
                 "control, corruptions ignored)")
+    if pv_config.num_frames == 1:
+        return "T=1: the clean images themselves (no corruption applied)"
     corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
     return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
+
+
+def is_tokenizer(config: RunConfig) -> bool:
+    """Whether the run trains a tokenizer (vqvae, cvivit, a lifted tokenizer) rather than a diffusion model."""
+    return model_kind(config.model) == "tokenizer"
 
 
 def model_frames(config: RunConfig) -> int:
@@ -94,16 +102,62 @@ def model_frames(config: RunConfig) -> int:
 def build_model(config: RunConfig, channels: int) -> nn.Module:
     """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``."""
     family, resolution = config.model.family, config.data.resolution
+    if family == "lifted":
+        from pseudovideo.bases import build_lifted_model  # bases builds our families through this function
+
+        return build_lifted_model(config, channels, model_frames(config))
     if family == "vqvae":
         return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
     if family == "cvivit":
         return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
     unet = _kwargs(config.model.unet)
+    del unet["level_conditioning"]
     if family == "unet":
         for key in ("causal_temporal", "frame_position", "temporal_layers", "temporal_mixer"):
             del unet[key]  # options of the temporal layers it does not have
-        return image_unet(in_channels=channels, resolution=resolution, **unet)
+        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), **unet)
     return video_unet(in_channels=channels, resolution=resolution, **unet)
+
+
+def num_levels(config: RunConfig) -> int:
+    """Levels an image UNet is conditioned on: T when it trains on every frame as an image (and
+    ``model.unet.level_conditioning``), else 0 (unconditional)."""
+    pv = config.pseudo_video
+    conditioned = config.model.family == "unet" and pv.frames_as_images and config.model.unet.level_conditioning
+    return pv.num_frames if conditioned else 0
+
+
+def frame_levels(batch: int, num_frames: int, device: torch.device | None = None) -> Tensor:
+    """Level of every frame of ``batch`` pseudo videos flattened as ``(b t)``: T-1 .. 0 per video, (B*T,) long.
+
+    Level 0 is the clean last frame, the image a level-conditioned model is sampled at.
+    """
+    levels = torch.arange(num_frames - 1, -1, -1, device=device)  # (T,): frame 0 is the most corrupted
+    return levels.repeat(batch)  # (B*T,), matching rearrange "b t ... -> (b t) ..."
+
+
+class AtLevel:
+    """A level-conditioned model seen as the plain ``model(x_t, t)`` the diffusion process calls.
+
+    ``level``: an int (every sample, e.g. 0 = clean for sampling) or a (B,) tensor (training).
+    """
+
+    def __init__(self, model: nn.Module, level: Tensor | int) -> None:
+        self.model = model
+        self.level = level
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """x (B, T, C, H, W), t (B,) -> the model's prediction at the bound level, (B, T, C, H, W)."""
+        return self.model(x, t, level=self.level)
+
+    def parameters(self):
+        """The wrapped model's parameters (the diffusion process reads their device)."""
+        return self.model.parameters()
+
+
+def sampling_model(model: nn.Module) -> "nn.Module | AtLevel":
+    """What to sample from: a level-conditioned UNet bound to level 0 (the clean image), else the model itself."""
+    return AtLevel(model, 0) if getattr(unwrap_model(model), "num_levels", 0) > 0 else model
 
 
 def _kwargs(section: Any) -> dict[str, Any]:
@@ -122,7 +176,7 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
     builder = build_pseudo_video_builder(config.pseudo_video)
     model = build_model(config, channels)
     weights = frame_weights(model_frames(config), config.loss.last_frame_weight)
-    if config.model.family in TOKENIZER_FAMILIES:
+    if is_tokenizer(config):
         loss = config.loss
         perceptual = None
         if loss.perceptual_weight > 0:
@@ -135,7 +189,7 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
                 num_layers=loss.discriminator_layers,
                 image_size=config.data.resolution,
             )
-        return TokenizerTask(
+        task = TokenizerTask(
             model, builder, weights,  # type: ignore[arg-type]
             reconstruction=loss.reconstruction,
             perceptual=perceptual,
@@ -145,11 +199,42 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
             gan_start_step=loss.gan_start_step,
             frames_as_images=config.pseudo_video.frames_as_images,
         )
-    return DiffusionTask(
-        model, build_diffusion(config), builder, weights,
-        frames_as_images=config.pseudo_video.frames_as_images,
-        sample_kwargs=diffusion_sample_kwargs(config, preview=True),
-    )
+    else:
+        task = DiffusionTask(
+            model, build_diffusion(config), builder, weights,
+            frames_as_images=config.pseudo_video.frames_as_images,
+            sample_kwargs=diffusion_sample_kwargs(config, preview=True),
+        )
+    task.loss_terms = loss_terms(config, perceptual_active=getattr(task, "perceptual", None) is not None)
+    return task
+
+
+def loss_terms(config: RunConfig, *, perceptual_active: bool) -> dict[str, dict[str, Any]]:
+    """Which loss terms a run trains with and their weights (written to ``train_summary.json`` as ``loss_terms``).
+
+    Every term has ``active`` and ``weight``; an inactive term that was asked for says why in ``reason``.
+    """
+    loss, family = config.loss, config.model.family
+    frames = model_frames(config)
+    frame_note = f"clean frame weighted {loss.last_frame_weight:g}x each corrupted frame" if frames > 1 else "one frame"
+    if family not in TOKENIZER_FAMILIES:
+        d = config.diffusion
+        return {"diffusion": {"active": True, "weight": 1.0, "kind": f"simple DDPM MSE on the {d.prediction} prediction",
+                              "frames": frame_note}}
+    commitment = getattr(config.model, family).commitment_weight
+    terms: dict[str, dict[str, Any]] = {
+        "reconstruction": {"active": True, "weight": 1.0, "kind": loss.reconstruction, "frames": frame_note},
+        "vq": {"active": True, "weight": 1.0, "commitment_weight": commitment,
+               "codebook": "EMA" if getattr(config.model, family).ema_codebook else "learned"},
+        "perceptual": {"active": perceptual_active, "weight": loss.perceptual_weight,
+                       "kind": f"LPIPS-{loss.perceptual_net} on the clean last frame"},
+        "adversarial": {"active": loss.gan_weight > 0, "weight": loss.gan_weight, "start_step": loss.gan_start_step,
+                        "kind": f"hinge patch-GAN ({loss.discriminator_layers} layers, {loss.discriminator_channels} "
+                                "channels) on the clean last frame, VQGAN adaptive weight"},
+    }
+    if loss.perceptual_weight > 0 and not perceptual_active:
+        terms["perceptual"]["reason"] = "LPIPS backbone weights not found (loss.perceptual_weights)"
+    return terms
 
 
 def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
@@ -192,6 +277,7 @@ class TokenizerTask:
         self.gan_start_step = gan_start_step
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
+        self.loss_terms: dict[str, Any] = {}  # filled by build_task (see loss_terms)
         # C-ViViT leaves its tubelet layers unused when it sees single frames; DDP must not wait for their grads.
         frames_seen = 1 if frames_as_images else builder.num_frames
         self.find_unused_parameters = isinstance(model, CViViT) and frames_seen == 1
@@ -218,6 +304,8 @@ class TokenizerTask:
         loss = recon_loss + sum(out.aux_losses.values())
         scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
         real, fake = self._clean_frames(video), self._clean_frames(out.recon)  # (B, C, H, W)
+        # The clean frame's own error: comparable between an image model (T = 1) and a video model.
+        scalars["recon_clean"] = reconstruction_loss(fake[:, None].detach(), real[:, None], torch.ones(1), self.reconstruction)
         nll = recon_loss
         if self.perceptual is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual(fake.float(), real.float()).mean()
@@ -293,6 +381,10 @@ class DiffusionTask:
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
         self.sample_kwargs = sample_kwargs or {}
+        self.loss_terms: dict[str, Any] = {}  # filled by build_task (see loss_terms)
+        self.level_conditioned = getattr(model, "num_levels", 0) > 0
+        if self.level_conditioned and not frames_as_images:
+            raise ValueError("a level-conditioned UNet trains on frames as separate images (frames_as_images=True)")
 
     def to(self, device: torch.device) -> "DiffusionTask":
         """Moves the diffusion buffers and frame weights to ``device``."""
@@ -305,6 +397,8 @@ class DiffusionTask:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Simple diffusion loss on the pseudo videos of the clean batch ``images`` (B, C, H, W)."""
         video = _split_frames(self.builder(images, generator=generator), self.frames_as_images)  # (B, T, C, H, W)
+        if self.level_conditioned:  # every frame-image is told its level; (B*T,) levels T-1..0 per image
+            model = AtLevel(model, frame_levels(images.shape[0], self.frames_per_image, images.device))
         return self.diffusion.training_loss(model, video, frame_weights=self.weights, generator=generator)
 
     def discriminator_loss(self, step: int) -> None:
@@ -316,7 +410,7 @@ class DiffusionTask:
         """A few generated pseudo videos (B, T, C, H, W) and their last frames (the generated images)."""
         frames = 1 if self.frames_as_images else self.builder.num_frames
         shape = (images.shape[0], frames, *images.shape[1:])
-        video, _ = self.diffusion.sample(model, shape, generator=generator, **self.sample_kwargs)
+        video, _ = self.diffusion.sample(sampling_model(model), shape, generator=generator, **self.sample_kwargs)
         return {"generated_pseudo_videos": video[:PREVIEW_VIDEOS], "generated_images": video[:, -1]}
 
 

@@ -17,6 +17,7 @@ Multi-GPU / multi-node runs go through ``torchrun`` (see :mod:`pseudovideo.distr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import csv
@@ -24,6 +25,7 @@ import json
 import math
 import random
 import resource
+import shutil
 import sys
 import time
 import warnings
@@ -43,7 +45,9 @@ from pseudovideo.checkpoint import (
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     resolve_checkpoint,
+    run_lock,
     save_checkpoint,
 )
 from pseudovideo.config import TrainConfig, validate_train_config
@@ -59,6 +63,7 @@ from pseudovideo.distributed import (
     teardown,
     wrap_ddp,
 )
+from pseudovideo.loggers import ScalarLoggers
 from pseudovideo.models.layers import count_parameters
 
 __all__ = [
@@ -86,7 +91,8 @@ class TrainingTask(Protocol):
 
     Optional attributes the engine looks for: ``frames_per_image: int`` (frames of the pseudo video
     built from each clean image, for the frames/s figure), ``find_unused_parameters: bool`` (passed
-    to DDP) and a ``to(device)`` method (moves auxiliary modules such as a perceptual network).
+    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network) and
+    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``).
     Call ``model(...)`` (its forward) inside :meth:`training_loss` so that DDP synchronises gradients;
     use :func:`pseudovideo.distributed.unwrap_model` for other attributes.
     """
@@ -132,6 +138,7 @@ class TrainResult:
     last_checkpoint: Path | None
     model: nn.Module = field(repr=False)
     ema_model: nn.Module | None = field(default=None, repr=False)
+    loss_terms: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-serialisable part (what ``train_summary.json`` holds)."""
@@ -148,6 +155,7 @@ class TrainResult:
             "parameters": self.parameters,
             "final_loss": self.final_loss,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "loss_terms": self.loss_terms,
         }
 
 
@@ -485,15 +493,6 @@ class _CsvLog:
             csv.DictWriter(handle, fieldnames=self.header, restval="").writerow(row)
 
 
-def _tensorboard_writer(log_dir: Path, purge_step: int) -> Any | None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception as err:  # tensorboard missing or broken: CSV still works
-        warnings.warn(f"TensorBoard logging disabled ({err}); scalars still go to log.csv", stacklevel=3)
-        return None
-    return SummaryWriter(str(log_dir), purge_step=purge_step if purge_step > 0 else None)
-
-
 class _ScalarMeter:
     """Sums named scalars on the device between log steps (no host sync per step).
 
@@ -534,6 +533,7 @@ class _DivergenceWatch:
         self.bad_step = torch.full((), self.NONE, dtype=torch.long, device=device)
         self.names: tuple[str, ...] | None = None
         self.values: Tensor | None = None
+        self.last_good: Path | None = None  # the checkpoint named in the error (kept up to date by the loop)
 
     def observe(self, step: int, losses: dict[str, Tensor], scalars: dict[str, Tensor], ctx: DistributedContext) -> None:
         terms = {**losses, **{k: v for k, v in scalars.items() if k not in losses}}
@@ -549,7 +549,7 @@ class _DivergenceWatch:
         self.values = torch.where(newly_bad, vector, self.values)
 
     def check(self, ctx: DistributedContext) -> None:
-        """Raises TrainingDivergedError on every rank when any rank saw a non-finite loss."""
+        """Raises TrainingDivergedError on every rank when any rank saw a non-finite loss (naming ``last_good``)."""
         first = int(all_reduce_min(self.bad_step, ctx).item())
         if first == self.NONE:
             return
@@ -559,9 +559,72 @@ class _DivergenceWatch:
             terms = "seen on another rank"
         raise TrainingDivergedError(
             f"training diverged at step {first + 1} (update {first}, 0-based): the loss is NaN or infinite "
-            f"[{terms}]; the last good checkpoint is kept. Lower train.lr, enable train.grad_clip, or use "
+            f"[{terms}]; {_kept_text(self.last_good)}. Lower train.lr, enable train.grad_clip, or use "
             f"train.mixed_precision=off to investigate"
         )
+
+
+class _LossHealth:
+    """The NaN guard rule: whether the weights after the latest step are good enough to checkpoint.
+
+    A step is healthy when its loss (averaged over ranks) is finite and at most
+    ``median + factor * |median|``, the median taken over the last ``WINDOW`` healthy steps (with no
+    healthy step yet, finite is enough; ``factor=0`` turns the median test off). Diverged steps never
+    enter the window, so a loss that explodes and then stays high is not taken as the new normal. A
+    checkpoint is good when its last step is healthy, every weight is finite and the step after it
+    is healthy too (that step's loss is the first one computed with the checkpointed weights; the
+    final checkpoint has no such step). Step losses stay on the device until :meth:`flush`, called
+    where the loop syncs anyway.
+    """
+
+    WINDOW = 50
+
+    def __init__(self, factor: float, history: list[float] | None = None):
+        self.factor = factor
+        self.history: collections.deque[float] = collections.deque(history or [], maxlen=self.WINDOW)
+        self.pending: list[Tensor] = []
+        self.last_loss: float | None = None
+        self.last_healthy = True
+        self.reason = ""
+
+    def observe(self, loss: Tensor) -> None:
+        """Records the loss of one step (a 0-dim tensor, kept on the device)."""
+        self.pending.append(loss.detach().float().reshape(()))
+
+    def flush(self, ctx: DistributedContext) -> list[tuple[bool, str]]:
+        """Judges the steps observed since the last call (one host sync); returns (healthy, why not) per step."""
+        if not self.pending:
+            return []
+        values = all_reduce_mean(torch.stack(self.pending), ctx).tolist()
+        self.pending = []
+        verdicts = []
+        for value in values:
+            self.last_loss, self.last_healthy, self.reason = value, *self._judge(value)
+            verdicts.append((self.last_healthy, self.reason))
+            if self.last_healthy:
+                self.history.append(value)
+        return verdicts
+
+    def _judge(self, value: float) -> tuple[bool, str]:
+        if not math.isfinite(value):
+            return False, f"its loss is {value}"
+        if self.factor > 0 and self.history:
+            median = float(np.median(self.history))
+            if value - median > self.factor * abs(median):
+                return False, (
+                    f"its loss {value:.4g} exceeds the median {median:.4g} of the last {len(self.history)} healthy "
+                    f"steps by more than train.divergence_factor={self.factor:g} times its magnitude"
+                )
+        return True, ""
+
+    def checkpoint_problem(self, model: nn.Module) -> str | None:
+        """None when the weights after the last flushed step are good, else why not."""
+        if not self.last_healthy:
+            return self.reason
+        params = [p.detach() for p in model.parameters()]
+        if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+            return "some weights are NaN or infinite"
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,6 +712,411 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
+def _kept_text(last_good: Path | None) -> str:
+    return f"the last good checkpoint {last_good.name} is kept" if last_good else "no checkpoint is kept"
+
+
+def _skip_checkpoint(done: int, problem: str, last_good: Path | None, last: bool, ctx: DistributedContext, warn: bool = True) -> None:
+    """A checkpoint boundary whose weights are not good: warn if ``warn`` (raise TrainingDivergedError at the end)."""
+    if last:
+        raise TrainingDivergedError(
+            f"training ended diverging: the weights after step {done} are not checkpointed ({problem}); "
+            f"{_kept_text(last_good)}. Lower train.lr or enable train.grad_clip"
+        )
+    if ctx.is_main and warn:
+        warnings.warn(
+            f"step {done}: checkpoint not written, {problem}; {_kept_text(last_good)} (no further warning until a "
+            f"checkpoint is written again)", stacklevel=3,
+        )
+
+
+def _confirm_checkpoint(
+    newest: Path | None, previous: Path | None, verdict: tuple[bool, str], keep_last: int, ctx: DistributedContext
+) -> Path | None:
+    """Keeps ``newest`` (pruning older ones) when the first step after it was healthy, else deletes it;
+    returns the last good checkpoint (None on ranks other than 0, which write nothing)."""
+    healthy, reason = verdict
+    if not ctx.is_main or newest is None:
+        return newest
+    if healthy:
+        prune_checkpoints(newest.parent, keep_last)
+        return newest
+    shutil.rmtree(newest, ignore_errors=True)
+    warnings.warn(f"removed checkpoint {newest.name}: the step after it diverged ({reason}); {_kept_text(previous)}", stacklevel=3)
+    return previous
+
+
+@dataclass
+class _Optimisation:
+    """The optimisers, schedule and grad scalers of a run (the discriminator's are None without one)."""
+
+    optimizer: torch.optim.AdamW
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    lr_factor: Any
+    d_optimizer: torch.optim.AdamW | None = None
+    d_scaler: torch.amp.GradScaler | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpointed part (plain tensors and values)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer else None,
+            "d_scaler": self.d_scaler.state_dict() if self.d_scaler else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        """Restores what :meth:`state_dict` saved (``source`` names the checkpoint in errors)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.d_optimizer is not None:
+            if state.get("d_optimizer") is None:
+                raise CheckpointError(f"checkpoint {source} has no discriminator optimiser state but the task has a discriminator")
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+            self.d_scaler.load_state_dict(state["d_scaler"])
+
+
+def _build_optimisation(
+    model: nn.Module, discriminator: nn.Module | None, settings: TrainConfig, device: torch.device, precision: str
+) -> _Optimisation:
+    optimizer = _make_optimizer(model, settings, device)
+    lr_factor = _lr_factor(settings)
+    optimisation = _Optimisation(
+        optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor),
+        torch.amp.GradScaler(device.type, enabled=precision == "fp16"), lr_factor,
+    )
+    if discriminator is not None:
+        optimisation.d_optimizer = _make_optimizer(discriminator, settings, device)
+        optimisation.d_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return optimisation
+
+
+def _prepare_modules(task: TrainingTask, settings: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module | None]:
+    """The task's model and discriminator on ``device``, in training mode (gradient checkpointing if asked)."""
+    model = task.model.to(device)
+    discriminator = task.discriminator.to(device) if task.discriminator is not None else None
+    if hasattr(task, "to") and callable(task.to):
+        task.to(device)
+    if settings.gradient_checkpointing:
+        if hasattr(model, "set_gradient_checkpointing"):
+            model.set_gradient_checkpointing(True)
+        else:
+            warnings.warn(f"{type(model).__name__} has no set_gradient_checkpointing(); training without it", stacklevel=3)
+    model.train()
+    if discriminator is not None:
+        discriminator.train()
+    return model, discriminator
+
+
+def _refuse_existing_run(run_dir: Path, resume: bool) -> None:
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    if not resume and checkpoints:
+        raise ValueError(
+            f"run folder {run_dir} already holds checkpoints (newest {checkpoints[-1][1].name}); continue it with "
+            f"`pseudovideo train --resume {run_dir}` (train_run(config, resume=True) in Python) or train into "
+            f"another run folder (name=NAME)"
+        )
+
+
+def _find_resume_checkpoint(checkpoints_dir: Path, ctx: DistributedContext) -> Path | None:
+    """Rank 0 picks the newest intact checkpoint (skipping corrupt ones); every rank gets its path."""
+    found = find_latest_checkpoint(checkpoints_dir) if ctx.is_main else None
+    path = all_gather_objects(str(found) if found else None, ctx)[0]
+    if path is None and ctx.is_main:
+        warnings.warn(f"resume requested but {checkpoints_dir} has no checkpoint; starting from step 0", stacklevel=4)
+    return Path(path) if path is not None else None
+
+
+class _Engine:
+    """One training run's state and phases; :func:`train` calls them in order.
+
+    Attributes set by :meth:`start`: the modules, their DDP/compiled wrapper, the EMA, the
+    optimisation, the generator, the start step and the rank-0 bookkeeping (log, TensorBoard, previews).
+    """
+
+    def __init__(self, task: TrainingTask, dataset: Dataset, settings: TrainConfig, run_dir: Path, config_dict: dict[str, Any] | None):
+        self.task, self.dataset, self.settings, self.run_dir, self.config_dict = task, dataset, settings, run_dir, config_dict
+        self.checkpoints_dir = run_dir / "checkpoints"
+        self.wall_start = time.perf_counter()
+        self.ctx = init_distributed(settings.device)
+        self.device = self.ctx.device
+        self.writer: Any | None = None
+        self.lock = contextlib.ExitStack()
+
+    def close(self) -> None:
+        """Releases the scalar loggers, the run folder's lock and the process group."""
+        if self.writer is not None:
+            self.writer.close()
+        self.lock.close()
+        teardown(self.ctx)
+
+    # ------------------------------------------------------------------ set-up
+
+    def start(self, resume: bool) -> None:
+        """Checks, locks, builds and (with ``resume``) restores everything the loop needs."""
+        settings, ctx, device = self.settings, self.ctx, self.device
+        _check_batch(len(self.dataset), settings.batch_size, ctx.world_size)  # type: ignore[arg-type]
+        self.precision = resolve_precision(settings.mixed_precision, device)
+        if ctx.is_main:  # one writer per run folder (RunLockedError for a second one)
+            self.lock.enter_context(run_lock(self.run_dir))
+        _refuse_existing_run(self.run_dir, resume)
+        # Seeds: one stream per rank (noise and dropout must differ between ranks).
+        self.rank_seed = settings.seed + _RANK_SEED_OFFSET * ctx.rank
+        _seed_everything(self.rank_seed)
+        self.generator = torch.Generator(device=device).manual_seed(self.rank_seed)
+        self.model, self.discriminator = _prepare_modules(self.task, settings, device)
+        self.resume_path = _find_resume_checkpoint(self.checkpoints_dir, ctx) if resume else None
+        state = self._load_weights()
+        self._wrap()
+        self.ema = self._build_ema(state)
+        self.optimisation = _build_optimisation(self.model, self.discriminator, settings, device, self.precision)
+        if state is not None:
+            self.optimisation.load_state_dict(state, self.resume_path)
+            self._restore_random_streams(state["rng"])
+        self._start_bookkeeping(resumed=state is not None)
+        self.health = _LossHealth(settings.divergence_factor, state.get("loss_history") if state is not None else None)
+
+    def _load_weights(self) -> dict[str, Any] | None:
+        self.start_step = 0
+        if self.resume_path is None:
+            return None
+        state = load_checkpoint(self.resume_path, model=self.model, discriminator=self.discriminator, map_location="cpu", verify=False)
+        self.start_step = int(state["step"])
+        if self.start_step > self.settings.steps:
+            raise ValueError(f"checkpoint {self.resume_path} is at step {self.start_step}, beyond train.steps={self.settings.steps}")
+        return state
+
+    def _wrap(self) -> None:
+        """DDP (broadcasts rank 0's weights) and optional torch.compile."""
+        find_unused = bool(getattr(self.task, "find_unused_parameters", False))
+        self.train_model = wrap_ddp(self.model, self.ctx, find_unused_parameters=find_unused)
+        if self.discriminator is not None:
+            broadcast_module(self.discriminator, self.ctx)
+        settings = self.settings
+        compile_mode = resolve_compile(
+            settings.compile, settings.compile_mode, self.device, world_size=self.ctx.world_size,
+            cuda_graphs_ok=bool(getattr(self.task, "cuda_graphs_ok", False)),
+            gradient_checkpointing=settings.gradient_checkpointing,
+        )
+        if compile_mode is not None:
+            # dynamic=False: every training batch has the same shape; a new shape recompiles, no dynamic kernels
+            self.train_model = torch.compile(self.train_model, mode=compile_mode, dynamic=False)
+
+    def _build_ema(self, state: dict[str, Any] | None) -> ModelEMA | None:
+        if self.settings.ema_decay <= 0:
+            return None
+        ema = ModelEMA(self.model, self.settings.ema_decay)
+        if state is not None:
+            if (self.resume_path / EMA).is_file():
+                load_checkpoint(self.resume_path, ema=ema.module, map_location="cpu", verify=False, read_state=False)
+                ema.num_updates = int(state.get("ema_updates", self.start_step))
+            else:
+                warnings.warn(f"checkpoint {self.resume_path} has no EMA weights; the EMA restarts from the model", stacklevel=4)
+        return ema
+
+    def _restore_random_streams(self, rng_states: list[dict[str, Any]]) -> None:
+        ctx = self.ctx
+        if len(rng_states) == ctx.world_size:
+            _restore_rng(rng_states[ctx.rank], self.generator, self.device)
+            return
+        step_seed = self.rank_seed + self.start_step
+        _seed_everything(step_seed)
+        self.generator.manual_seed(step_seed)
+        if ctx.is_main:
+            warnings.warn(
+                f"checkpoint {self.resume_path} was written by {len(rng_states)} process(es), this run has "
+                f"{ctx.world_size}: random streams are reseeded (data order is unchanged)",
+                stacklevel=4,
+            )
+
+    def _start_bookkeeping(self, resumed: bool) -> None:
+        """Rank 0: config.yaml, the scalar loggers of ``train.log_to`` (log.csv kept up to the resumed step), preview images."""
+        self.csv_log = self.preview_images = None
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.config_dict is not None:
+                (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config_dict, sort_keys=False))
+            if "csv" in self.settings.log_to:
+                self.csv_log = _CsvLog(self.run_dir / "log.csv", keep_until_step=self.start_step if resumed else None)
+            self.writer = ScalarLoggers(self.settings.log_to, self.run_dir, start_step=self.start_step,
+                                        wandb_project=self.settings.wandb_project, config=self.config_dict)
+            self.preview_images = _preview_images(self.dataset, self.settings, self.device)
+        reset_peak_memory(self.device)
+        from tqdm.auto import tqdm
+
+        self.progress = tqdm(
+            total=self.settings.steps, initial=self.start_step, desc="train", dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # log files get a line every 30 s, not every step
+            disable=not (self.settings.progress and self.ctx.is_main),
+        )
+        self.meter = _ScalarMeter()
+        self.watch = _DivergenceWatch(self.device)
+        self.unconfirmed: tuple[Path | None, Path | None] | None = None  # (newest checkpoint, the good one before it)
+        self.last_checkpoint = self.resume_path
+        self.skipping = False  # the last checkpoint boundary was skipped (not good)
+        self.final_loss: float | None = None
+        self.batches = _batches(self.dataset, self.settings, self.ctx, self.start_step)
+        self.loop_start = time.perf_counter()
+        self.interval_start, self.interval_steps = self.loop_start, 0
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self, step: int) -> None:
+        """Update ``step`` (0-based): generator (and discriminator) update, EMA, then the boundary work."""
+        images = next(self.batches).to(self.device, non_blocking=True)  # (B_local, C, H, W)
+        loss, losses, logged, lr_used = self._generator_update(step, images)
+        self._discriminator_update(step, losses, logged)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        logged = {k: torch.as_tensor(v, device=self.device) for k, v in logged.items()}
+        self.watch.observe(step, losses, logged, self.ctx)
+        self.health.observe(loss)
+        self.meter.add(logged)
+        self.interval_steps += 1
+        self.progress.update(1)
+        self._boundary(step + 1, lr_used)
+
+    def _generator_update(self, step: int, images: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Any], float]:
+        settings, opt = self.settings, self.optimisation
+        with autocast(self.precision, self.device):
+            loss, scalars = self.task.training_loss(self.train_model, images, step, self.generator)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        if settings.grad_clip > 0:
+            opt.scaler.unscale_(opt.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
+        lr_used = opt.optimizer.param_groups[0]["lr"]
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        return loss, {"loss": loss}, {"loss": loss, **scalars}, lr_used
+
+    def _discriminator_update(self, step: int, losses: dict[str, Tensor], logged: dict[str, Any]) -> None:
+        if self.discriminator is None:
+            return
+        with autocast(self.precision, self.device):
+            d_out = self.task.discriminator_loss(step)
+        if d_out is None:
+            return
+        d_loss, d_scalars = d_out
+        opt, settings = self.optimisation, self.settings
+        for group in opt.d_optimizer.param_groups:  # same schedule as the model's, by step
+            group["lr"] = settings.lr * opt.lr_factor(step)
+        opt.d_optimizer.zero_grad(set_to_none=True)  # drops grads left by the generator's pass
+        opt.d_scaler.scale(d_loss).backward()
+        all_reduce_gradients(self.discriminator, self.ctx)
+        if settings.grad_clip > 0:
+            opt.d_scaler.unscale_(opt.d_optimizer)
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), settings.grad_clip)
+        opt.d_scaler.step(opt.d_optimizer)
+        opt.d_scaler.update()
+        losses["d_loss"] = d_loss
+        logged.update({"d_loss": d_loss, **d_scalars})
+
+    # ------------------------------------------------------------------ boundaries: log, checkpoint, preview
+
+    def _boundary(self, done: int, lr_used: float) -> None:
+        settings = self.settings
+        last = done == settings.steps
+        log_now = done % settings.log_every == 0 or last
+        checkpoint_now = done % settings.checkpoint_every == 0 or last
+        preview_now = (settings.image_every > 0 and done % settings.image_every == 0) or last
+        if not (log_now or checkpoint_now or preview_now):
+            return
+        verdicts = self.health.flush(self.ctx)  # host syncs only at these boundaries
+        if self.unconfirmed is not None and verdicts:  # the first loss computed with the newest checkpoint
+            self.last_checkpoint = _confirm_checkpoint(*self.unconfirmed, verdicts[0], settings.keep_last, self.ctx)
+            self.unconfirmed = None
+        self.watch.last_good = self.last_checkpoint
+        self.watch.check(self.ctx)
+        if log_now:
+            self._log(done, lr_used)
+        if checkpoint_now:
+            problem = self.health.checkpoint_problem(self.model)
+            if problem is None:
+                self.unconfirmed = (self._write_checkpoint(done), self.last_checkpoint)
+                self.last_checkpoint = self.unconfirmed[0] or self.last_checkpoint
+            else:  # one warning per stretch of skipped checkpoints
+                _skip_checkpoint(done, problem, self.last_checkpoint, last, self.ctx, warn=not self.skipping)
+            self.skipping = problem is not None
+        if preview_now and self.ctx.is_main:
+            eval_model = self.ema.module if self.ema else self.model
+            _save_previews(self.task, eval_model, self.preview_images, settings.seed, self.run_dir / "pictures", done, self.precision)
+
+    def _log(self, done: int, lr_used: float) -> None:
+        means = self.meter.mean(self.ctx)
+        now = time.perf_counter()
+        images_per_s = self.interval_steps * self.settings.batch_size / max(now - self.interval_start, 1e-9)
+        self.interval_start, self.interval_steps = now, 0
+        self.final_loss = means.get("loss")
+        if not self.ctx.is_main:
+            return
+        row = {"step": done, "loss": means.pop("loss"), "lr": lr_used, "images_per_s": images_per_s, **means}
+        if self.csv_log is not None:
+            self.csv_log.append(row)
+        self.writer.log({name: value for name, value in row.items() if name != "step"}, done)
+        self.progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
+
+    def _write_checkpoint(self, done: int) -> Path | None:
+        rng = all_gather_objects(_capture_rng(self.generator, self.device), self.ctx)
+        path = None
+        if self.ctx.is_main:
+            train_state = {
+                **self.optimisation.state_dict(),
+                "ema_updates": self.ema.num_updates if self.ema else 0,
+                "rng": rng,
+                "world_size": self.ctx.world_size,
+                "loss_history": list(self.health.history),
+            }
+            path = save_checkpoint(
+                self.checkpoints_dir, done, model=self.model, state=train_state, ema=self.ema.module if self.ema else None,
+                discriminator=self.discriminator, config_dict=self.config_dict,  # pruned once confirmed good
+            )
+        barrier(self.ctx)
+        return path
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> TrainResult:
+        """Confirms the final checkpoint, writes ``train_summary.json`` (rank 0) and returns the result."""
+        settings, ctx = self.settings, self.ctx
+        if self.unconfirmed is not None:  # the final checkpoint: no step after it to judge it by
+            _confirm_checkpoint(*self.unconfirmed, (True, ""), settings.keep_last, ctx)
+        loop_time = time.perf_counter() - self.loop_start
+        self.progress.close()
+        trained = settings.steps - self.start_step
+        images_per_s = trained * settings.batch_size / loop_time if trained and loop_time > 0 else 0.0
+        frames_per_image = getattr(self.task, "frames_per_image", None)
+        discriminator = self.discriminator
+        result = TrainResult(
+            run_dir=self.run_dir,
+            steps=settings.steps,
+            start_step=self.start_step,
+            wall_time_s=time.perf_counter() - self.wall_start,
+            images_per_s=images_per_s,
+            frames_per_s=images_per_s * frames_per_image if frames_per_image else None,
+            peak_memory_bytes=peak_memory_bytes(self.device),
+            device=str(self.device),
+            world_size=ctx.world_size,
+            mixed_precision=self.precision,
+            parameters={"model": count_parameters(self.model), "discriminator": count_parameters(discriminator) if discriminator else 0},
+            final_loss=self.final_loss,
+            last_checkpoint=self.last_checkpoint,
+            model=self.model,
+            ema_model=self.ema.module if self.ema else None,
+            loss_terms=dict(getattr(self.task, "loss_terms", None) or {}),
+        )
+        summary_path = self.run_dir / "train_summary.json"
+        if ctx.is_main and (trained > 0 or not summary_path.is_file()):
+            # A resume of a finished run trains nothing: keep the figures of the run that did the work.
+            summary_path.write_text(json.dumps(result.summary(), indent=1))
+        barrier(ctx)
+        return result
+
+
 def train(
     task: TrainingTask,
     dataset: Dataset,
@@ -663,268 +1131,20 @@ def train(
     ``dataset[i]`` is a clean image (C, H, W) in [-1, 1]. ``resume=True`` continues exactly from the
     newest intact checkpoint in ``run_dir/checkpoints`` (a corrupt newest one is skipped with a
     warning); without it, a run folder that already holds checkpoints is refused. Under ``torchrun``
-    every rank calls this function; only rank 0 writes. Raises TrainingDivergedError on a NaN/inf loss.
-    Seeds torch's, numpy's and Python's global RNGs from ``settings.seed`` (offset per rank); the
-    task's ``model`` should be built (initialised) before the call.
+    every rank calls this function; only rank 0 writes, holding the run folder's lock (RunLockedError
+    when another process trains into it). Raises TrainingDivergedError on a NaN/inf loss or a run
+    that ends diverging (see :class:`_LossHealth`). Seeds torch's, numpy's and Python's global RNGs
+    from ``settings.seed`` (offset per rank); the task's ``model`` should be built before the call.
     """
     validate_train_config(settings)
-    run_dir = Path(run_dir)
-    checkpoints_dir = run_dir / "checkpoints"
-    wall_start = time.perf_counter()
-    ctx = init_distributed(settings.device)
-    writer = None
+    engine = _Engine(task, dataset, settings, Path(run_dir), config_dict)
     try:
-        device = ctx.device
-        _check_batch(len(dataset), settings.batch_size, ctx.world_size)  # type: ignore[arg-type]
-        precision = resolve_precision(settings.mixed_precision, device)
-        if not resume and list_checkpoints(checkpoints_dir):
-            newest = list_checkpoints(checkpoints_dir)[-1][1]
-            raise ValueError(
-                f"run folder {run_dir} already holds checkpoints (newest {newest.name}); resume it "
-                f"(resume=True) or train into another run folder"
-            )
-
-        # Seeds: one stream per rank (noise and dropout must differ between ranks).
-        rank_seed = settings.seed + _RANK_SEED_OFFSET * ctx.rank
-        _seed_everything(rank_seed)
-        generator = torch.Generator(device=device).manual_seed(rank_seed)
-
-        model = task.model.to(device)
-        discriminator = task.discriminator.to(device) if task.discriminator is not None else None
-        if hasattr(task, "to") and callable(task.to):
-            task.to(device)
-        if settings.gradient_checkpointing:
-            if hasattr(model, "set_gradient_checkpointing"):
-                model.set_gradient_checkpointing(True)
-            else:
-                warnings.warn(f"{type(model).__name__} has no set_gradient_checkpointing(); training without it", stacklevel=2)
-        model.train()
-        if discriminator is not None:
-            discriminator.train()
-
-        # Resume: rank 0 picks the checkpoint (skipping corrupt ones), every rank loads it.
-        start_step, state, resume_path = 0, None, None
-        if resume:
-            found = find_latest_checkpoint(checkpoints_dir) if ctx.is_main else None
-            resume_path = all_gather_objects(str(found) if found else None, ctx)[0]
-            if resume_path is None:
-                if ctx.is_main:
-                    warnings.warn(f"resume requested but {checkpoints_dir} has no checkpoint; starting from step 0", stacklevel=2)
-            else:
-                resume_path = Path(resume_path)
-                state = load_checkpoint(resume_path, model=model, discriminator=discriminator, map_location="cpu", verify=False)
-                start_step = int(state["step"])
-                if start_step > settings.steps:
-                    raise ValueError(f"checkpoint {resume_path} is at step {start_step}, beyond train.steps={settings.steps}")
-
-        # Wrappers: DDP (broadcasts rank 0's weights) and optional torch.compile.
-        train_model = wrap_ddp(model, ctx, find_unused_parameters=bool(getattr(task, "find_unused_parameters", False)))
-        if discriminator is not None:
-            broadcast_module(discriminator, ctx)
-        compile_mode = resolve_compile(
-            settings.compile, settings.compile_mode, device, world_size=ctx.world_size,
-            cuda_graphs_ok=bool(getattr(task, "cuda_graphs_ok", False)),
-            gradient_checkpointing=settings.gradient_checkpointing,
-        )
-        if compile_mode is not None:
-            # dynamic=False: every training batch has the same shape; a new shape recompiles, no dynamic kernels
-            train_model = torch.compile(train_model, mode=compile_mode, dynamic=False)
-
-        ema: ModelEMA | None = None
-        if settings.ema_decay > 0:
-            ema = ModelEMA(model, settings.ema_decay)
-            if state is not None:
-                if (resume_path / EMA).is_file():
-                    load_checkpoint(resume_path, ema=ema.module, map_location="cpu", verify=False, read_state=False)
-                    ema.num_updates = int(state.get("ema_updates", start_step))
-                else:
-                    warnings.warn(f"checkpoint {resume_path} has no EMA weights; the EMA restarts from the model", stacklevel=2)
-
-        optimizer = _make_optimizer(model, settings, device)
-        lr_factor = _lr_factor(settings)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        d_optimizer = d_scaler = None
-        if discriminator is not None:
-            d_optimizer = _make_optimizer(discriminator, settings, device)
-            d_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            if discriminator is not None:
-                if state.get("d_optimizer") is None:
-                    raise CheckpointError(f"checkpoint {resume_path} has no discriminator optimiser state but the task has a discriminator")
-                d_optimizer.load_state_dict(state["d_optimizer"])
-                d_scaler.load_state_dict(state["d_scaler"])
-            rng_states = state["rng"]
-            if len(rng_states) == ctx.world_size:
-                _restore_rng(rng_states[ctx.rank], generator, device)
-            else:
-                step_seed = rank_seed + start_step
-                _seed_everything(step_seed)
-                generator.manual_seed(step_seed)
-                if ctx.is_main:
-                    warnings.warn(
-                        f"checkpoint {resume_path} was written by {len(rng_states)} process(es), this run has "
-                        f"{ctx.world_size}: random streams are reseeded (data order is unchanged)",
-                        stacklevel=2,
-                    )
-
-        # Bookkeeping (rank 0 only).
-        csv_log = None
-        preview_images = None
-        if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if config_dict is not None:
-                (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
-            csv_log = _CsvLog(run_dir / "log.csv", keep_until_step=start_step if state is not None else None)
-            writer = _tensorboard_writer(run_dir / "tb", purge_step=start_step)
-            preview_images = _preview_images(dataset, settings, device)
-        frames_per_image = getattr(task, "frames_per_image", None)
-        reset_peak_memory(device)
-
-        def write_checkpoint(done: int) -> Path | None:
-            rng = all_gather_objects(_capture_rng(generator, device), ctx)
-            path = None
-            if ctx.is_main:
-                train_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "d_optimizer": d_optimizer.state_dict() if d_optimizer else None,
-                    "d_scaler": d_scaler.state_dict() if d_scaler else None,
-                    "ema_updates": ema.num_updates if ema else 0,
-                    "rng": rng,
-                    "world_size": ctx.world_size,
-                }
-                path = save_checkpoint(
-                    checkpoints_dir, done, model=model, state=train_state, ema=ema.module if ema else None,
-                    discriminator=discriminator, config_dict=config_dict, keep_last=settings.keep_last,
-                )
-            barrier(ctx)
-            return path
-
-        from tqdm.auto import tqdm
-
-        progress = tqdm(
-            total=settings.steps, initial=start_step, desc="train", dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # log files get a line every 30 s, not every step
-            disable=not (settings.progress and ctx.is_main),
-        )
-        meter = _ScalarMeter()
-        watch = _DivergenceWatch(device)
-        last_checkpoint = resume_path
-        final_loss = None
-        batches = _batches(dataset, settings, ctx, start_step)
-        loop_start = time.perf_counter()
-        interval_start, interval_steps = loop_start, 0
-
-        # ---------------------------------------------------------------- the loop
-        for step in range(start_step, settings.steps):
-            images = next(batches).to(device, non_blocking=True)  # (B_local, C, H, W)
-            with autocast(precision, device):
-                loss, scalars = task.training_loss(train_model, images, step, generator)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if settings.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            lr_used = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses = {"loss": loss}
-            logged = {"loss": loss, **scalars}
-
-            if discriminator is not None:
-                with autocast(precision, device):
-                    d_out = task.discriminator_loss(step)
-                if d_out is not None:
-                    d_loss, d_scalars = d_out
-                    for group in d_optimizer.param_groups:  # same schedule as the model's, by step
-                        group["lr"] = settings.lr * lr_factor(step)
-                    d_optimizer.zero_grad(set_to_none=True)  # drops grads left by the generator's pass
-                    d_scaler.scale(d_loss).backward()
-                    all_reduce_gradients(discriminator, ctx)
-                    if settings.grad_clip > 0:
-                        d_scaler.unscale_(d_optimizer)
-                        torch.nn.utils.clip_grad_norm_(discriminator.parameters(), settings.grad_clip)
-                    d_scaler.step(d_optimizer)
-                    d_scaler.update()
-                    losses["d_loss"] = d_loss
-                    logged.update({"d_loss": d_loss, **d_scalars})
-            if ema is not None:
-                ema.update(model)
-
-            logged = {k: torch.as_tensor(v, device=device) for k, v in logged.items()}
-            watch.observe(step, losses, logged, ctx)
-            meter.add(logged)
-            done = step + 1
-            interval_steps += 1
-            progress.update(1)
-
-            last = done == settings.steps
-            log_now = done % settings.log_every == 0 or last
-            checkpoint_now = done % settings.checkpoint_every == 0 or last
-            preview_now = (settings.image_every > 0 and done % settings.image_every == 0) or last
-            if log_now or checkpoint_now or preview_now:
-                watch.check(ctx)  # one host sync, only at these boundaries
-            if log_now:
-                means = meter.mean(ctx)
-                now = time.perf_counter()
-                images_per_s = interval_steps * settings.batch_size / max(now - interval_start, 1e-9)
-                interval_start, interval_steps = now, 0
-                final_loss = means.get("loss")
-                if ctx.is_main:
-                    row = {"step": done, "loss": means.pop("loss"), "lr": lr_used, "images_per_s": images_per_s, **means}
-                    csv_log.append(row)
-                    if writer is not None:
-                        for name, value in row.items():
-                            if name != "step":
-                                writer.add_scalar(f"train/{name}", value, done)
-                    progress.set_postfix(
-                        loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
-                    )
-            if checkpoint_now:
-                last_checkpoint = write_checkpoint(done) or last_checkpoint
-            if preview_now:
-                if ctx.is_main:
-                    eval_model = ema.module if ema else model
-                    _save_previews(task, eval_model, preview_images, settings.seed, run_dir / "pictures", done, precision)
-        # ---------------------------------------------------------------- end of loop
-
-        loop_time = time.perf_counter() - loop_start
-        progress.close()
-        trained = settings.steps - start_step
-        images_per_s = trained * settings.batch_size / loop_time if trained and loop_time > 0 else 0.0
-        result = TrainResult(
-            run_dir=run_dir,
-            steps=settings.steps,
-            start_step=start_step,
-            wall_time_s=time.perf_counter() - wall_start,
-            images_per_s=images_per_s,
-            frames_per_s=images_per_s * frames_per_image if frames_per_image else None,
-            peak_memory_bytes=peak_memory_bytes(device),
-            device=str(device),
-            world_size=ctx.world_size,
-            mixed_precision=precision,
-            parameters={"model": count_parameters(model), "discriminator": count_parameters(discriminator) if discriminator else 0},
-            final_loss=final_loss,
-            last_checkpoint=last_checkpoint,
-            model=model,
-            ema_model=ema.module if ema else None,
-        )
-        summary_path = run_dir / "train_summary.json"
-        if ctx.is_main and (trained > 0 or not summary_path.is_file()):
-            # A resume of a finished run trains nothing: keep the figures of the run that did the work.
-            summary_path.write_text(json.dumps(result.summary(), indent=1))
-        barrier(ctx)
-        return result
+        engine.start(resume)
+        for step in range(engine.start_step, settings.steps):
+            engine.step(step)
+        return engine.finish()
     finally:
-        if writer is not None:
-            writer.close()
-        teardown(ctx)
+        engine.close()
 
 
 def load_trained_model(

@@ -7,11 +7,37 @@ machines copy the file into the cache or pass its path.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["hub_cache_path", "find_weights"]
+__all__ = ["hub_cache_path", "find_weights", "safe_load_error", "load_state_dict_file"]
+
+
+def safe_load_error(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line and without torch's advice to
+    retry with ``weights_only=False`` (which would run whatever code the file carries)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip().split(". ")[0].strip()
+        return f"it holds pickled objects other than tensors and plain values and was refused unread ({reason})"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"{type(err).__name__}: {' '.join(lines)[:300]}" if lines else type(err).__name__
+
+
+def load_state_dict_file(path: str | Path | io.BytesIO, what: str) -> dict[str, Any]:
+    """Reads a file that must be a state dict (name -> tensor) with ``weights_only=True``; anything else
+    raises ValueError naming ``what`` (e.g. "LPIPS backbone weights file /x/vgg16.pth")."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{what} is not a readable state dict: {safe_load_error(err)}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} is not a state dict (name -> tensor): it holds a {type(state).__name__}")
+    return state
 
 
 def hub_cache_path(file_name: str) -> Path:

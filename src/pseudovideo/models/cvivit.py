@@ -86,7 +86,7 @@ class CViViT(VideoTokenizer):
         in_channels: C.
         resolution: H = W, divisible by ``patch_size``.
         patch_size: spatial patch side p.
-        temporal_patch_size: frames per tubelet tp (after the first frame).
+        temporal_patch_size: frames per tubelet tp (after the first frame); 1 accepts any T.
         dim: token width.
         spatial_depth: transformer blocks of each spatial transformer (encoder and decoder).
         temporal_depth: blocks of each causal temporal transformer.
@@ -112,7 +112,7 @@ class CViViT(VideoTokenizer):
         in_channels: int = 3,
         resolution: int = 32,
         patch_size: int = 4,
-        temporal_patch_size: int = 2,
+        temporal_patch_size: int = 1,
         dim: int = 128,
         spatial_depth: int = 2,
         temporal_depth: int = 2,

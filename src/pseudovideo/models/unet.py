@@ -248,6 +248,10 @@ class UNet(nn.Module):
         frame_position: "learned" (absolute frame embedding) or "relative" (relative position bias).
         temporal_layers: which blocks get a temporal layer: "every_block", "per_level" or "low_res".
         temporal_mixer: "attention", "conv" (3-tap temporal convolution) or "hybrid" (conv at full resolution).
+        num_levels: > 0 makes the model level-conditioned: ``forward`` then needs ``level`` (B,) in
+            [0, num_levels), the corruption level of each sample (0 = clean), embedded by a learned table
+            and added to the timestep embedding. Used when an image UNet trains on every pseudo-video
+            frame as a separate image; 0 (default) builds exactly the unconditional UNet.
     """
 
     def __init__(
@@ -266,13 +270,14 @@ class UNet(nn.Module):
         frame_position: str = "learned",
         temporal_layers: str = "every_block",
         temporal_mixer: str = "attention",
+        num_levels: int = 0,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         _validate_config(
             in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, resolution,
-            dropout, num_heads, temporal, causal_temporal, max_frames, frame_position,
+            dropout, num_heads, temporal, causal_temporal, max_frames, frame_position, num_levels,
         )
         _validate_temporal_choices(temporal_layers, temporal_mixer)
         self.in_channels = in_channels
@@ -289,12 +294,12 @@ class UNet(nn.Module):
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
         emb_dim = 4 * base_channels
 
-        num_levels = len(channel_mult)
+        num_resolutions = len(channel_mult)
 
         def block(c_in: int, c_out: int, spatial_attention: bool, place: tuple[int, int, int] | None) -> UNetBlock:
             # place = (level, index in the level, blocks in the level) on the down/up path; see _temporal_mixer_at
             attn = SpatialAttention(c_out, num_heads) if spatial_attention else None
-            mixer = _temporal_mixer_at(temporal, temporal_layers, temporal_mixer, place, num_levels)
+            mixer = _temporal_mixer_at(temporal, temporal_layers, temporal_mixer, place, num_resolutions)
             if mixer == "attention":
                 temp = TemporalAttention(c_out, num_heads, max_frames, frame_position, causal_temporal)
             elif mixer == "conv":
@@ -337,17 +342,23 @@ class UNet(nn.Module):
                 res *= 2
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
+        # Created last and only when asked, so an unconditional UNet draws the same initial weights as before.
+        self.num_levels = int(num_levels)
+        self.level_embed = nn.Embedding(self.num_levels, emb_dim) if self.num_levels > 0 else None
 
     # -- forward ----------------------------------------------------------------------------------------------
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W)."""
+    def forward(self, x: Tensor, t: Tensor, level: Tensor | int | None = None) -> Tensor:
+        """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W).
+
+        ``level`` (B,) or a scalar: the corruption level of each sample, required by (and only accepted by)
+        a level-conditioned UNet (``num_levels > 0``).
+        """
         batch, num_frames = self._check_input(x)
-        t = t.to(x.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"expected timesteps t of shape ({batch},), got {tuple(t.shape)}")
+        t = self._per_sample(t, batch, x.device, "timesteps t")
         emb = self.time_embed(timestep_embedding(t, self.base_channels).to(self.input_conv.weight.dtype))  # (B, D)
+        level_emb = self._level_embedding(level, batch, x.device, emb.dtype)  # (B, D) or None
+        if level_emb is not None:
+            emb = emb + level_emb
         emb = repeat(emb, "b d -> (b t) d", t=num_frames)  # ((B T), D): same timestep for every frame
 
         h = self.input_conv(rearrange(x, "b t c h w -> (b t) c h w"))  # ((B T), C0, H, W)
@@ -362,6 +373,31 @@ class UNet(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)  # ((B T), C + C_skip, H', W')
             h = self._run(layer, h, emb, num_frames)
         return rearrange(self.out(h), "(b t) c h w -> b t c h w", t=num_frames)
+
+    @staticmethod
+    def _per_sample(values: Tensor | int, batch: int, device: torch.device, what: str) -> Tensor:
+        """A scalar or (B,) tensor of per-sample integers -> (B,) on ``device``."""
+        values = torch.as_tensor(values, device=device)
+        if values.ndim == 0:
+            values = values.expand(batch)
+        if values.shape != (batch,):
+            raise ValueError(f"expected {what} of shape ({batch},), got {tuple(values.shape)}")
+        return values
+
+    def _level_embedding(
+        self, level: Tensor | int | None, batch: int, device: torch.device, dtype: torch.dtype
+    ) -> Tensor | None:
+        """Learned embedding (B, D) of the per-sample level; None for an unconditional UNet (which takes no level)."""
+        if self.level_embed is None:
+            if level is not None:
+                raise ValueError("this UNet is not level-conditioned (num_levels=0) but got a level")
+            return None
+        if level is None:
+            raise ValueError(f"this UNet is level-conditioned (num_levels={self.num_levels}): pass level (0 = clean)")
+        level = self._per_sample(level, batch, device, "level").long()
+        if level.min() < 0 or level.max() >= self.num_levels:
+            raise ValueError(f"level must lie in [0, {self.num_levels}), got values {level.min().item()}..{level.max().item()}")
+        return self.level_embed(level).to(dtype)
 
     def _run(self, layer: nn.Module, h: Tensor, emb: Tensor, num_frames: int) -> Tensor:
         """Runs one block, recomputed in backward when gradient checkpointing is on."""
@@ -428,6 +464,7 @@ def _validate_config(
     causal_temporal: bool,
     max_frames: int,
     frame_position: str,
+    num_levels: int,
 ) -> None:
     """Raises ValueError naming the first bad UNet argument."""
     if in_channels < 1:
@@ -468,12 +505,14 @@ def _validate_config(
         raise ValueError(f"frame_position must be one of {FRAME_POSITIONS}, got {frame_position!r}")
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if num_levels < 0:
+        raise ValueError(f"num_levels must be >= 0 (0 = not level-conditioned), got {num_levels}")
     if causal_temporal and not temporal:
         raise ValueError("causal_temporal=True needs temporal=True (the image UNet has no temporal layers)")
 
 
 def _temporal_mixer_at(
-    temporal: bool, layers: str, mixer: str, place: tuple[int, int, int] | None, num_levels: int
+    temporal: bool, layers: str, mixer: str, place: tuple[int, int, int] | None, num_resolutions: int
 ) -> str | None:
     """The temporal layer of one block: "attention", "conv" or None.
 
@@ -484,7 +523,7 @@ def _temporal_mixer_at(
     if not temporal:
         return None
     level, index, count = place if place is not None else (-1, 0, 2)
-    full_resolution = level == 0 or (level == -1 and num_levels == 1)
+    full_resolution = level == 0 or (level == -1 and num_resolutions == 1)
     if layers == "per_level" and index != (count - 1 if level >= 0 else 0):
         return None
     if layers == "low_res" and full_resolution and level >= 0:

@@ -1,0 +1,87 @@
+"""Warm starts in experiments: ``run:{experiment_dir}/NAME-s{seed}`` bases, their order, and the shipped config."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pseudovideo import experiments as E
+from pseudovideo.config import ConfigError, build_config
+from pseudovideo.runs import load_run
+from pseudovideo.tasks import build_model
+
+from test_experiments import TINY_SCALE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LIFTED = {"model.family": "lifted", "model.lifted": {"base": "run:{experiment_dir}/pre-s{seed}", "kind": "tokenizer"}}
+
+
+def _experiment(tmp_path: Path, runs: list[dict]) -> Path:
+    data = {
+        "name": "warm", "description": "warm start test", "metrics": ["psnr"],
+        "plot": {"x": "variant", "group_by": [], "kind": "bar"}, "seeds": [0],
+        "scales": {"cpu-small": copy.deepcopy(TINY_SCALE), "paper": {}},
+        "base": {"pseudo_video.corruptions": [{"name": "blur", "max_level": 1.0}]},
+        "runs": runs,
+        "differences": [{"name": "pv_minus_image", "of": {"variant": "pv"}, "minus": {"variant": "image"}}],
+    }
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+PRE = {"name": "pre", "overrides": {"model.family": "vqvae", "pseudo_video.num_frames": 1}}
+IMAGE = {"name": "image", "overrides": {**LIFTED, "model.lifted.temporal": "none", "pseudo_video.num_frames": 1}}
+PV = {"name": "pv", "overrides": {**LIFTED, "pseudo_video.num_frames": 3}}
+
+
+def test_runs_continue_from_an_earlier_run_of_the_experiment(tmp_path):
+    out = tmp_path / "out"
+    result = E.run_experiment(_experiment(tmp_path, [PRE, IMAGE, PV]), out_dir=out, log=lambda _: None)
+    folder = out / "warm" / "cpu-small"
+    assert result.actions == {"pre-s0": "train", "image-s0": "train", "pv-s0": "train"} and not result.unfinished
+    runs = {r.name: r for r in E.expand_experiment(E.load_experiment(tmp_path / "warm.yaml"), "cpu-small", out)}
+    assert runs["pv-s0"].config.model.lifted.base == f"run:{folder}/pre-s0"
+    _, pre, _ = load_run(folder / "pre-s0")
+    lifted = build_model(runs["pv-s0"].config, 1)  # what the continuation starts from: the pre run's EMA weights
+    for key, value in pre.state_dict().items():
+        assert torch.equal(lifted.image.state_dict()[key], value), key
+    assert result.differences_path is not None and result.differences_path.is_file()
+
+
+def test_a_base_run_listed_later_or_unknown_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="names pre-s0, which comes later"):
+        E.run_experiment(_experiment(tmp_path, [IMAGE, PV, PRE]), out_dir=tmp_path / "o", log=lambda _: None)
+    with pytest.raises(ConfigError, match="names no run of this experiment"):
+        E.run_experiment(_experiment(tmp_path, [IMAGE, PV]), out_dir=tmp_path / "o", log=lambda _: None)
+
+
+def test_shipped_warm_start_pairs_every_continuation_with_its_seeds_pre_run():
+    spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
+    for scale in ("cpu-small", "paper"):
+        runs = {r.name: r for r in E.expand_experiment(spec, scale, "runs/experiments")}
+        assert len(runs) == 27 and {r.seed for r in runs.values()} == {0, 1, 2}
+        for run in runs.values():
+            if run.config.model.family == "lifted":
+                pre = "vqvae-pre" if run.variant.startswith("vqvae") else "ddpm-pre"
+                assert run.config.model.lifted.base.endswith(f"/{pre}-s{run.seed}")
+                assert run.config.train.steps == runs[f"{pre.split('-')[0]}-pv-s{run.seed}"].config.train.steps
+
+
+def test_shipped_warm_start_continuations_have_equal_training_flops_per_step():
+    """The matching rule of warm-start.yaml at cpu-small: (a)'s batch x FLOPs/image = (b)'s within 2 %."""
+    spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
+    runs = {r.name: r for r in E.expand_experiment(spec, "cpu-small", "runs/experiments")}
+    for family, base in (("vqvae", "vqvae"), ("ddpm", "unet")):
+        per_step = {}
+        for variant in ("image", "pv", "copies"):
+            run = runs[f"{family}-{variant}-s0"]
+            texts = [t for t in run.overrides if not t.startswith(("model.lifted.base", "model.lifted.kind"))]
+            config = build_config(None, [*texts, f"model.lifted.base={base}", "data.channels=3"])  # same architecture
+            per_step[variant] = E.training_flops_per_image(config, channels=3, batch_size=1) * config.train.batch_size
+        assert per_step["pv"] == pytest.approx(per_step["image"], rel=0.02), family
+        assert per_step["copies"] == pytest.approx(per_step["pv"], rel=0.01), family
