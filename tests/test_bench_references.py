@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -17,13 +16,17 @@ def test_reference_rows_match_parameters_and_pick_the_fastest(monkeypatch) -> No
         width = heads * dim_head
         module = torch.nn.Linear(width, 100, bias=False)  # 100 * width parameters
 
-        def step():  # the widest attention is the fastest here, so "fastest" differs from "matched"
-            time.sleep(0.004 / width)
+        def step() -> None:
+            pass
+
+        step.seconds = 1.0 / width  # the widest attention is the fastest here, so "fastest" differs from "matched"
 
         return bm.Impl(model="unet", impl="fake", module=module, train_step=step, eager_train_step=step, sample=None,
                        sample_kind="", frames=1, loss="", optimizer=torch.optim.SGD(module.parameters(), lr=0.1))
 
     monkeypatch.setitem(bm.REFERENCES, "unet", fake_builder)
+    # a fixed cost per setting instead of a wall-clock timing, which a loaded machine can reorder
+    monkeypatch.setattr(bm.bc, "time_calls", lambda fn, device, calls: fn.seconds)
     opts = bm.Options(device=torch.device("cpu"), dtype="fp32", compile=False, channels_last=False, peak_flops=1.0)
     rows = bm.build_references("unet", bm.PRESETS["quick"], opts, our_params=100 * 32)  # width 32 matches
     matched, fastest = rows

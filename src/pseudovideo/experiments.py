@@ -799,15 +799,10 @@ def _format_loss_terms(terms: Any) -> str:
     e.g. ``"reconstruction:1 vq:1 adversarial:0.1@100"`` (``@`` the start step; empty when there are none)."""
     if not isinstance(terms, dict) or not terms:
         return ""
-    parts = []
-    for name, term in terms.items():
-        if isinstance(term, dict):
-            if term.get("active"):
-                start = f"@{term['start_step']}" if term.get("start_step") else ""
-                parts.append(f"{name}:{term.get('weight', 1):g}{start}")
-        else:
-            parts.append(f"{name}:{term:g}" if isinstance(term, (int, float)) else f"{name}:{term}")
-    return " ".join(parts)
+    return " ".join(
+        f"{name}:{term.get('weight', 1):g}" + (f"@{term['start_step']}" if term.get("start_step") else "")
+        for name, term in terms.items() if term.get("active")
+    )
 
 
 def _run_label(run_name: str, seed: Any) -> str:
