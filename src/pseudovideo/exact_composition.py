@@ -102,8 +102,10 @@ class BlurNoiseChain:
         before = tuple(float(increments[i]) for i in range(j) if blur[i] and increments[i] > 0)
         after = tuple(float(levels_from[i]) for i in range(j + 1, len(blur)) if blur[i] and levels_from[i] > 0)
         target, kept = float(levels_to[j]) ** 2, float(levels_from[j]) ** 2
+        if not before and target <= kept:  # nothing to restore, nothing to add
+            return None
         if not after and (not before or kept == 0):  # no blur acts on this noise: white
-            return math.sqrt(target - kept) if target > kept else None
+            return math.sqrt(target - kept)
         h, w = like.shape[-2:]
         key = ("blur-noise-std", before, after, target, kept, h, w, str(like.device), like.dtype)
         return _cached(key, lambda: self._spectrum(before, after, target, kept, h, w).to(like.device, like.dtype))
