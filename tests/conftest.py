@@ -1,8 +1,9 @@
-"""Shared test fixtures: small thread counts (CI has 2 cores) and paths to ../shared data."""
+"""Shared test fixtures: small thread counts (CI has 2 cores), ../shared data and CIFAR-10 unpacked from it once."""
 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
 # Busy-waiting OpenMP threads make tests crawl when the 2 CI cores are shared; set before torch loads.
@@ -23,3 +24,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only present beside the project in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """../shared/data/cifar10-jpeg.tar.gz unpacked once per session: the test split only (about 1 s), with an
+    empty train/ beside it so that a folder dataset reads test/ as its test split. Returns the cifar10-jpeg folder."""
+    out = tmp_path_factory.mktemp("cifar10-jpeg")
+    seen_test = False
+    with tarfile.open(shared_data / "cifar10-jpeg.tar.gz") as tar:
+        for member in tar:  # streamed: the archive lists test/ first, so reading stops after a sixth of it
+            if member.name.startswith("cifar10-jpeg/test/"):
+                tar.extract(member, out, filter="data")
+                seen_test = True
+            elif seen_test:
+                break
+    (out / "cifar10-jpeg" / "train").mkdir()
+    return out / "cifar10-jpeg"

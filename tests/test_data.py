@@ -6,7 +6,6 @@ import gzip
 import os
 import pickle
 import struct
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -333,17 +332,6 @@ def test_folder_rgb_to_grey_uses_luma(tmp_path):
     ds = build_dataset(f"folder:{tmp_path}", resolution=4, channels=1, split="train", **ALL)
     # ITU-R 601 luma of pure red: 0.299 * 255 = 76.2 -> 76
     torch.testing.assert_close(ds[0], torch.full((1, 4, 4), 76 / 127.5 - 1.0))
-
-
-@pytest.fixture(scope="session")
-def cifar_jpeg_root(shared_data, tmp_path_factory) -> Path:
-    """../shared/data/cifar10-jpeg.tar.gz unpacked once per session (test split only, to stay fast)."""
-    out = tmp_path_factory.mktemp("cifar10-jpeg")
-    with tarfile.open(shared_data / "cifar10-jpeg.tar.gz") as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith("cifar10-jpeg/test/")]
-        tar.extractall(out, members=members, filter="data")
-    (out / "cifar10-jpeg" / "train").mkdir()  # split sub-folders present: test/ is read as the test split
-    return out / "cifar10-jpeg"
 
 
 def test_folder_loader_real_cifar10_jpeg(cifar_jpeg_root):

@@ -11,6 +11,7 @@ import torch
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
+from pseudovideo.diffusers_export import export_run
 from pseudovideo.diffusion import beta_schedule
 from pseudovideo.lifting import LiftedNet
 from pseudovideo.models.unet import image_unet
@@ -46,6 +47,34 @@ def test_our_image_unet_maps_exactly_onto_unet2dmodel():
     x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 10, 500, 999])
     with torch.no_grad():
         assert (ours(x[:, None], t)[:, 0] - theirs(x, t).sample).abs().max() <= 1e-5
+
+
+def test_a_level_conditioned_unet_exports_at_level_0():
+    from pseudovideo.diffusers_export import unet_to_diffusers
+
+    torch.manual_seed(0)
+    ours = randomize(image_unet(in_channels=3, num_levels=4, **MAPPABLE))
+    with torch.no_grad():
+        ours.level_embed.weight.mul_(20)  # embeddings of a trained level-conditioned model are far from 0
+    theirs = unet_to_diffusers(ours)
+    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 10, 500, 999])
+    with torch.no_grad():
+        at_clean = ours(x[:, None], t, level=0)[:, 0]
+        assert (at_clean - ours(x[:, None], t, level=3)[:, 0]).abs().max() > 1e-2  # the level matters
+        assert (at_clean - theirs(x, t).sample).abs().max() <= 1e-5
+
+
+def test_export_a_frames_as_images_run_at_the_clean_level(tmp_path):
+    config = _config(tmp_path, "ddpm_frames", "model.family=unet", "pseudo_video.num_frames=3",
+                     "pseudo_video.frames_as_images=true", *UNET)
+    train_run(config)
+    out = export_run(config.run_dir, tmp_path / "exported")
+    unet = diffusers.UNet2DModel.from_pretrained(str(out)).eval()
+    _, ours, _ = load_run(config.run_dir)
+    assert ours.num_levels == 3
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 40])
+    with torch.no_grad():
+        assert (ours(x[:, None], t, level=0)[:, 0] - unet(x, t).sample).abs().max() <= 1e-5
 
 
 def test_export_a_run_then_load_and_sample_with_diffusers(tmp_path, capsys):

@@ -64,7 +64,7 @@ def test_shipped_warm_start_pairs_every_continuation_with_its_seeds_pre_run():
     spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
     for scale in ("cpu-small", "paper"):
         runs = {r.name: r for r in E.expand_experiment(spec, scale, "runs/experiments")}
-        assert len(runs) == 27 and {r.seed for r in runs.values()} == {0, 1, 2}
+        assert len(runs) == 33 and {r.seed for r in runs.values()} == {0, 1, 2}
         for run in runs.values():
             if run.config.model.family == "lifted":
                 pre = "vqvae-pre" if run.variant.startswith("vqvae") else "ddpm-pre"
@@ -85,3 +85,20 @@ def test_shipped_warm_start_continuations_have_equal_training_flops_per_step():
             per_step[variant] = E.training_flops_per_image(config, channels=3, batch_size=1) * config.train.batch_size
         assert per_step["pv"] == pytest.approx(per_step["image"], rel=0.02), family
         assert per_step["copies"] == pytest.approx(per_step["pv"], rel=0.01), family
+
+
+def test_shipped_warm_start_has_a_data_matched_image_arm_and_both_differences():
+    """(a') sees the clean images of (b)/(c): the same batch and steps at T = 1; (b) - (a) is reported against
+    the compute-matched and the data-matched image model; the file says which lifted arms are rate-matched."""
+    spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / "warm-start.yaml")
+    for scale in ("cpu-small", "paper"):
+        runs = {r.name: r.config for r in E.expand_experiment(spec, scale, "runs/experiments")}
+        for family in ("vqvae", "ddpm"):
+            data, compute, pv = (runs[f"{family}-{arm}-s0"] for arm in ("image-data", "image", "pv"))
+            assert data.pseudo_video.num_frames == 1 and data.model.lifted.temporal == "none"
+            assert (data.train.batch_size, data.train.steps) == (pv.train.batch_size, pv.train.steps)
+            assert compute.train.batch_size > 4 * pv.train.batch_size  # B x T x r: more images, matched FLOPs
+            names = {d.name: (d.of["variant"], d.minus["variant"]) for d in spec.differences}
+            assert names[f"{family}_pv_minus_image"] == (f"{family}-pv", f"{family}-image")
+            assert names[f"{family}_pv_minus_image_data"] == (f"{family}-pv", f"{family}-image-data")
+    assert "only the encoder-only" in spec.description and "T times the image model's rate" in spec.description

@@ -9,7 +9,9 @@ What can be exported:
 - an image UNet run (``model.family: unet``): our UNet maps weight for weight onto a ``UNet2DModel`` (same
   residual blocks, attention, up/down-sampling and sinusoidal timestep embedding) when every GroupNorm has the
   same number of groups (``gcd(32, C)`` for every width C, e.g. widths that are multiples of 32) and every
-  attention layer has the same head size (C / num_heads at the levels with attention and in the middle);
+  attention layer has the same head size (C / num_heads at the levels with attention and in the middle). A
+  level-conditioned UNet (trained on every frame as an image) is exported at level 0, the clean image it is
+  sampled at: the level-0 embedding is added to the bias of the timestep embedding's last layer;
 - a lifted run whose image network is a diffusers ``UNet2DModel`` (``model.lifted.base: diffusers:PATH``, or
   ``run:`` of such a run), saved as it is;
 - the image model of a video run (``video_unet``, or a lifted run with temporal layers) only with
@@ -132,7 +134,8 @@ def _path_weights(blocks: nn.ModuleList, prefix: str, out: dict[str, Tensor]) ->
 
 
 def unet_to_diffusers(unet: UNet) -> nn.Module:
-    """A ``diffusers.UNet2DModel`` computing our image ``unet`` (temporal layers, if any, are left out)."""
+    """A ``diffusers.UNet2DModel`` computing our image ``unet`` (temporal layers, if any, are left out); a
+    level-conditioned ``unet`` is exported at level 0, the clean image it samples."""
     diffusers = _diffusers()
     model = diffusers.UNet2DModel(**diffusers_config(unet))
     out: dict[str, Tensor] = {}
@@ -141,6 +144,10 @@ def unet_to_diffusers(unet: UNet) -> nn.Module:
     for ours, theirs in (("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2"),
                          ("out.0", "conv_norm_out"), ("out.2", "conv_out")):
         out[f"{theirs}.weight"], out[f"{theirs}.bias"] = sd[f"{ours}.weight"], sd[f"{ours}.bias"]
+    if unet.level_embed is not None:
+        # a level-conditioned UNet adds level_embed(level) to the timestep embedding: at level 0 (the clean image,
+        # what it is sampled at) that is a constant, folded into the bias of the embedding's last layer
+        out["time_embedding.linear_2.bias"] = sd["time_embed.2.bias"] + sd["level_embed.weight"][0]
     _path_weights(unet.down, "down_blocks", out)
     _path_weights(unet.up, "up_blocks", out)
     for i, block in enumerate(unet.middle):

@@ -268,14 +268,16 @@ class GaussianDiffusion(nn.Module):
         x0: Tensor,
         *,
         frame_weights: Tensor | None = None,
+        sample_weights: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Simple DDPM loss ||target - model(x_t, t)||^2 on clean videos x0 (B, T, C, H, W).
 
         One timestep t ~ U{0..N-1} per video (shared by its frames), independent noise per frame. The
-        squared error is averaged per frame and the frames are combined with ``frame_weights`` (T,)
-        normalised to sum 1 (default uniform). Returns (scalar loss, detached stats: "mse" (unweighted),
-        "mse_first_frame", "mse_last_frame", "t_mean").
+        squared error is averaged per frame (over the batch, or with ``sample_weights`` (B,) a weighted mean
+        over it) and the frames are combined with ``frame_weights`` (T,) normalised to sum 1 (default
+        uniform). Returns (scalar loss, detached stats: "mse" (unweighted), "mse_first_frame",
+        "mse_last_frame", "t_mean").
         """
         if x0.ndim != 5:
             raise ValueError(f"expected x0 of shape (B, T, C, H, W), got {tuple(x0.shape)}")
@@ -290,7 +292,11 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"model output shape {tuple(output.shape)} differs from the input {tuple(x0.shape)}")
         error = (output.float() - self.target(x0, noise, t).float()).square()
         per_frame = error.mean(dim=(0, 2, 3, 4))  # (T,)
-        loss = (weights * per_frame).sum()
+        weighted = per_frame
+        if sample_weights is not None:
+            sample_weights = sample_weights.to(device=error.device, dtype=error.dtype)
+            weighted = (sample_weights[:, None] * error.mean(dim=(2, 3, 4))).sum(dim=0) / sample_weights.sum()  # (T,)
+        loss = (weights * weighted).sum()
         stats = {
             "mse": per_frame.mean().detach(),
             "mse_first_frame": per_frame[0].detach(),

@@ -99,6 +99,7 @@ from pseudovideo.config import (
     save_config,
 )
 from pseudovideo.distributed import resolve_device
+from pseudovideo.marginals import first_order_marginals_note
 from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
 from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
 
@@ -847,6 +848,7 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
     row["_loss_terms"] = describe_loss_terms(summary.get("loss_terms") or {})
+    row["_marginals"] = first_order_marginals_note(run.config)  # composed corruptions, first order only
     return row
 
 
@@ -1010,6 +1012,9 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     rates = dict.fromkeys(f"{row['_label']}: {row['_rate']}" for row in rows if row["_rate"])
     if rates:
         lines += ["", "Rate (codes and bits per clean image that its decoder reads): " + "; ".join(rates)]
+    marginals = dict.fromkeys(f"{row['_label']}: {row['_marginals']}" for row in rows if row.get("_marginals"))
+    if marginals:
+        lines += ["", "First-order frames against higher-order frames at the same levels: " + "; ".join(marginals)]
     if rows:
         by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
         lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]

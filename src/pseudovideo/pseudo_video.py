@@ -15,9 +15,14 @@ whose earlier frames are progressively more corrupted (frame 0 the most). Two co
 
 For a single blur, noise, mask or whole-octave downsample operator the first- and higher-order
 constructions give every frame the same marginal distribution (blur is the discrete Gaussian, an
-exact semigroup; fractional downsample levels do not nest, so first_order refuses them). For composed operators they can differ: with blur followed by
-noise, the first-order chain also blurs the noise added at later frames, so its frames carry less
-(and spatially correlated) noise than the higher-order frames at the same levels.
+exact semigroup; fractional downsample levels do not nest, so first_order refuses them). For blur
+composed with noise, a first-order step also blurs the noise already in the frame; its noise increments
+are coloured to restore the higher-order frame's exact conditional law given the image (same mean, white
+noise of the same variance: :mod:`pseudovideo.exact_composition`). Other compositions (e.g. with mask or
+downsample) are not known to be exact: :mod:`pseudovideo.marginals` measures how far they are.
+
+Pseudo videos are built in float32 (or the input's wider dtype) with autocast off, so mixed precision
+cannot break the exact compositions.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from pseudovideo.corruptions import Compose, Corruption, Downsample, build_corruption
+from pseudovideo.exact_composition import blur_noise_chain, first_order_exact
 from pseudovideo.schedules import level_schedule
 
 CONSTRUCTIONS = ("first_order", "higher_order", "copies")
@@ -76,6 +82,12 @@ class PseudoVideoBuilder:
             self._check_first_order_exact(())
         # increments[t] takes frame t+1 to frame t: (T-1, K)
         self.increments = self.compose.increment(levels[1:], levels[:-1])
+        self._chain = blur_noise_chain(self.compose.operators) if construction == "first_order" else None
+
+    @property
+    def first_order_exact(self) -> bool:
+        """Whether the first-order frames have the higher-order frames' marginals (see the module docstring)."""
+        return first_order_exact(self.compose.operators)
 
     @property
     def operators(self) -> tuple[Corruption, ...]:
@@ -96,9 +108,14 @@ class PseudoVideoBuilder:
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         if self.num_frames == 1 or self.construction == "copies":
             return repeat(x, "b c h w -> b t c h w", t=self.num_frames).clone()  # (B, T, C, H, W)
-        if self.construction == "higher_order":
-            return self._higher_order(x, generator)
-        return self._first_order(x, generator)
+        # float32 with autocast off: bf16 matmuls would break the exact blur composition (errors ~2e-2)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            wide = x.to(torch.promote_types(x.dtype, torch.float32))
+            if self.construction == "higher_order":
+                video = self._higher_order(wide, generator)
+            else:
+                video = self._first_order(wide, generator)
+        return video.to(x.dtype)
 
     def _higher_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Frame t = ops(x, levels[t]) with independent randomness; all T-1 frames in one batched call."""
@@ -124,7 +141,10 @@ class PseudoVideoBuilder:
         increments = self.increments  # (T-1, K), kept on the CPU (no syncs)
         frames = [x]
         for t in range(self.num_frames - 2, -1, -1):
-            frames.append(self.compose.apply(frames[-1], increments[t].expand(b, -1), generator))
+            if self._chain is not None:  # blur and noise: coloured noise increments keep the marginals exact
+                frames.append(self._chain.step(frames[-1], self.levels[t + 1], self.levels[t], generator))
+            else:
+                frames.append(self.compose.apply(frames[-1], increments[t].expand(b, -1), generator))
         return torch.stack(frames[::-1], dim=1)  # (B, T, C, H, W)
 
     def __repr__(self) -> str:

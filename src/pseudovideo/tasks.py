@@ -41,6 +41,7 @@ from pseudovideo.losses import (
 )
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.discriminator import PatchGANDiscriminator
+from pseudovideo.models.quantizer import VectorQuantizer
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.models.unet import UNet, image_unet, video_unet
 from pseudovideo.models.vqvae import VQVAE
@@ -175,7 +176,9 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
     """The training task (model + objective) of a run config."""
     builder = build_pseudo_video_builder(config.pseudo_video)
     model = build_model(config, channels)
-    weights = frame_weights(model_frames(config), config.loss.last_frame_weight)
+    # Per frame of the pseudo video, also when its frames are separate images: the clean frame gets the same
+    # share of the loss as in the video model (frames_as_images weights each frame-image by its frame's weight).
+    weights = frame_weights(config.pseudo_video.num_frames, config.loss.last_frame_weight)
     if is_tokenizer(config):
         loss = config.loss
         perceptual = None
@@ -205,32 +208,52 @@ def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTa
             frames_as_images=config.pseudo_video.frames_as_images,
             sample_kwargs=diffusion_sample_kwargs(config, preview=True),
         )
-    task.loss_terms = loss_terms(config, perceptual_active=getattr(task, "perceptual", None) is not None)
+    task.loss_terms = loss_terms(config, perceptual_active=getattr(task, "perceptual", None) is not None, model=model)
     return task
 
 
-def loss_terms(config: RunConfig, *, perceptual_active: bool) -> dict[str, dict[str, Any]]:
+def _frame_note(config: RunConfig) -> str:
+    """How the loss weighs the frames of a run's pseudo videos (for ``loss_terms``)."""
+    pv, weight = config.pseudo_video, config.loss.last_frame_weight
+    if pv.num_frames == 1:
+        return "one frame"
+    weighted = f"clean frame weighted {weight:g}x each corrupted frame"
+    return f"{pv.num_frames} frames as separate images, {weighted} (as the video model)" if pv.frames_as_images else weighted
+
+
+def _quantizer_settings(config: RunConfig, model: nn.Module | None) -> dict[str, Any]:
+    """Commitment weight and codebook kind of a tokenizer's quantizer (a lifted tokenizer's are its base's)."""
+    family = config.model.family
+    if family in TOKENIZER_FAMILIES:
+        section = getattr(config.model, family)
+        return {"commitment_weight": section.commitment_weight, "codebook": "EMA" if section.ema_codebook else "learned"}
+    quantizer = next((m for m in model.modules() if isinstance(m, VectorQuantizer)), None) if model is not None else None
+    if quantizer is None:
+        return {"codebook": "the lifted base's"}
+    return {"commitment_weight": quantizer.commitment_weight, "codebook": "EMA" if quantizer.ema_codebook else "learned"}
+
+
+def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module | None = None) -> dict[str, dict[str, Any]]:
     """Which loss terms a run trains with and their weights (written to ``train_summary.json`` as ``loss_terms``).
 
-    Every term has ``active`` and ``weight``; an inactive term that was asked for says why in ``reason``.
+    Every term has ``active`` and ``weight``; an inactive term that was asked for says why in ``reason``. The
+    task decides the terms (a lifted tokenizer trains as a tokenizer); ``model`` gives a lifted base's quantizer.
     """
-    loss, family = config.loss, config.model.family
-    frames = model_frames(config)
-    frame_note = f"clean frame weighted {loss.last_frame_weight:g}x each corrupted frame" if frames > 1 else "one frame"
-    if family not in TOKENIZER_FAMILIES:
+    loss = config.loss
+    frame_note = _frame_note(config)
+    if not is_tokenizer(config):
         d = config.diffusion
         return {"diffusion": {"active": True, "weight": 1.0, "kind": f"simple DDPM MSE on the {d.prediction} prediction",
                               "frames": frame_note}}
-    commitment = getattr(config.model, family).commitment_weight
     terms: dict[str, dict[str, Any]] = {
         "reconstruction": {"active": True, "weight": 1.0, "kind": loss.reconstruction, "frames": frame_note},
-        "vq": {"active": True, "weight": 1.0, "commitment_weight": commitment,
-               "codebook": "EMA" if getattr(config.model, family).ema_codebook else "learned"},
+        "vq": {"active": True, "weight": 1.0, **_quantizer_settings(config, model)},
         "perceptual": {"active": perceptual_active, "weight": loss.perceptual_weight,
                        "kind": f"LPIPS-{loss.perceptual_net} on the clean last frame"},
         "adversarial": {"active": loss.gan_weight > 0, "weight": loss.gan_weight, "start_step": loss.gan_start_step,
                         "kind": f"hinge patch-GAN ({loss.discriminator_layers} layers, {loss.discriminator_channels} "
-                                "channels) on the clean last frame, VQGAN adaptive weight"},
+                                "channels) on the clean last frame, VQGAN adaptive weight of the clean frame's "
+                                "reconstruction loss"},
     }
     if loss.perceptual_weight > 0 and not perceptual_active:
         terms["perceptual"]["reason"] = "LPIPS backbone weights not found (loss.perceptual_weights)"
@@ -250,6 +273,9 @@ class TokenizerTask:
          + perceptual_weight * LPIPS(last frame)            [when the backbone weights are present]
          + gan_weight * lambda_adaptive * hinge_g(D(last frame))   [after gan_start_step, VQGAN]
     The perceptual and adversarial terms act on the clean last frame, the image the tokenizer is judged on.
+    lambda_adaptive balances the adversarial gradient against the clean frame's own reconstruction loss (+
+    LPIPS) for every model alike (an image model's whole loss; a video model's clean frame). With
+    ``frames_as_images`` the B*T frame-images are weighted by their frame's w_t, as in the video model.
     """
 
     def __init__(
@@ -298,15 +324,17 @@ class TokenizerTask:
         self, model: nn.Module, images: Tensor, step: int, generator: torch.Generator
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss and logged scalars for a clean batch ``images`` (B, C, H, W)."""
-        video = self.pseudo_videos(images, generator)  # (B, T, C, H, W)
+        video = self.pseudo_videos(images, generator)  # (B, T, C, H, W), or (B*T, 1, C, H, W)
         out = model(video)
-        recon_loss = reconstruction_loss(out.recon, video, self.weights, self.reconstruction)
+        recon_loss = reconstruction_loss(self._as_videos(out.recon), self._as_videos(video), self.weights,
+                                         self.reconstruction)
         loss = recon_loss + sum(out.aux_losses.values())
         scalars = {"recon": recon_loss.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.stats}
         real, fake = self._clean_frames(video), self._clean_frames(out.recon)  # (B, C, H, W)
         # The clean frame's own error: comparable between an image model (T = 1) and a video model.
-        scalars["recon_clean"] = reconstruction_loss(fake[:, None].detach(), real[:, None], torch.ones(1), self.reconstruction)
-        nll = recon_loss
+        recon_clean = reconstruction_loss(fake[:, None], real[:, None], torch.ones(1), self.reconstruction)
+        scalars["recon_clean"] = recon_clean.detach()
+        nll = recon_clean  # what the adaptive GAN weight balances, the same definition for every model
         if self.perceptual is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual(fake.float(), real.float()).mean()
             nll = nll + self.perceptual_weight * perceptual
@@ -324,11 +352,13 @@ class TokenizerTask:
             self._last = (real.detach().clone(), fake.detach().clone())
         return loss, scalars
 
+    def _as_videos(self, video: Tensor) -> Tensor:
+        """(B, T, C, H, W) itself, or frame-images (B*T, 1, C, H, W) back in their videos (B, T, C, H, W)."""
+        return rearrange(video, "(b t) 1 c h w -> b t c h w", t=self.frames_per_image) if self.frames_as_images else video
+
     def _clean_frames(self, video: Tensor) -> Tensor:
         """The clean last frame of each pseudo video: (B, T, C, H, W) or (B*T, 1, C, H, W) -> (B, C, H, W)."""
-        if self.frames_as_images:
-            video = rearrange(video, "(b t) 1 c h w -> b t c h w", t=self.frames_per_image)
-        return video[:, -1]
+        return self._as_videos(video)[:, -1]
 
     def discriminator_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Hinge loss of the patch GAN on the last clean/reconstructed frames; None before gan_start_step."""
@@ -378,6 +408,9 @@ class DiffusionTask:
         self.diffusion = diffusion
         self.builder = builder
         self.weights = diffusion.normalise_frame_weights(weights, weights.numel(), torch.device("cpu"))  # validated once
+        if frames_as_images and weights.numel() != builder.num_frames:
+            raise ValueError(f"frames_as_images needs one weight per frame ({builder.num_frames}), got {weights.numel()}")
+        self.uniform_weights = bool((self.weights == self.weights[0]).all())  # on the host, once
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
         self.sample_kwargs = sample_kwargs or {}
@@ -397,9 +430,13 @@ class DiffusionTask:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Simple diffusion loss on the pseudo videos of the clean batch ``images`` (B, C, H, W)."""
         video = _split_frames(self.builder(images, generator=generator), self.frames_as_images)  # (B, T, C, H, W)
+        if not self.frames_as_images:
+            return self.diffusion.training_loss(model, video, frame_weights=self.weights, generator=generator)
         if self.level_conditioned:  # every frame-image is told its level; (B*T,) levels T-1..0 per image
             model = AtLevel(model, frame_levels(images.shape[0], self.frames_per_image, images.device))
-        return self.diffusion.training_loss(model, video, frame_weights=self.weights, generator=generator)
+        # each frame-image weighted by its frame's weight (uniform weights: the plain mean, as before)
+        sample_weights = None if self.uniform_weights else self.weights.repeat(images.shape[0])  # (B*T,), "(b t)" order
+        return self.diffusion.training_loss(model, video, sample_weights=sample_weights, generator=generator)
 
     def discriminator_loss(self, step: int) -> None:
         """Diffusion models train no discriminator."""
