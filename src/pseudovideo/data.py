@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Sequence
@@ -536,9 +537,15 @@ class _BadImage(Exception):
 
 
 def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
-    """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem."""
+    """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem.
+
+    Only regular files are opened: reading a named pipe (or a device) called ``x.png`` would block forever.
+    """
     buffer = None
     try:
+        mode = os.stat(path).st_mode  # follows symbolic links, opens nothing
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file but a {_file_kind(mode)}")
         data = path.read_bytes()
         buffer = io.BytesIO(data)
         with Image.open(buffer) as img:
@@ -550,6 +557,12 @@ def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
         text = str(err).replace(repr(buffer), repr(str(path))) if buffer is not None else str(err)
         raise _BadImage(f"{type(err).__name__}: {text}") from err
     return resize_center_crop(image, resolution)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _decode_or_error(args: tuple[Path, int, int | None]) -> Tensor | str:
@@ -822,7 +835,7 @@ def _build_folder(
     if bad:
         warnings.warn(
             f"skipped {len(bad)} unreadable image file(s) under {str(folder)!r} "
-            f"(first: {bad[0][0]}: {bad[0][1]}); see the dataset's .bad_files",
+            f"(first: {bad[0][0]}: {bad[0][1]}); a training run lists them in RUN_DIR/skipped_files.txt",
             stacklevel=3,
         )
     out_channels = channels or max(t.shape[0] for t in good)
