@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from safetensors import SafetensorError
 
+import pseudovideo
 import pseudovideo.checkpoint as checkpoint_module
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
 from pseudovideo.cli import main
 from test_hostile_inputs import _assert_one_line_error
 from test_train_cli import TINY, TOKENIZERS
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(pseudovideo.__file__).resolve().parents[1]  # the package this process tests, for the subprocesses
 VQVAE = [*TINY, *TOKENIZERS["vqvae"], "eval.metrics=[psnr]"]
 EXPORTABLE_UNET = ["model.family=unet", "pseudo_video.num_frames=1", "model.unet.base_channels=32",
                    "model.unet.channel_mult=[1,1]", "model.unet.num_res_blocks=1", "model.unet.attention_resolutions=[4]",

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation import evaluate_run
@@ -29,7 +30,7 @@ from pseudovideo.tasks import build_model
 from pseudovideo.trust import UntrustedCodeError
 from test_hostile_inputs import _assert_one_line_error, _run
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(pseudovideo.__file__).resolve().parents[1]  # the package this process tests, for the subprocesses
 UNET = ["model.unet.base_channels=8", "model.unet.channel_mult=[1,2]", "model.unet.num_res_blocks=1",
         "model.unet.attention_resolutions=[4]", "model.unet.num_heads=2", "diffusion.num_timesteps=20",
         "diffusion.sample_steps=2"]
@@ -109,6 +110,7 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory):
         patch.syspath_prepend(str(marker.folder))
         config = build_config(overrides=[*marker.lifted(), f"out_dir={tmp / 'runs'}", "name=shared"])
         train_run(config, trust_code=True)
+        evaluate_run(config.run_dir, device="cpu", trust_code=True)  # an eval.json that a refused eval must not move
         assert marker.imported.exists() and marker.called.exists()
         marker.reset()
         yield marker, config.run_dir
@@ -179,7 +181,9 @@ def test_a_shared_run_folder_runs_no_code_without_trust_code(
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(marker.folder))
         try:
+            before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
             _refusal(capsys, argv, marker, str(run / "config.yaml"))
+            assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the run folder is untouched
             assert not out.exists() and not (tmp_path / "runs").exists()
             assert main([*argv, "--trust-code"]) == 0
             assert marker.imported.exists() and marker.called.exists()

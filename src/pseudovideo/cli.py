@@ -211,7 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config is None:
             print(f"no -c CONFIG: training model.family={config.model.family} at pseudo_video.num_frames="
                   f"{config.pseudo_video.num_frames} on {config.data.dataset} into {config.run_dir} (see configs/)")
-    check_trusted(config, trust_code=args.trust_code, source=_base_source(args))
+    if not args.trust_code:  # refused here to name the file or override that set the base
+        check_trusted(config, trust_code=False, source=_base_source(args))
     result = train_run(config, resume=args.resume is not None, trust_code=args.trust_code)
     print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
@@ -253,6 +254,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
+    check_trusted(base, trust_code=args.trust_code, source=str(Path(args.run_dir) / "config.yaml"))  # before any write
     for name in ("eval.json", "eval.md"):
         _keep_previous(Path(args.run_dir) / name)
     result = evaluate_run(args.run_dir, eval_config, device=args.device, trust_code=args.trust_code)
