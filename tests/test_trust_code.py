@@ -234,6 +234,15 @@ def test_a_module_beside_the_config_is_not_imported(tmp_path: Path, how: str) ->
         assert code.imported.exists() and code.called.exists()
 
 
+@pytest.mark.parametrize("spec, says", [("os:getcwd", "returned str, not a torch.nn.Module"),
+                                         ("os:system", "calling system() raised TypeError")])
+def test_trusted_code_that_is_no_factory_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str,
+                                                            says: str) -> None:
+    argv = ["train", "model.family=lifted", f"model.lifted.base=python:{spec}", "model.lifted.kind=diffusion", *TINY,
+            f"out_dir={tmp_path / 'runs'}", "name=r", "--no-eval", "--trust-code"]
+    _assert_one_line_error(capsys, argv, f"python:{spec}", says)
+
+
 def test_help_of_every_model_building_command_offers_trust_code(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("train", "eval", "sample", "export", "experiment"):
         with pytest.raises(SystemExit):
@@ -267,16 +276,38 @@ def test_a_cifar10_root_of_hostile_pickles_is_refused_unread(tmp_path: Path, cap
     assert not marker.exists()
 
 
+def test_an_eps_file_called_png_runs_no_program(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from PIL import EpsImagePlugin
+
+    from test_hostile_inputs import _data_args, _split_folders
+
+    marker, tools = tmp_path / "ghostscript_ran", tmp_path / "bin"
+    tools.mkdir()
+    (tools / "gs").write_text(f"#!/bin/sh\necho ran >> '{marker}'\n")  # PIL renders EPS by running gs
+    (tools / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # look for gs again
+    def eps_called_png(folder: Path) -> str:
+        (folder / "drawing.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+        return "drawing.png"
+
+    folder, _ = _split_folders(tmp_path / "images", eps_called_png)
+    code, lines = _run(capsys, _data_args("show", folder, tmp_path))
+    assert not marker.exists(), "a program ran to decode a file of the dataset folder"
+    assert code == 2 and len(lines) == 1 and "drawing.png" in lines[0] and "EPS" in lines[0], lines
+
+
 def test_a_diffusers_base_of_pickled_weights_is_refused_unread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     marker = tmp_path / "unpickled"
     folder = tmp_path / "unet"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1,
-                                                    "sample_size": 8, "block_out_channels": [32, 32]}))
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1, "sample_size": 8, "layers_per_block": 1,
+        "block_out_channels": [32, 32], "down_block_types": ["DownBlock2D"] * 2, "up_block_types": ["UpBlock2D"] * 2}))
     torch.save({"conv_in.weight": _MarkerPayload(marker)}, folder / "diffusion_pytorch_model.bin")
     code, lines = _run(capsys, ["train", "model.family=lifted", f"model.lifted.base=diffusers:{folder}", *TINY,
                                 f"out_dir={tmp_path / 'runs'}", "name=d", "--no-eval"])
-    assert code == 2 and len(lines) == 1 and f"diffusers:{folder}" in lines[0], lines
     assert not marker.exists()
+    assert code == 2 and len(lines) == 1 and f"diffusers:{folder}" in lines[0] and "weights" in lines[0].lower(), lines

@@ -108,9 +108,17 @@ def _from_python(spec: str, channels: int, resolution: int, trust_code: bool) ->
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"model.lifted.base=python:{spec}: cannot import {factory_name} from {module_name} ({err})") from None
-    accepted = inspect.signature(factory).parameters
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # not a function (a module, a constant) or a builtin without a signature
+        accepted = {}
     kwargs = {k: v for k, v in (("in_channels", channels), ("resolution", resolution)) if k in accepted}
-    net = factory(**kwargs)
+    try:
+        net = factory(**kwargs)
+    except Exception as err:  # the user's code failed: one line (--debug shows its traceback)
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"model.lifted.base=python:{spec}: calling {factory_name}({', '.join(kwargs)}) raised "
+                          f"{type(err).__name__}: {reason}") from err
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model.lifted.base=python:{spec} returned {type(net).__name__}, not a torch.nn.Module")
     return net

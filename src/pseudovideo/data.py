@@ -58,6 +58,9 @@ __all__ = [
 DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
 VALID_SPECS = ("digits", "cifar10[:ROOT]", "mnist[:ROOT]", "celeba[:ROOT]", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# What PIL may decode, whatever a file's name: PIL picks the decoder from the content, and some decoders run
+# programs (an EPS file is rendered by running Ghostscript), so a file of any other format is a bad file.
+DECODED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF", "TIFF", "PPM")
 DEFAULT_ROOT = "data"  # where torchvision datasets live (or are downloaded to) when no root is given
 
 SPLITS = {
@@ -221,6 +224,7 @@ class LazyImageDataset(ImageDataset):
         """Item ``index`` without augmentation: float32 ``(C, R, R)`` in [-1, 1]."""
         try:
             pil = self.source[index]
+            _check_decodable(pil)
             pil.load()
             image = _pil_to_uint8(pil, self.channels)  # (C, h, w)
         except (OSError, SyntaxError, ValueError) as err:
@@ -549,6 +553,7 @@ def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
         data = path.read_bytes()
         buffer = io.BytesIO(data)
         with Image.open(buffer) as img:
+            _check_decodable(img)
             img.load()  # a full decode: truncated files raise here
             if img.format == "PNG" and data.rfind(b"IEND") < 0:
                 raise OSError("PNG file is truncated (no IEND chunk)")
@@ -557,6 +562,12 @@ def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
         text = str(err).replace(repr(buffer), repr(str(path))) if buffer is not None else str(err)
         raise _BadImage(f"{type(err).__name__}: {text}") from err
     return resize_center_crop(image, resolution)
+
+
+def _check_decodable(img: Image.Image) -> None:
+    """OSError unless PIL identified ``img`` (opened, not yet decoded) as one of :data:`DECODED_FORMATS`."""
+    if img.format not in DECODED_FORMATS:
+        raise OSError(f"its content is a {img.format} file, not one of the decoded formats {', '.join(DECODED_FORMATS)}")
 
 
 def _file_kind(mode: int) -> str:
