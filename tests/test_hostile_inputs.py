@@ -335,10 +335,11 @@ def test_an_impossible_size_is_refused_before_allocating(tmp_path: Path, capsys:
                                   "data.resolution=100000", "train.batch_size=32", "memory")
     assert "60.0 TB" in line  # the 1,500 digits at 100000 x 100000 in float32
     assert not (tmp_path / "runs").exists()
-    # by hand, for batch 8 of 3-frame 8x8 grey videos, VQVAE width 8: 8*3*1*64*4 bytes, twice 8*3*8*64*4, 1500*64*4
+    # by hand, batch 8 of 3-frame 8x8 grey videos, VQVAE width 8: 8*3*1*64 floats (4 bytes); output and gradient of
+    # 8*3*8*64 numbers (2 bytes); the 1500 digits, 64 floats each
     config = build_config(overrides=["data.resolution=8", "train.batch_size=8", "pseudo_video.num_frames=3",
                                      "model.vqvae.base_channels=8"])
-    assert estimate_training_memory(config) == {"batch": 6144, "activations": 98304, "dataset": 384000}
+    assert estimate_training_memory(config) == {"batch": 6144, "activations": 49152, "dataset": 384000}
 
 
 def test_a_bad_diffusers_base_prints_only_our_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

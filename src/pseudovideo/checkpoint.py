@@ -195,28 +195,33 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    files: list[str] = []  # written so far; the last one is being written when an error comes
+    files: list[str] = []
+    writing = None  # the file being written, named when the write fails
     try:
         for name, module in ((MODEL, model), (EMA, ema), (DISCRIMINATOR, discriminator)):
             if module is not None:
-                files.append(name)
+                writing = name
                 save_model(module, str(tmp / name))
-        files.append(STATE)
+                files.append(name)
+        writing = STATE
         buffer = io.BytesIO()
         torch.save({**state, "step": step, "format_version": FORMAT_VERSION}, buffer)
         _write_bytes(tmp / STATE, buffer.getvalue())
+        files.append(STATE)
         if config_dict is not None:
-            files.append(CONFIG)
+            writing = CONFIG
             _write_bytes(tmp / CONFIG, yaml.safe_dump(config_dict, sort_keys=False).encode())
-        for name in files:
-            _fsync_file(tmp / name)
-        files.append(MANIFEST)
+            files.append(CONFIG)
+        for writing in files:
+            _fsync_file(tmp / writing)
+        writing = MANIFEST
         manifest = {
             "format_version": FORMAT_VERSION,
             "step": step,
-            "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files[:-1]},
+            "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files},
         }
         _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        writing = None  # from here on, the checkpoint folder is moved into place
         _fsync_dir(tmp)
         if final.exists():  # e.g. re-saving a step whose earlier checkpoint was corrupt
             trash = checkpoints_dir / f"{_TRASH_PREFIX}{final.name}_{os.getpid()}"
@@ -229,7 +234,7 @@ def save_checkpoint(
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, (OSError, SafetensorError)):
-            raise _write_failed(err, final, files[-1] if files else None) from err
+            raise _write_failed(err, final, writing) from err
         raise
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)

@@ -234,7 +234,6 @@ def _base_source(args: argparse.Namespace) -> str:
     return f"config file {args.config}" if args.config is not None else "the config"
 
 
-
 def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (imported lazily)
     """What this process trained: "trained 20 steps (20 -> 40) in 3 s (85.2 images/s) -> runs/x"."""
     trained = result.steps - result.start_step

@@ -2,15 +2,16 @@
 
 ``data.resolution=100000`` is a valid integer, and the run would fail minutes later allocating terabytes
 (or be killed by the kernel). :func:`check_training_memory` refuses it at once with one line. The estimate
-is a *lower bound*, so a run that could fit is never refused; it counts (float32, 4 bytes a number):
+is a *lower bound*, so a run that could fit is never refused; it counts:
 
-- ``batch``: one training batch of pseudo videos, B x T x C x R x R (B the batch of this process, T the
-  frames the model sees, C the channels, R = ``data.resolution``);
-- ``activations``: the output of the model's first layer and its gradient, 2 x B x T x W x R x R with W
-  its width (``base_channels`` of the VQVAE or UNet, ``dim`` x (R / patch)^2 / R^2 for the C-ViViT's tokens);
-  every later layer adds more, not counted;
+- ``batch``: one training batch of pseudo videos in float32, 4 x B x T x C x R x R bytes (B the batch of this
+  process, T the frames the model sees, C the channels, R = ``data.resolution``);
+- ``activations``: the output of the model's first layer and its gradient, at 2 bytes a number (bf16 or fp16
+  under mixed precision; float32 needs twice that), 2 x 2 x B x T x W x R x R bytes with W the layer's width
+  (``base_channels`` of the VQVAE or UNet, ``dim`` / patch^2 for the C-ViViT's tokens); later layers, not counted,
+  add more;
 - ``dataset``: images the loader holds decoded at R: the embedded digits (1,500 float32 images; other
-  datasets are decoded on access or counted at their own size, not counted here).
+  datasets are decoded on access or kept at their own size, not counted here).
 
 The batch and activations are compared with the free memory of the training device (the GPU's free
 memory on CUDA, else the machine's available RAM, which also holds the dataset).
@@ -29,7 +30,8 @@ from pseudovideo.data import DIGITS_TRAIN_SIZE, parse_dataset_spec
 
 __all__ = ["available_memory", "check_training_memory", "estimate_training_memory"]
 
-FLOAT_BYTES = 4
+FLOAT_BYTES = 4  # float32: the pseudo videos, the digits
+HALF_BYTES = 2  # the least an activation takes (bf16 / fp16 under mixed precision)
 _CHANNELS = {"digits": 1, "mnist": 1, "cifar10": 3, "celeba": 3}
 
 
@@ -57,7 +59,7 @@ def estimate_training_memory(config: RunConfig, channels: int | None = None) -> 
     frames = config.pseudo_video.num_frames  # frames_as_images: T one-frame samples per image, the same count
     return {
         "batch": batch * frames * channels * pixels * FLOAT_BYTES,
-        "activations": int(2 * batch * frames * _first_layer_width(config) * pixels * FLOAT_BYTES),
+        "activations": int(2 * batch * frames * _first_layer_width(config) * pixels * HALF_BYTES),
         "dataset": DIGITS_TRAIN_SIZE * pixels * FLOAT_BYTES if name == "digits" else 0,
     }
 
