@@ -208,6 +208,7 @@ def _write_export(net: nn.Module, config: RunConfig, out: Path) -> None:
     """Writes ``net`` and the scheduler into a hidden folder inside ``out``, then moves only those files into
     ``out``: diffusers' ``save_pretrained`` deletes other ``*.safetensors`` weights of the folder it writes into,
     and a user's files there must survive."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".pseudovideo-export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -221,6 +222,8 @@ def _write_export(net: nn.Module, config: RunConfig, out: Path) -> None:
             os.replace(written, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out.iterdir()):  # a failed export into a new folder leaves nothing behind
+            out.rmdir()
 
 
 def export_run(
