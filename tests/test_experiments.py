@@ -68,9 +68,9 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Counts the runner's calls of the real train_run (name, resume)."""
     calls: list[tuple[str, bool]] = []
 
-    def counting_train_run(config, *, resume=False):
+    def counting_train_run(config, *, resume=False, trust_code=False):
         calls.append((config.name, resume))
-        return train_run(config, resume=resume)
+        return train_run(config, resume=resume, trust_code=trust_code)
 
     monkeypatch.setattr(E, "train_run", counting_train_run)
     return calls

@@ -3,13 +3,15 @@ exit status 2 and one line on stderr naming the bad file, folder or key, never a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import struct
+import threading
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -145,6 +147,55 @@ def test_bad_files_are_skipped_and_counted_with_skip_bad_files(tmp_path: Path, c
     assert code == 0 and lines == []
 
 
+def _named_pipe(folder: Path) -> str:
+    os.mkfifo(folder / "pipe.png")
+    return "pipe.png"
+
+
+@contextlib.contextmanager
+def _released_if_read(*fifos: Path, after_s: float = 20.0) -> Iterator[None]:
+    """After ``after_s``, opens and closes the write end of each FIFO again and again: code that (wrongly) opens
+    one to read it is then released with an empty read, so that the test fails instead of hanging the suite."""
+    stop = threading.Event()
+
+    def release() -> None:
+        if stop.wait(after_s):
+            return
+        while not stop.is_set():
+            for fifo in fifos:
+                with contextlib.suppress(OSError):  # ENXIO: nobody reads it
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("command", ["train", "show", "diagnose"])
+def test_a_named_pipe_called_png_is_named_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    folder, (pipe,) = _split_folders(tmp_path / "images", _named_pipe)
+    with _released_if_read(folder / "train" / pipe, folder / "test" / pipe):
+        _assert_one_line_error(capsys, _data_args(command, folder, tmp_path), str(folder / "train" / pipe), "named pipe")
+
+
+def test_skipped_files_are_listed_in_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, names = _split_folders(tmp_path / "images", *HOSTILE_FILES.values(), _named_pipe)
+    with _released_if_read(folder / "train" / "pipe.png", folder / "test" / "pipe.png"):
+        with pytest.warns(UserWarning, match=f"skipped {len(names)} unreadable image file.*skipped_files.txt"):
+            code, lines = _run(capsys, [*_data_args("train", folder, tmp_path), "data.skip_bad_files=true"])
+    assert code == 0 and lines == []
+    listed = (tmp_path / "runs" / "r" / "skipped_files.txt").read_text().splitlines()
+    assert listed == sorted(str(folder / "train" / name) for name in names)
+    main(["config", "--list"])
+    meaning = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data.skip_bad_files "))
+    assert "skipped_files.txt" in meaning
+
+
 # ------------------------------------------------------------------------------------------ hostile folders
 
 
@@ -232,6 +283,75 @@ def test_a_binary_yaml_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_a_directory_given_as_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _assert_one_line_error(capsys, ["train", "-c", str(tmp_path)], str(tmp_path), "is a directory")
+
+
+def _alias_bomb(levels: int = 8) -> str:
+    """A config whose train.steps is 9 aliases of 9 aliases of ... (9**levels values), anchored under an unknown key."""
+    lines = ["defs:", "  - &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels - 1)]
+    lines += ["train:", "  steps: [" + ", ".join([f"*a{levels - 2}"] * 9) + "]"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_in_a_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    line = _assert_one_line_error(capsys, ["train", "-c", str(bomb), f"out_dir={tmp_path / 'runs'}"], str(bomb), "alias")
+    assert len(line) < 500
+    small = tmp_path / "anchors.yaml"  # anchors and merge keys as people use them still work
+    small.write_text("common: &common {steps: 3, batch_size: 4}\ntrain:\n  <<: *common\n  steps: 2\n")
+    from pseudovideo.config import read_yaml
+
+    assert read_yaml(small)["train"] == {"steps": 2, "batch_size": 4}
+
+
+@pytest.mark.parametrize("how", ["config file", "override"])
+def test_a_huge_value_is_quoted_short(tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
+    value = "[" + ", ".join(["12345"] * 100_000) + "]"
+    argv = ["train", f"out_dir={tmp_path / 'runs'}"]
+    if how == "config file":
+        config = tmp_path / "long.yaml"
+        config.write_text(f"train:\n  steps: {value}\n")
+        argv += ["-c", str(config)]
+    else:
+        argv.append(f"train.steps={value}")
+    line = _assert_one_line_error(capsys, argv, "train.steps", "12345")
+    assert len(line) < 500
+
+
+def test_a_key_set_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "twice.yaml"
+    config.write_text("train:\n  steps: 5\n  batch_size: 4\n  steps: 7\n")
+    _assert_one_line_error(capsys, ["train", "-c", str(config), f"out_dir={tmp_path / 'runs'}"], str(config), "'steps'",
+                           "lines 2 and 4")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_impossible_size_is_refused_before_allocating(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pseudovideo.config import build_config
+    from pseudovideo.memory import estimate_training_memory
+
+    line = _assert_one_line_error(capsys, ["train", "data.resolution=100000", f"out_dir={tmp_path / 'runs'}"],
+                                  "data.resolution=100000", "train.batch_size=32", "memory")
+    assert "60.0 TB" in line  # the 1,500 digits at 100000 x 100000 in float32
+    assert not (tmp_path / "runs").exists()
+    # by hand, batch 8 of 3-frame 8x8 grey videos, VQVAE width 8: 8*3*1*64 floats (4 bytes); output and gradient of
+    # 8*3*8*64 numbers (2 bytes); the 1500 digits, 64 floats each
+    config = build_config(overrides=["data.resolution=8", "train.batch_size=8", "pseudo_video.num_frames=3",
+                                     "model.vqvae.base_channels=8"])
+    assert estimate_training_memory(config) == {"batch": 6144, "activations": 49152, "dataset": 384000}
+
+
+def test_a_bad_diffusers_base_prints_only_our_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1}))
+    capsys.readouterr()
+    code = main(["train", "model.family=lifted", f"model.lifted.base=diffusers:{folder}", "data.resolution=8",
+                 f"out_dir={tmp_path / 'runs'}", "name=d", "--no-eval"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert f"model.lifted.base=diffusers:{folder}" in err[0] and "accelerate" not in err[0]
 
 
 def test_negative_explicit_levels_blame_levels(capsys: pytest.CaptureFixture[str]) -> None:

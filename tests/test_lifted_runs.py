@@ -58,15 +58,15 @@ def test_bad_where_and_non_liftable_bases_are_config_errors(tmp_path, monkeypatc
     bad = _config(tmp_path, "p", "model.family=lifted", "model.lifted.base=python:lift_test_factories:not_a_module",
                   "model.lifted.kind=diffusion")
     with pytest.raises(ConfigError, match="returned str, not a torch.nn.Module"):
-        build_model(bad, 1)
+        build_model(bad, 1, trust_code=True)
     leaf = _config(tmp_path, "q", "model.family=lifted", "model.lifted.base=python:lift_test_factories:no_blocks",
                    "model.lifted.kind=diffusion")
     with pytest.raises(ConfigError, match="model.lifted.where .*no block of Conv2d"):
-        build_model(leaf, 1)
+        build_model(leaf, 1, trust_code=True)
     tok = _config(tmp_path, "r", "model.family=lifted", "model.lifted.base=python:lift_test_factories:no_blocks",
                   "model.lifted.kind=tokenizer")
     with pytest.raises(ConfigError, match="not a VideoTokenizer"):
-        build_model(tok, 1)
+        build_model(tok, 1, trust_code=True)
 
 
 def test_lifted_diffusion_run_resumes_bit_exactly_and_samples(tmp_path):
@@ -130,7 +130,7 @@ def test_a_python_factory_base_is_lifted(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "lift_test_user_nets", module)
     config = _config(tmp_path, "py", "model.family=lifted", "model.lifted.base=python:lift_test_user_nets:my_unet",
                      "model.lifted.kind=diffusion", "model.lifted.temporal=conv", "pseudo_video.num_frames=3", *UNET)
-    model = build_model(config, 1)
+    model = build_model(config, 1, trust_code=True)  # user code: only when trusted (see test_trust_code.py)
     assert isinstance(model, LiftedNet) and model.temporal_kind == "conv" and model.image.resolution == 8
-    train_run(config)
+    train_run(config, trust_code=True)
     assert (config.run_dir / "checkpoints" / "step_0000004").is_dir()

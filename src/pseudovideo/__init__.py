@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "config_to_dict": "pseudovideo.config",
     "load_config": "pseudovideo.config",
     "save_config": "pseudovideo.config",
+    "UntrustedCodeError": "pseudovideo.trust",
     # data
     "ImageDataset": "pseudovideo.data",
     "TensorImageDataset": "pseudovideo.data",
@@ -116,3 +117,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.tasks import build_diffusion, build_model, build_task
     from pseudovideo.tasks import build_pseudo_video_builder as pseudo_video_builder_from_config
     from pseudovideo.training import TrainResult, train
+    from pseudovideo.trust import UntrustedCodeError

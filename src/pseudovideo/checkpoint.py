@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -194,31 +195,33 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    files: list[str] = []
+    writing = None  # the file being written, named when the write fails
     try:
-        files: list[str] = []
-        save_model(model, str(tmp / MODEL))
-        files.append(MODEL)
-        if ema is not None:
-            save_model(ema, str(tmp / EMA))
-            files.append(EMA)
-        if discriminator is not None:
-            save_model(discriminator, str(tmp / DISCRIMINATOR))
-            files.append(DISCRIMINATOR)
+        for name, module in ((MODEL, model), (EMA, ema), (DISCRIMINATOR, discriminator)):
+            if module is not None:
+                writing = name
+                save_model(module, str(tmp / name))
+                files.append(name)
+        writing = STATE
         buffer = io.BytesIO()
         torch.save({**state, "step": step, "format_version": FORMAT_VERSION}, buffer)
         _write_bytes(tmp / STATE, buffer.getvalue())
         files.append(STATE)
         if config_dict is not None:
+            writing = CONFIG
             _write_bytes(tmp / CONFIG, yaml.safe_dump(config_dict, sort_keys=False).encode())
             files.append(CONFIG)
-        for name in files:
-            _fsync_file(tmp / name)
+        for writing in files:
+            _fsync_file(tmp / writing)
+        writing = MANIFEST
         manifest = {
             "format_version": FORMAT_VERSION,
             "step": step,
             "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files},
         }
         _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        writing = None  # from here on, the checkpoint folder is moved into place
         _fsync_dir(tmp)
         if final.exists():  # e.g. re-saving a step whose earlier checkpoint was corrupt
             trash = checkpoints_dir / f"{_TRASH_PREFIX}{final.name}_{os.getpid()}"
@@ -230,23 +233,31 @@ def save_checkpoint(
         _fsync_dir(checkpoints_dir)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise _disk_full(err, final) from err
+        if isinstance(err, (OSError, SafetensorError)):
+            raise _write_failed(err, final, writing) from err
         raise
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
 
 
-def _disk_full(err: OSError, final: Path) -> OSError:
-    """The ENOSPC error of a checkpoint write, naming the file and what the run folder still holds."""
+# What safetensors (Rust) says for a full disk or quota: its SafetensorError is not an OSError and has no errno.
+_FULL_DISK_TEXTS = (f"(os error {errno.ENOSPC})", f"(os error {errno.EDQUOT})", "No space left on device")
+
+
+def _write_failed(err: OSError | SafetensorError, final: Path, name: str | None) -> OSError:
+    """The OSError of a failed checkpoint write (full disk, I/O error), in one line naming the file being
+    written and the checkpoint the run folder still holds."""
     kept = [path for _, path in list_checkpoints(final.parent) if path != final]
     holds = f"the newest complete checkpoint {kept[-1]} is kept" if kept else "no complete checkpoint exists yet"
-    return OSError(
-        errno.ENOSPC,
-        f"no space left on device while writing checkpoint {final.name} ({err.filename or final}); the partial "
-        f"checkpoint was removed and {holds}: free space, then resume the run",
-    )
+    file = final / name if name else final
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in str(err) for t in _FULL_DISK_TEXTS)
+    if full:
+        return OSError(errno.ENOSPC, f"no space left on device while writing checkpoint file {file}; the partial "
+                                     f"checkpoint was removed and {holds}: free space, then resume the run")
+    reason = getattr(err, "strerror", None) or " ".join(str(err).split())
+    return OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write checkpoint file {file} ({reason}); the "
+                                                             f"partial checkpoint was removed and {holds}")
 
 
 def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> list[Path]:

@@ -6,7 +6,11 @@ overrides; the config is validated before any work starts.
 Every expected failure (a bad config or argument, a missing, unreadable or corrupt file, a locked
 run folder, a diverged training, a full disk, a NaN metric) prints one line on stderr and exits with
 status 2; ``--debug`` (or ``PSEUDOVIDEO_DEBUG=1``) shows the full traceback instead. Anything else is
-a bug and keeps its traceback.
+a bug and keeps its traceback. Ctrl-C prints one line (for ``train``: the step reached, the checkpoint
+kept and the command that resumes) and exits with status 130.
+
+A ``python:`` model base named by a config, a run folder or an experiment file is imported and run only
+with ``--trust-code`` (see :mod:`pseudovideo.trust`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from pseudovideo.config import (
     save_config,
     validate_config,
 )
+from pseudovideo.safe_yaml import QUOTE_LIMIT
+from pseudovideo.trust import check_trusted
 
 
 class UsageError(ValueError):
@@ -45,6 +51,14 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, default=None, help="YAML run config (defaults: built-in)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.steps=100")
+
+
+def _add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code", action="store_true",
+        help="allow a python:package.module:factory model base named by the config, run folder or experiment file "
+             "to be imported and run (never done without this flag)",
+    )
 
 
 def _require_positive(value: int, option: str) -> None:
@@ -197,13 +211,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config is None:
             print(f"no -c CONFIG: training model.family={config.model.family} at pseudo_video.num_frames="
                   f"{config.pseudo_video.num_frames} on {config.data.dataset} into {config.run_dir} (see configs/)")
-    result = train_run(config, resume=args.resume is not None)
+    if not args.trust_code:  # refused here to name the file or override that set the base
+        check_trusted(config, trust_code=False, source=_base_source(args))
+    result = train_run(config, resume=args.resume is not None, trust_code=args.trust_code)
     print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
         for name in ("eval.json", "eval.md"):
             _keep_previous(result.run_dir / name)
-        print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device)))
+        print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device, trust_code=args.trust_code)))
     return 0
+
+
+def _base_source(args: argparse.Namespace) -> str:
+    """Where ``train``'s ``model.lifted.base`` comes from, for the one-line refusal of untrusted code."""
+    given = [o for o in args.overrides if o.split("=", 1)[0] == "model.lifted.base"]
+    if given:
+        return f"the override {given[-1]}"
+    if args.config is not None and "base" in ((read_yaml(args.config).get("model") or {}).get("lifted") or {}):
+        return f"config file {args.config}"
+    if getattr(args, "resume", None) is not None:
+        return str(Path(args.resume) / "config.yaml")
+    return f"config file {args.config}" if args.config is not None else "the config"
 
 
 def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (imported lazily)
@@ -225,9 +253,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
+    check_trusted(base, trust_code=args.trust_code, source=str(Path(args.run_dir) / "config.yaml"))  # before any write
     for name in ("eval.json", "eval.md"):
         _keep_previous(Path(args.run_dir) / name)
-    result = evaluate_run(args.run_dir, eval_config, device=args.device)
+    result = evaluate_run(args.run_dir, eval_config, device=args.device, trust_code=args.trust_code)
     print(format_eval_markdown(result))
     print(f"results: {Path(args.run_dir) / 'eval.json'}")
     return 0
@@ -247,7 +276,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     bad = [o for o in args.overrides if not o.startswith("diffusion.")]
     if bad:
         raise UsageError(f"sample only takes diffusion.* overrides (sampler, sample_steps, sampling_mode, ...), got {bad}")
-    config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device)
+    config, model, channels = load_run(args.run_dir, use_ema=not args.raw_weights, device=device, trust_code=args.trust_code)
     if is_tokenizer(config):
         raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run "
                          "(unet, video_unet or a lifted diffusion model)")
@@ -270,7 +299,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pseudovideo.diffusers_export import ExportError, export_run
 
     try:
-        out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal)
+        out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal,
+                         overwrite=args.overwrite, trust_code=args.trust_code)
     except ExportError as err:
         raise UsageError(str(err)) from None
     print(f"diffusers UNet2DModel: {out} (scheduler: {out / 'scheduler'})")
@@ -322,7 +352,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from pseudovideo.experiments import run_experiment
 
     # run_experiment prints the plan, the results table and the paths of what it wrote (once).
-    run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides, log=print)
+    run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides, log=print,
+                   trust_code=args.trust_code)
     return 0
 
 
@@ -390,12 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(train)
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run exactly from its newest checkpoint")
     train.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    _add_trust_argument(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained run (eval.json and eval.md in the run folder)")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("overrides", nargs="*", metavar="eval.key=value")
     evaluate.add_argument("--device", default="auto")
+    _add_trust_argument(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     sample = sub.add_parser("sample", help="generate images and pseudo videos from a diffusion run")
@@ -407,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto")
     sample.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
     sample.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/samples)")
+    _add_trust_argument(sample)
     sample.set_defaults(func=cmd_sample)
 
     feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd metric (cached)")
@@ -421,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of the EMA")
     export.add_argument("--drop-temporal", action="store_true",
                         help="for video runs: export the image model with the temporal layers removed")
+    export.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT, replacing the files the export writes (others are kept)")
+    _add_trust_argument(export)
     export.set_defaults(func=cmd_export)
 
     experiment = sub.add_parser("experiment", help="run a grid of runs from configs/experiments/ and tabulate it")
@@ -429,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--scale", default="cpu-small", help="a scale of the experiment file (cpu-small, paper)")
     experiment.add_argument("--out", type=Path, default=Path("runs/experiments"))
     experiment.add_argument("--only", default=None, help="glob over run names, e.g. 'cvivit-*' or '*-s0'")
+    _add_trust_argument(experiment)
     experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
@@ -473,11 +511,16 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+MAX_ERROR_LINE = 10 * QUOTE_LIMIT  # characters of a one-line error (values in it are quoted shorter still)
+
+
 def error_line(err: BaseException) -> str:
     """The one-line description of an expected failure (a full disk also says what it means for the run)."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
     if isinstance(err, OSError) and err.errno == errno.ENOSPC and "checkpoint" not in text:
         text += "; the disk is full: free space and resume the run (its complete checkpoints are kept)"
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[:MAX_ERROR_LINE]}... ({len(text) - MAX_ERROR_LINE:,} more characters cut)"
     return text
 
 
@@ -494,6 +537,9 @@ def _short_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = previous
+
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 
 def _debug_requested(args: argparse.Namespace) -> bool:
@@ -514,6 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _short_warnings():
         try:
             return int(args.func(args) or 0)
+        except KeyboardInterrupt as err:  # Ctrl-C: what was kept and how to go on, in one line
+            if _debug_requested(args):
+                raise
+            print(f"pseudovideo {args.command}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+            return INTERRUPTED
         except Exception as err:
             if _debug_requested(args) or not isinstance(err, expected_errors()):
                 raise

@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from pseudovideo.safe_yaml import YAMLRefused, load_yaml, quote
 
 
 class ConfigError(ValueError):
@@ -153,7 +157,8 @@ class LiftedConfig:
     """``model.family: lifted``: an image network lifted to video with :func:`pseudovideo.lift`."""
 
     # unet | vqvae (ours, built from model.unet / model.vqvae) | run:RUN_DIR (a trained run, its EMA weights)
-    # | diffusers:PATH (a save_pretrained UNet2DModel folder) | python:package.module:factory
+    # | diffusers:PATH (a save_pretrained UNet2DModel folder) | python:package.module:factory (user code: imported and
+    # called only with --trust-code / trust_code=True, never because a config says so; see pseudovideo.trust)
     base: str = "unet"
     where: list[str] | None = None  # block class names, module names or globs; null: pseudovideo.lifting.DEFAULT_BLOCKS
     causal: bool = False
@@ -309,25 +314,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
             with contextlib.suppress(ConfigError):
                 return _coerce(value, arg, key)
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {quote(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {quote(value)}")
         return _from_dict(tp, value, key)
     if origin in (list, tuple, Sequence):
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {quote(value)}")
         return [_coerce(item, item_tp, f"{key}.{i}") for i, item in enumerate(value)]
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {quote(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {quote(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
@@ -336,11 +341,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {quote(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {quote(value)}")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")
 
@@ -359,7 +364,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         value = _coerce(value, hints[key], full)
         choices = fields[key].metadata.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"{full}: expected one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"{full}: expected one of {', '.join(choices)}, got {quote(value)}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -389,21 +394,23 @@ def dict_diff(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -
 
 def describe_diff(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
     """One line naming the first ``limit`` differing keys of :func:`dict_diff` (saved "there", wanted "here")."""
-    items = [f"{k}: {old!r} there vs {new!r} here" for k, (old, new) in list(diff.items())[:limit]]
+    items = [f"{k}: {quote(old)} there vs {quote(new)} here" for k, (old, new) in list(diff.items())[:limit]]
     more = f", and {len(diff) - limit} more" if len(diff) > limit else ""
     return "; ".join(items) + more
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+        raise ConfigError(f"override {quote(text)} is not of the form key.sub=value")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key part")
+        raise ConfigError(f"override {quote(text)} has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except YAMLRefused as err:
+        raise ConfigError(f"override {quote(text)}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+        raise ConfigError(f"override {quote(text)}: value is not valid YAML ({err})") from None
     return key.split("."), value
 
 
@@ -413,23 +420,23 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any, text: str) -> N
         where = ".".join(path[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {text!r}: '{where}' is not an index of a list of {len(node)}")
+                raise ConfigError(f"override {quote(text)}: '{where}' is not an index of a list of {len(node)}")
             node = node[int(part)]
         elif isinstance(node, dict):
             if part not in node:
-                raise ConfigError(f"override {text!r}: unknown config key '{where}'")
+                raise ConfigError(f"override {quote(text)}: unknown config key '{where}'")
             node = node[part]
         else:
-            raise ConfigError(f"override {text!r}: '{where}' is a value, not a section")
+            raise ConfigError(f"override {quote(text)}: '{where}' is a value, not a section")
     last = path[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(f"override {text!r}: '{'.'.join(path)}' is not an index of a list of {len(node)}")
+            raise ConfigError(f"override {quote(text)}: '{'.'.join(path)}' is not an index of a list of {len(node)}")
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value  # unknown keys are caught by _from_dict with a did-you-mean hint
     else:
-        raise ConfigError(f"override {text!r}: '{'.'.join(path[:-1])}' is a value, not a section")
+        raise ConfigError(f"override {quote(text)}: '{'.'.join(path[:-1])}' is a value, not a section")
 
 
 def merge_config_dict(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +458,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except YAMLRefused as err:
+        raise ConfigError(f"config file {path} is refused: {err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not a UTF-8 text file (binary?): {err.reason} at byte {err.start}") from None
     except yaml.YAMLError as err:
@@ -493,6 +502,16 @@ def _require(condition: bool, message: str) -> None:
 
 
 LOG_SINKS = ("csv", "tensorboard", "wandb")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]+$")
+
+
+def check_name(name: Any, where: str) -> str:
+    """``name`` when it is one folder name of letters, digits and _ . + = - (not ``.`` or ``..``), so that a run
+    (or experiment) folder ``out_dir/name`` stays inside ``out_dir``; ConfigError naming ``where`` otherwise."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or set(name) == {"."}:
+        raise ConfigError(f"{where}: expected a name of letters, digits and _ . + = - (one folder inside out_dir, "
+                          f"not . or ..), got {quote(name)}")
+    return name
 
 
 def validate_train_config(train: TrainConfig) -> None:
@@ -510,14 +529,14 @@ def validate_train_config(train: TrainConfig) -> None:
     _require(train.divergence_factor >= 0, f"train.divergence_factor: expected >= 0 (0 = off), got {train.divergence_factor}")
     _require(train.log_every >= 1, f"train.log_every: expected >= 1, got {train.log_every}")
     for sink in train.log_to:
-        _require(sink in LOG_SINKS, f"train.log_to: unknown destination {sink!r}; valid: {', '.join(LOG_SINKS)}")
+        _require(sink in LOG_SINKS, f"train.log_to: unknown destination {quote(sink)}; valid: {', '.join(LOG_SINKS)}")
     _require("wandb" not in train.log_to or importlib.util.find_spec("wandb") is not None,
              "train.log_to: wandb is not installed; pip install '.[wandb]' (or pip install wandb), or remove it")
     _require(train.num_workers >= 0, f"train.num_workers: expected >= 0, got {train.num_workers}")
     _require(train.compile in (True, False, "auto"),
-             f"train.compile: expected auto, true or false, got {train.compile!r}")
+             f"train.compile: expected auto, true or false, got {quote(train.compile)}")
     _require(train.device == "auto" or train.device == "cpu" or train.device.startswith("cuda"),
-             f"train.device: expected auto, cpu, cuda or cuda:N, got {train.device!r}")
+             f"train.device: expected auto, cpu, cuda or cuda:N, got {quote(train.device)}")
 
 
 def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> None:
@@ -534,13 +553,14 @@ def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> 
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
         problem = Downsample.first_order_problem(levels, (resolution,))
-        _require(problem is None, f"{key} (schedule {corruption.schedule!r}, max_level {corruption.max_level}, "
+        _require(problem is None, f"{key} (schedule {quote(corruption.schedule)}, max_level {corruption.max_level}, "
                                   f"T={pv.num_frames}, data.resolution={resolution}) with construction first_order: {problem}")
 
 
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
+    check_name(config.name, "name")
     _require(pv.num_frames >= 1, f"pseudo_video.num_frames: expected >= 1, got {pv.num_frames}")
     _require(len(pv.corruptions) >= 1 or pv.num_frames == 1 or pv.construction == "copies",
              "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1 "
@@ -587,7 +607,7 @@ def validate_config(config: RunConfig) -> None:
     _require(config.eval.num_images >= 1, f"eval.num_images: expected >= 1, got {config.eval.num_images}")
     _require(config.eval.batch_size >= 1, f"eval.batch_size: expected >= 1, got {config.eval.batch_size}")
     for metric in config.eval.metrics:
-        _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {metric!r}; valid: {', '.join(EVAL_METRICS)}")
+        _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {quote(metric)}; valid: {', '.join(EVAL_METRICS)}")
     _require(config.eval.feature_net_steps >= 1,
              f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
 
@@ -604,8 +624,20 @@ def _lifted_base_kind(lifted: LiftedConfig) -> str | None:
         return "diffusion"
     if base.startswith("run:"):
         saved = Path(base[len("run:"):]) / "config.yaml"
-        return model_kind(load_config(saved).model) if saved.is_file() else None
+        if not saved.is_file():
+            return None
+        folder = os.path.realpath(saved.parent)
+        if folder in _BASES_BEING_READ:  # run A's base is run A (or B whose base is A): no end to follow
+            raise ConfigError(f"model.lifted.base={quote(base)}: the chain of run: bases loops back to {saved.parent}")
+        _BASES_BEING_READ.append(folder)
+        try:
+            return model_kind(load_config(saved).model)
+        finally:
+            _BASES_BEING_READ.pop()
     return None
+
+
+_BASES_BEING_READ: list[str] = []  # run folders whose saved config _lifted_base_kind is reading, outermost first
 
 
 def validate_lifted(lifted: LiftedConfig) -> None:
@@ -613,10 +645,10 @@ def validate_lifted(lifted: LiftedConfig) -> None:
     base, key = lifted.base, "model.lifted.base"
     forms = ("run:", "diffusers:", "python:")
     _require(base in ("unet", "vqvae") or (base.startswith(forms) and base.split(":", 1)[1] != ""),
-             f"{key}: expected {LIFTED_BASE_FORMS}, got {base!r}")
+             f"{key}: expected {LIFTED_BASE_FORMS}, got {quote(base)}")
     if base.startswith("python:"):
         _require(base.count(":") == 2 and all(base.split(":")[1:]),
-                 f"{key}: expected python:package.module:factory (a function returning the image network), got {base!r}")
+                 f"{key}: expected python:package.module:factory (a function returning the image network), got {quote(base)}")
     if base.startswith("diffusers:"):
         folder = Path(base[len("diffusers:"):]).expanduser()
         _require((folder / "config.json").is_file(),
@@ -626,10 +658,10 @@ def validate_lifted(lifted: LiftedConfig) -> None:
     _require(lifted.where is None or len(lifted.where) >= 1, "model.lifted.where: expected a non-empty list or null")
     told = _lifted_base_kind(lifted)
     _require(lifted.kind != "auto" or told is not None,
-             f"model.lifted.kind: cannot tell whether base {base!r} is a diffusion model or a tokenizer "
+             f"model.lifted.kind: cannot tell whether base {quote(base)} is a diffusion model or a tokenizer "
              "(a python: factory, or a run folder not trained yet); set model.lifted.kind to diffusion or tokenizer")
     _require(lifted.kind == "auto" or told in (None, lifted.kind),
-             f"model.lifted.kind={lifted.kind!r} contradicts model.lifted.base={base!r}, a {told} model")
+             f"model.lifted.kind={quote(lifted.kind)} contradicts model.lifted.base={quote(base)}, a {told} model")
 
 
 def model_kind(model: ModelConfig) -> str:
@@ -640,5 +672,5 @@ def model_kind(model: ModelConfig) -> str:
         return "diffusion"
     kind = model.lifted.kind if model.lifted.kind != "auto" else _lifted_base_kind(model.lifted)
     if kind is None:
-        raise ConfigError(f"model.lifted.kind: cannot tell the kind of base {model.lifted.base!r}; set it")
+        raise ConfigError(f"model.lifted.kind: cannot tell the kind of base {quote(model.lifted.base)}; set it")
     return kind

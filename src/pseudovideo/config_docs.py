@@ -19,7 +19,8 @@ from pseudovideo.config import CorruptionConfig, RunConfig
 CORRUPTIONS = "pseudo_video.corruptions"
 
 MEANINGS: dict[str, str] = {
-    "name": "run name: the run folder is out_dir/name (unnamed CLI runs get a free run, run-2, ...)",
+    "name": "run name: the run folder is out_dir/name, so one folder name of letters, digits and _ . + = - "
+            "(not . or ..; unnamed CLI runs get a free run, run-2, ...)",
     "out_dir": "folder holding the run folders",
     f"{CORRUPTIONS}.N.name": "operator of corruption N: blur (sigma, px), noise (std), downsample (2**level), mask (probability)",
     f"{CORRUPTIONS}.N.schedule": "how its level falls from max_level at frame 0 to 0 at the clean last frame",
@@ -38,13 +39,15 @@ MEANINGS: dict[str, str] = {
     "data.channels": "1 or 3 to convert the images; null keeps the dataset's own",
     "data.random_flip": "random horizontal flips of training images",
     "data.download": "let torchvision download cifar10 / mnist / celeba into data.root",
-    "data.skip_bad_files": "skip unreadable image files of a folder dataset (listed in the run) instead of failing",
+    "data.skip_bad_files": "skip unreadable image files (and sub-folders) of a folder dataset instead of failing: "
+                           "counted in a warning; a training run lists the skipped files in RUN_DIR/skipped_files.txt",
     "data.max_images": "deterministic evenly spread subset of the training split (null: all)",
     "data.train_split": "split trained on (train, test, or a folder's sub-folder name)",
     "data.eval_split": "held-out split evaluated on (test by default)",
     "model.unet.level_conditioning": "image UNet on every frame (frames_as_images): learn a frame-level embedding and sample at the clean level",
     "train.divergence_factor": "a loss above the median of recent healthy losses by this many times its magnitude counts as diverged (0: only NaN/inf)",
-    "model.lifted.base": "the image network to lift: unet | vqvae (ours) | run:RUN_DIR | diffusers:PATH | python:package.module:factory",
+    "model.lifted.base": "the image network to lift: unet | vqvae (ours) | run:RUN_DIR | diffusers:PATH | "
+                         "python:package.module:factory (imports and runs that code: only with --trust-code / trust_code=True)",
     "model.lifted.causal": "temporal layers attend only to earlier frames (a causal video tokenizer)",
     "model.lifted.temporal": "temporal layers inserted after each matched block: attention, conv, both, or none (the base frame by frame)",
     "model.lifted.kind": "diffusion or tokenizer; auto reads it from the base (python: factories need it)",

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,6 +58,9 @@ __all__ = [
 DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
 VALID_SPECS = ("digits", "cifar10[:ROOT]", "mnist[:ROOT]", "celeba[:ROOT]", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# What PIL may decode, whatever a file's name: PIL picks the decoder from the content, and some decoders run
+# programs (an EPS file is rendered by running Ghostscript), so a file of any other format is a bad file.
+DECODED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF", "TIFF", "PPM")
 DEFAULT_ROOT = "data"  # where torchvision datasets live (or are downloaded to) when no root is given
 
 SPLITS = {
@@ -220,6 +224,7 @@ class LazyImageDataset(ImageDataset):
         """Item ``index`` without augmentation: float32 ``(C, R, R)`` in [-1, 1]."""
         try:
             pil = self.source[index]
+            _check_decodable(pil)
             pil.load()
             image = _pil_to_uint8(pil, self.channels)  # (C, h, w)
         except (OSError, SyntaxError, ValueError) as err:
@@ -536,12 +541,19 @@ class _BadImage(Exception):
 
 
 def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
-    """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem."""
+    """Fully decode one image file -> uint8 (C, R, R); raises _BadImage on any decoding problem.
+
+    Only regular files are opened: reading a named pipe (or a device) called ``x.png`` would block forever.
+    """
     buffer = None
     try:
+        mode = os.stat(path).st_mode  # follows symbolic links, opens nothing
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file but a {_file_kind(mode)}")
         data = path.read_bytes()
         buffer = io.BytesIO(data)
         with Image.open(buffer) as img:
+            _check_decodable(img)
             img.load()  # a full decode: truncated files raise here
             if img.format == "PNG" and data.rfind(b"IEND") < 0:
                 raise OSError("PNG file is truncated (no IEND chunk)")
@@ -550,6 +562,18 @@ def _decode_file(path: Path, resolution: int, channels: int | None) -> Tensor:
         text = str(err).replace(repr(buffer), repr(str(path))) if buffer is not None else str(err)
         raise _BadImage(f"{type(err).__name__}: {text}") from err
     return resize_center_crop(image, resolution)
+
+
+def _check_decodable(img: Image.Image) -> None:
+    """OSError unless PIL identified ``img`` (opened, not yet decoded) as one of :data:`DECODED_FORMATS`."""
+    if img.format not in DECODED_FORMATS:
+        raise OSError(f"its content is a {img.format} file, not one of the decoded formats {', '.join(DECODED_FORMATS)}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _decode_or_error(args: tuple[Path, int, int | None]) -> Tensor | str:
@@ -822,7 +846,7 @@ def _build_folder(
     if bad:
         warnings.warn(
             f"skipped {len(bad)} unreadable image file(s) under {str(folder)!r} "
-            f"(first: {bad[0][0]}: {bad[0][1]}); see the dataset's .bad_files",
+            f"(first: {bad[0][0]}: {bad[0][1]}); a training run lists them in RUN_DIR/skipped_files.txt",
             stacklevel=3,
         )
     out_channels = channels or max(t.shape[0] for t in good)

@@ -25,6 +25,8 @@ Tokenizers cannot be exported in this format.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -198,17 +200,56 @@ def scheduler_config(config: RunConfig) -> dict[str, Any]:
             "clip_sample_range": 1.0, "variance_type": "fixed_small"}
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, use_ema: bool = True, drop_temporal: bool = False) -> Path:
-    """Writes the image denoiser of a diffusion run as a diffusers folder ``out``; returns it."""
+def _check_out(out: Path, overwrite: bool) -> None:
+    """ExportError when ``out`` is a file, or a folder holding anything and ``overwrite`` is False."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export folder {out} is a file; give a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ExportError(f"export folder {out} is not empty (it holds {shown}); give an empty or new folder, or pass "
+                          "--overwrite (overwrite=True) to replace the files the export writes (other files are kept)")
+
+
+def _write_export(net: nn.Module, config: RunConfig, out: Path) -> None:
+    """Writes ``net`` and the scheduler into a hidden folder inside ``out``, then moves only those files into
+    ``out``: diffusers' ``save_pretrained`` deletes other ``*.safetensors`` weights of the folder it writes into,
+    and a user's files there must survive."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".pseudovideo-export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        net.save_pretrained(str(staging), safe_serialization=True)
+        (staging / "scheduler").mkdir(parents=True, exist_ok=True)
+        (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(config), indent=2))
+        for written in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = out / written.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out.iterdir()):  # a failed export into a new folder leaves nothing behind
+            out.rmdir()
+
+
+def export_run(
+    run_dir: str | Path, out: str | Path, *, use_ema: bool = True, drop_temporal: bool = False, overwrite: bool = False,
+    trust_code: bool = False,
+) -> Path:
+    """Writes the image denoiser of a diffusion run as a diffusers folder ``out``; returns it.
+
+    ``out`` must be new or empty unless ``overwrite``, which replaces only the files the export writes
+    (``config.json``, the weights, ``scheduler/scheduler_config.json``): the export never deletes a file.
+    ``trust_code``: see :func:`~pseudovideo.runs.load_run`.
+    """
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import is_tokenizer
 
-    config, model, _ = load_run(run_dir, use_ema=use_ema)
+    out = Path(out)
+    _check_out(out, overwrite)
+    config, model, _ = load_run(run_dir, use_ema=use_ema, trust_code=trust_code)
     if is_tokenizer(config):
         raise ExportError(f"{run_dir} is a tokenizer run ({config.model.family}). {SUPPORTED}")
-    net = _image_denoiser(model, config, drop_temporal)
-    out = Path(out)
-    net.save_pretrained(str(out), safe_serialization=True)
-    (out / "scheduler").mkdir(parents=True, exist_ok=True)
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(config), indent=2))
+    _write_export(_image_denoiser(model, config, drop_temporal), config, out)
     return out

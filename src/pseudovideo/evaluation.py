@@ -199,20 +199,21 @@ def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str
 
 
 def evaluate_run(
-    run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
+    run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto", trust_code: bool = False
 ) -> dict[str, Any]:
     """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
 
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
     for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
-    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`).
+    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`). ``trust_code``: see :func:`~pseudovideo.runs.load_run`.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     eval_config = eval_config or load_run_config(run_dir).eval
     checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
-    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"])
+    config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"],
+                                       trust_code=trust_code)
     wanted = set(eval_config.metrics)
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}

@@ -90,6 +90,7 @@ from pseudovideo.config import (
     EvalConfig,
     RunConfig,
     build_config,
+    check_name as _check_name,
     config_to_dict,
     describe_diff,
     dict_diff,
@@ -102,6 +103,7 @@ from pseudovideo.distributed import resolve_device
 from pseudovideo.marginals import first_order_marginals_note
 from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
 from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
+from pseudovideo.trust import check_trusted
 
 __all__ = [
     "PlotSpec",
@@ -150,7 +152,6 @@ RATE_TITLES = {"codes_per_image": "codes/image", "bits_per_image": "bits/image"}
 OPTIONAL_COLUMNS = (*RATE_COLUMNS, "loss_terms")
 # Sizes that results.md and the log state as resolved (after every override), instead of the description.
 SIZE_KEYS = ("data.resolution", "train.steps", "train.batch_size", "pseudo_video.num_frames", "eval.num_images")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 _TAR_HINT = "mkdir -p {parent} && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C {parent}"
 
 
@@ -290,12 +291,6 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
             what = "the seeds list" if key == "train.seed" else "the runner (run name and --out)"
             raise ConfigError(f"{where}.{key}: this key is set by {what}; remove it")
     return flat
-
-
-def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise ConfigError(f"{where}: expected a name of letters, digits and _ . + = -, got {name!r}")
-    return name
 
 
 def _seed_list(seeds: Any, where: str) -> list[int]:
@@ -724,7 +719,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def training_flops_per_image(
-    config: RunConfig, *, channels: int | None = None, batch_size: int = 2, device: str | torch.device = "cpu", seed: int = 0
+    config: RunConfig, *, channels: int | None = None, batch_size: int = 2, device: str | torch.device = "cpu", seed: int = 0,
+    trust_code: bool = False,
 ) -> float:
     """Floating-point operations of one training step per clean image (forward + backward of the loss).
 
@@ -735,6 +731,7 @@ def training_flops_per_image(
     multiply-add; elementwise operations are not counted). A video model pays for all T frames of the
     pseudo video of each image; with ``frames_as_images`` the image model pays for T one-frame samples.
     ``channels`` defaults to ``data.channels``, else the dataset's own (read from the eval split).
+    ``trust_code``: see :func:`~pseudovideo.tasks.build_model`.
     """
     from pseudovideo.tasks import build_dataset_from_config, build_task
 
@@ -745,7 +742,7 @@ def training_flops_per_image(
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        task = build_task(config, channels)
+        task = build_task(config, channels, trust_code=trust_code)
         task.model.to(device).train()
         if task.discriminator is not None:
             task.discriminator.to(device).train()
@@ -1179,23 +1176,24 @@ def _has_key(tree: dict[str, Any], key: str) -> bool:
 # The runner
 
 
-def _record_flops(run_dir: Path, device: torch.device) -> None:
+def _record_flops(run_dir: Path, device: torch.device, trust_code: bool) -> None:
     """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
     saved = load_config(run_dir / "config.yaml")
-    flops = training_flops_per_image(saved, channels=saved.data.channels, device=device)
+    check_trusted(saved, trust_code=trust_code, source=str(run_dir / "config.yaml"))
+    flops = training_flops_per_image(saved, channels=saved.data.channels, device=device, trust_code=trust_code)
     (run_dir / "flops.json").write_text(json.dumps({"flops_per_image": flops, "counted_on_batch": 2}, indent=1))
 
 
-def _finish_run(run: ExperimentRun, eval_config: EvalConfig) -> None:
+def _finish_run(run: ExperimentRun, eval_config: EvalConfig, trust_code: bool) -> None:
     """Evaluates a trained run with the experiment's eval section and records its FLOPs per image."""
     from pseudovideo.evaluation import evaluate_run
 
     run_dir = run.config.run_dir
     saved = load_config(run_dir / "config.yaml")
-    evaluate_run(run_dir, eval_config, device=run.config.train.device)
+    evaluate_run(run_dir, eval_config, device=run.config.train.device, trust_code=trust_code)
     if config_to_dict(saved.eval) != config_to_dict(eval_config):
         save_config(dataclasses.replace(saved, eval=eval_config), run_dir / "config.yaml")
-    _record_flops(run_dir, resolve_device(run.config.train.device))
+    _record_flops(run_dir, resolve_device(run.config.train.device), trust_code)
 
 
 def run_experiment(
@@ -1206,6 +1204,7 @@ def run_experiment(
     only: str | None = None,
     overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    trust_code: bool = False,
 ) -> ExperimentResult:
     """Runs the experiment file ``path`` at ``scale`` into ``<out_dir>/<name>/<scale>/`` and tabulates it.
 
@@ -1213,7 +1212,8 @@ def run_experiment(
     evaluated, but every finished run of the experiment is tabulated. ``overrides``: extra
     ``key=value`` overrides for every run (e.g. ``train.device=cuda``), applied last.
     Every config, run folder and dataset path is checked before the first run trains; a problem
-    raises ConfigError / FileNotFoundError naming the run and the key or path.
+    raises ConfigError / FileNotFoundError naming the run and the key or path. A run whose model base is
+    user code (``python:``) is trained only with ``trust_code=True`` (``--trust-code``), else UntrustedCodeError.
     """
     spec = load_experiment(path)
     runs = expand_experiment(spec, scale, out_dir, overrides)
@@ -1222,6 +1222,8 @@ def run_experiment(
         selected = [run for run in runs if fnmatch.fnmatchcase(run.name, only)]
         if not selected:
             raise ConfigError(f"--only {only!r} matches no run of {spec.name}; runs: {', '.join(r.name for r in runs)}")
+    for run in selected:  # code named by the experiment file (or a run: base) runs only when trusted
+        check_trusted(run.config, trust_code=trust_code, source=f"experiment file {path} (run {run.name})")
     _check_inputs(selected)
     plans = plan_runs(selected)
     folder = Path(out_dir) / spec.name / scale
@@ -1236,13 +1238,13 @@ def run_experiment(
         actions[run.name] = plan.action
         if plan.action == "skip":
             if not (run.config.run_dir / "flops.json").is_file():
-                _record_flops(run.config.run_dir, resolve_device(run.config.train.device))
+                _record_flops(run.config.run_dir, resolve_device(run.config.train.device), trust_code)
             continue
         log(f"\n== [{i}/{len(plans)}] {run.name}: {plan.action}, {run.config.model.family}, "
             f"T={run.config.pseudo_video.num_frames}, {run.config.train.steps} steps -> {run.config.run_dir}")
         if plan.action in ("train", "resume"):
-            train_run(run.config, resume=plan.action == "resume")
-        _finish_run(run, eval_config)
+            train_run(run.config, resume=plan.action == "resume", trust_code=trust_code)
+        _finish_run(run, eval_config, trust_code)
     result = dataclasses.replace(write_results(spec, scale, runs, folder), actions=actions)
     tables = [result.csv_path, result.summary_path, *([result.differences_path] if result.differences_path else []),
               result.markdown_path]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ from pseudovideo.config import (
     load_config,
 )
 from pseudovideo.data import check_dataset_spec
-from pseudovideo.distributed import init_distributed, teardown
+from pseudovideo.distributed import init_distributed, resolve_device, teardown
+from pseudovideo.memory import check_training_memory
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task
 from pseudovideo.training import TrainResult, load_trained_model, seeded, train
+from pseudovideo.trust import check_trusted
 
 
 def check_run_inputs(config: RunConfig) -> None:
@@ -107,9 +110,16 @@ def plan_run(config: RunConfig) -> tuple[str, str]:
     raise ConfigError(f"run folder {run_dir} holds a different run ({describe_diff(train_diff)}); delete it or choose another --out")
 
 
-def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
-    """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked)."""
+def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = False) -> TrainResult:
+    """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked).
+
+    A ``python:`` model base (see :mod:`pseudovideo.trust`) is imported and run only with ``trust_code=True``;
+    without it UntrustedCodeError is raised before any work. A run that cannot fit in memory is refused
+    before anything is allocated (see :mod:`pseudovideo.memory`).
+    """
+    check_trusted(config, trust_code=trust_code)
     check_run_inputs(config)
+    check_training_memory(config, resolve_device(config.train.device, int(os.environ.get("LOCAL_RANK", "0"))))
     run_dir = config.run_dir
     if resume and (run_dir / "config.yaml").is_file():
         diff = _training_diff(load_config(run_dir / "config.yaml"), config)
@@ -124,7 +134,7 @@ def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
         # Resolve the channel count so that evaluation can rebuild the model without reading the data.
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
         with seeded(config.train.seed):  # initial weights (and codebooks) follow train.seed
-            task = build_task(config, channels=dataset.channels)
+            task = build_task(config, channels=dataset.channels, trust_code=trust_code)
         # train() writes config_dict to run_dir/config.yaml (rank 0) before the first step
         result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
     finally:
@@ -141,12 +151,19 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def load_run(
-    run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu", checkpoint: Any = None
+    run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu", checkpoint: Any = None,
+    trust_code: bool = False,
 ) -> tuple[RunConfig, nn.Module, int]:
-    """(config, trained model in eval mode on ``device``, image channels) of a finished or running run."""
+    """(config, trained model in eval mode on ``device``, image channels) of a finished or running run.
+
+    A run folder is data: when its ``config.yaml`` names a ``python:`` model base (directly or through a
+    ``run:`` base), the code is imported and run only with ``trust_code=True``, else UntrustedCodeError names it
+    before anything is imported or read.
+    """
     config = load_run_config(run_dir)
+    check_trusted(config, trust_code=trust_code, source=str(Path(run_dir) / "config.yaml"))
     channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
-    model = build_model(config, channels).to(device)
+    model = build_model(config, channels, trust_code=trust_code).to(device)
     load_trained_model(run_dir, model, use_ema=use_ema, checkpoint=checkpoint)
     return config, model, channels
 

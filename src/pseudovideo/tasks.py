@@ -100,13 +100,17 @@ def model_frames(config: RunConfig) -> int:
     return 1 if config.pseudo_video.frames_as_images else config.pseudo_video.num_frames
 
 
-def build_model(config: RunConfig, channels: int) -> nn.Module:
-    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``."""
+def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -> nn.Module:
+    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``.
+
+    A ``model.lifted.base: python:...`` base imports and calls user code: only with ``trust_code=True``, else
+    :class:`~pseudovideo.trust.UntrustedCodeError` before anything is imported (see :mod:`pseudovideo.trust`).
+    """
     family, resolution = config.model.family, config.data.resolution
     if family == "lifted":
         from pseudovideo.bases import build_lifted_model  # bases builds our families through this function
 
-        return build_lifted_model(config, channels, model_frames(config))
+        return build_lifted_model(config, channels, model_frames(config), trust_code=trust_code)
     if family == "vqvae":
         return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
     if family == "cvivit":
@@ -172,10 +176,10 @@ def build_diffusion(config: RunConfig) -> GaussianDiffusion:
     return GaussianDiffusion(beta_schedule(d.beta_schedule, d.num_timesteps), prediction=d.prediction)
 
 
-def build_task(config: RunConfig, channels: int) -> "TokenizerTask | DiffusionTask":
-    """The training task (model + objective) of a run config."""
+def build_task(config: RunConfig, channels: int, *, trust_code: bool = False) -> "TokenizerTask | DiffusionTask":
+    """The training task (model + objective) of a run config (``trust_code``: see :func:`build_model`)."""
     builder = build_pseudo_video_builder(config.pseudo_video)
-    model = build_model(config, channels)
+    model = build_model(config, channels, trust_code=trust_code)
     # Per frame of the pseudo video, also when its frames are separate images: the clean frame gets the same
     # share of the loss as in the video model (frames_as_images weights each frame-image by its frame's weight).
     weights = frame_weights(config.pseudo_video.num_frames, config.loss.last_frame_weight)

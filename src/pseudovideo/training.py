@@ -119,6 +119,20 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the loss terms at that step."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; the message names the step reached, the checkpoint kept and how to resume."""
+
+
+def _interrupted_text(run_dir: Path, steps_done: int | None, steps: int) -> str:
+    kept = list_checkpoints(run_dir / "checkpoints")
+    where = f"stopped at step {steps_done} of {steps}" if steps_done is not None else "stopped before its first step"
+    if not kept:
+        return f"training {where}; no checkpoint of {run_dir} was written yet: run the same command again"
+    step, folder = kept[-1]
+    return (f"training {where}; checkpoint {folder} (step {step}) is kept: resume with "
+            f"`pseudovideo train --resume {run_dir}`")
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the summary written to ``train_summary.json`` plus the trained modules."""
@@ -939,6 +953,9 @@ class _Engine:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.config_dict is not None:
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config_dict, sort_keys=False))
+            skipped = list(getattr(self.dataset, "bad_files", None) or [])  # data.skip_bad_files: which, by name
+            if skipped:
+                (self.run_dir / "skipped_files.txt").write_text("".join(f"{name}\n" for name in skipped))
             if "csv" in self.settings.log_to:
                 self.csv_log = _CsvLog(self.run_dir / "log.csv", keep_until_step=self.start_step if resumed else None)
             self.writer = ScalarLoggers(self.settings.log_to, self.run_dir, start_step=self.start_step,
@@ -1133,16 +1150,19 @@ def train(
     warning); without it, a run folder that already holds checkpoints is refused. Under ``torchrun``
     every rank calls this function; only rank 0 writes, holding the run folder's lock (RunLockedError
     when another process trains into it). Raises TrainingDivergedError on a NaN/inf loss or a run
-    that ends diverging (see :class:`_LossHealth`). Seeds torch's, numpy's and Python's global RNGs
+    that ends diverging (see :class:`_LossHealth`), TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C. Seeds torch's, numpy's and Python's global RNGs
     from ``settings.seed`` (offset per rank); the task's ``model`` should be built before the call.
     """
     validate_train_config(settings)
     engine = _Engine(task, dataset, settings, Path(run_dir), config_dict)
+    step = None
     try:
         engine.start(resume)
         for step in range(engine.start_step, settings.steps):
             engine.step(step)
         return engine.finish()
+    except KeyboardInterrupt:  # the state on disk is intact (checkpoints are atomic): say where it stands
+        raise TrainingInterrupted(_interrupted_text(Path(run_dir), step, settings.steps)) from None
     finally:
         engine.close()
 
