@@ -3,16 +3,21 @@ restarts that fire), their config keys, the rate under FSQ, and codebook usage i
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from _tokenizer_helpers import smooth_video, train_steps
 from pseudovideo.config import ConfigError, build_config
+from pseudovideo.evaluation import evaluate_run
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.quantizer import CodeUsage, VectorQuantizer
 from pseudovideo.models.vqvae import VQVAE
+from pseudovideo.runs import train_run
 from pseudovideo.tasks import build_model
 
 
@@ -178,3 +183,52 @@ def test_code_usage_over_batches_by_hand() -> None:
     stats = residual.stats()
     assert stats["codebook_usage"] == pytest.approx((1.0 + 0.25) / 2)
     assert stats["codebook_perplexity"] == pytest.approx((4.0 + 1.0) / 2)
+
+
+TINY_RUN = {
+    "data": {"dataset": "digits", "resolution": 8, "max_images": 64},
+    "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "warmup_steps": 1, "progress": False, "device": "cpu",
+              "log_to": ["csv"]},
+    "eval": {"num_images": 4, "batch_size": 4, "metrics": ["psnr"]},
+    "pseudo_video": {"num_frames": 1},
+    "model": {"family": "vqvae", "vqvae": {"base_channels": 8, "codebook_size": 512, "codebook_dim": 4}},
+}
+
+
+def test_eval_reports_codebook_usage_and_warns_when_low(tmp_path: Path) -> None:
+    # 4 images x 4x4 codes = 64 codes can use at most 64 / 512 = 12.5 % of the codebook: under 25 %
+    config = build_config({**TINY_RUN, "name": "low", "out_dir": str(tmp_path)})
+    train_run(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_run(config.run_dir, device="cpu")
+    codebook = result["codebook"]
+    assert codebook["codes_counted"] == 64 and codebook["codebook_size"] == 512
+    assert 0 < codebook["codebook_usage"] <= 64 / 512 and 1 <= codebook["codebook_perplexity"] <= 64
+    assert json.loads((config.run_dir / "eval.json").read_text())["codebook"] == codebook
+    low = [str(w.message) for w in caught if "codebook usage" in str(w.message)]
+    assert len(low) == 1 and "< 25%" in low[0] and "\n" not in low[0]
+    markdown = (config.run_dir / "eval.md").read_text()
+    assert f"Codebook: usage {codebook['codebook_usage']:.1%} of K=512" in markdown and "Warning: codebook usage" in markdown
+
+
+def test_experiment_tables_carry_codebook_columns(tmp_path: Path) -> None:
+    import pseudovideo.experiments as E
+    from test_experiments import _read_csv, fake_finished, pair_experiment
+
+    data = pair_experiment()
+    spec = E.parse_experiment(data)
+    runs = E.expand_experiment(spec, "cpu-small", tmp_path / "out")
+    for run in runs:
+        fake_finished(run, {"psnr": 20.0, "ssim": 0.5, "swd_avg": 10.0})
+        eval_path = run.config.run_dir / "eval.json"
+        result = json.loads(eval_path.read_text())
+        usage = 0.1 if run.variant == "vqvae" else 0.5
+        result["codebook"] = {"codebook_usage": usage, "codebook_perplexity": 100 * usage}
+        eval_path.write_text(json.dumps(result))
+    result = E.write_results(spec, "cpu-small", runs, tmp_path / "tables")
+    rows = _read_csv(result.csv_path)
+    assert {(r["variant"], r["codebook_usage"], r["codebook_perplexity"]) for r in rows} == {
+        ("vqvae", "0.1", "10.0"), ("cvivit", "0.5", "50.0")}
+    assert "| codebook usage | perplexity |" in result.markdown
+    assert "Warning: codebook usage under 25 % in 3 run(s): vqvae-s0, vqvae-s1, vqvae-s2." in result.markdown

@@ -254,7 +254,8 @@ class TrainConfig:
     progress: bool = True
 
 
-EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd")  # cfd: classifier Fréchet distance
+# cfd: classifier Fréchet distance; probe: linear-probe accuracy of frozen features (pseudovideo.probe)
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "probe")
 
 
 @dataclass

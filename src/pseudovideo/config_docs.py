@@ -145,7 +145,8 @@ MEANINGS: dict[str, str] = {
     "eval.num_images": "held-out images reconstructed, or images generated",
     "eval.batch_size": "batch of evaluation",
     "eval.use_ema": "evaluate the EMA weights (false: the raw ones)",
-    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid)",
+    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid, cfd, probe: linear-probe accuracy of frozen "
+                    "features beside the same model with random weights, see pseudovideo.probe)",
     "eval.inception_weights": "local path of torch-fidelity's Inception weights (FID/KID)",
     "eval.lpips_weights": "local path of the LPIPS backbone's ImageNet weights",
     "eval.cache_dir": "cache of reference statistics for FID/KID",
