@@ -246,7 +246,8 @@ def evaluate_run(
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
     for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
-    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`).
+    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`) and ``codebook``: {codebook_usage,
+    codebook_perplexity, codebook_size, num_quantizers, codes_counted, counted[, warning]} over every code emitted.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
