@@ -24,6 +24,12 @@ FAMILIES = {
     "cvivit": ["model.family=cvivit", "model.cvivit.dim=16", "model.cvivit.heads=2", "model.cvivit.dim_head=8",
                "model.cvivit.spatial_depth=1", "model.cvivit.temporal_depth=1", "model.cvivit.codebook_size=16",
                "model.cvivit.codebook_dim=4"],
+    # finite scalar quantization (no codebook; the library's FSQ, residual FSQ for the C-ViViT)
+    "vqvae_fsq": ["model.family=vqvae", "model.vqvae.base_channels=8", "model.vqvae.codebook_size=16",
+                  "model.vqvae.codebook_dim=4", "model.vqvae.quantizer=fsq", "model.vqvae.fsq_levels=[4,4]"],
+    "cvivit_rfsq": ["model.family=cvivit", "model.cvivit.dim=16", "model.cvivit.heads=2", "model.cvivit.dim_head=8",
+                    "model.cvivit.spatial_depth=1", "model.cvivit.temporal_depth=1", "model.cvivit.codebook_size=16",
+                    "model.cvivit.quantizer=fsq", "model.cvivit.fsq_levels=[4,4]", "model.cvivit.num_quantizers=2"],
     "unet": ["model.family=unet", *UNET],
     # both temporal mixers (hybrid: conv at full resolution, attention below), relative bias, causal mask
     "video_unet": ["model.family=video_unet", *UNET, "model.unet.frame_position=relative", "model.unet.causal_temporal=true",

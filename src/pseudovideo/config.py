@@ -102,6 +102,9 @@ class VQVAEConfig:
     # Residual vector quantization stages (SoundStream / RQ-VAE): Q codes per latent position, so
     # Q x (H/f) x (W/f) codes per image; raises the rate at a fixed grid (the rate-matched image baseline).
     num_quantizers: int = 1
+    quantizer: str = field(default="vq", metadata=_choices("vq", "fsq"))  # codebook VQ or finite scalar quantization
+    fsq_levels: list[int] | None = None  # quantizer fsq: levels per code dimension; their product is codebook_size
+    lookup_dim: int | None = None  # VQ codes compared in this many dimensions (projected); null: codebook_dim
 
 
 @dataclass
@@ -126,6 +129,8 @@ class CViViTConfig:
     cosine_codes: bool = False
     max_frames: int = 32
     num_quantizers: int = 1  # residual vector quantization stages per token
+    quantizer: str = field(default="vq", metadata=_choices("vq", "fsq"))  # codebook VQ or finite scalar quantization
+    fsq_levels: list[int] | None = None  # quantizer fsq: levels per code dimension; their product is codebook_size
     # Which time steps the decoder's last step (it decodes the clean frame) attends to: all (causal decoder,
     # rate t x h x w codes) or its own (rate h x w codes, that of an image tokenizer on the same grid).
     clean_frame_context: str = field(default="all", metadata=_choices("all", "own"))
@@ -254,7 +259,8 @@ class TrainConfig:
     progress: bool = True
 
 
-EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd")  # cfd: classifier Fréchet distance
+# cfd: classifier Fréchet distance; probe: linear-probe accuracy of frozen features (pseudovideo.probe)
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "probe")
 
 
 @dataclass
@@ -592,6 +598,7 @@ def validate_config(config: RunConfig) -> None:
         _require(section.num_quantizers == 1 or not section.cosine_codes,
                  f"{key}.num_quantizers={section.num_quantizers} needs {key}.cosine_codes=false: residual "
                  "quantization subtracts codes from tokens, and the residual of a unit vector is not one")
+        _validate_quantizer(section, key)
     if family == "lifted":
         validate_lifted(config.model.lifted)
     if family == "cvivit":
@@ -610,6 +617,33 @@ def validate_config(config: RunConfig) -> None:
         _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {quote(metric)}; valid: {', '.join(EVAL_METRICS)}")
     _require(config.eval.feature_net_steps >= 1,
              f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
+
+
+# Codebook options of a VQ section that FSQ (which has no codebook) does not use; the VQVAE's codebook_dim stays
+# meaningful under FSQ (the channels of its latent map, projected to the FSQ levels).
+_CODEBOOK_ONLY_KEYS = ("commitment_weight", "ema_codebook", "ema_decay", "dead_code_threshold", "kmeans_init",
+                       "cosine_codes", "lookup_dim")
+
+
+def _validate_quantizer(section: VQVAEConfig | CViViTConfig, key: str) -> None:
+    """The quantizer keys of a tokenizer section: FSQ levels against codebook_size, and no key set that is unused."""
+    lookup_dim = getattr(section, "lookup_dim", None)
+    _require(lookup_dim is None or lookup_dim >= 1, f"{key}.lookup_dim: expected an integer >= 1 or null, got {lookup_dim}")
+    if section.quantizer == "vq":
+        _require(section.fsq_levels is None,
+                 f"{key}.fsq_levels={section.fsq_levels} is used only with {key}.quantizer=fsq (it is vq)")
+        return
+    from pseudovideo.models.quantizer import check_fsq_levels  # torch-heavy; only needed for FSQ
+
+    _require(section.fsq_levels is not None, f"{key}.quantizer=fsq needs {key}.fsq_levels (e.g. [4, 4, 4, 4] for 256 codes)")
+    problem = check_fsq_levels(section.fsq_levels, section.codebook_size)
+    _require(problem is None, f"{key}.fsq_levels: {problem}")
+    names = [*_CODEBOOK_ONLY_KEYS, *(["codebook_dim"] if isinstance(section, CViViTConfig) else [])]
+    defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    for name in names:
+        value = getattr(section, name, defaults.get(name))
+        _require(value == defaults.get(name), f"{key}.{name}={value} has no effect with {key}.quantizer=fsq (no codebook, "
+                                              f"no VQ loss); leave it at its default {defaults.get(name)} or use quantizer vq")
 
 
 LIFTED_BASE_FORMS = "unet, vqvae, run:RUN_DIR, diffusers:PATH or python:package.module:factory"

@@ -10,7 +10,10 @@
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
 are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
 trained on the dataset's labelled training split (``pseudovideo.feature_net``, cached, trained on first use);
-it is skipped with the reason for unlabelled datasets.
+it is skipped with the reason for unlabelled datasets. ``probe`` is the linear-probe accuracy of the model's frozen
+features of the clean frame, beside the same architecture with random weights (``probe_random``; see
+``pseudovideo.probe``). Tokenizers also report their codebook usage and perplexity over the evaluation's codes,
+with a warning under ``LOW_CODEBOOK_USAGE``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
 from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.losses import build_perceptual_loss
+from pseudovideo.models.quantizer import CodeUsage
+from pseudovideo.probe import ProbeSkipped, probe_metrics
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
 from pseudovideo.tasks import (
@@ -47,6 +52,7 @@ from pseudovideo.tasks import (
 )
 from pseudovideo.training import autocast, resolve_precision
 
+LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook
 
 class NonFiniteMetricError(RuntimeError):
     """An evaluation produced a NaN metric (unusable weights); nothing is written."""
@@ -70,11 +76,13 @@ def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
 
 @torch.no_grad()
 def reconstruct_clean_frames(
-    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device
+    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device,
+    usage: CodeUsage | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
 
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
+    ``usage``, when given, counts every code the tokenizer emits (all positions and time steps).
     Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
     passes, uses the training precision instead).
     """
@@ -85,7 +93,10 @@ def reconstruct_clean_frames(
         video = builder(batch.to(device), generator=generator)  # (B, T, C, H, W)
         if model_frames(config) == 1:
             video = video[:, -1:]  # (B, 1, C, H, W): an image model reconstructs the clean image
-        recon = model(video).recon  # (B, T, C, H, W)
+        out = model(video)
+        recon = out.recon  # (B, T, C, H, W)
+        if usage is not None:
+            usage.add(out.indices)
         recon_frames.append(recon[:, -1].float().clamp(-1, 1).cpu())
         if example is None:
             example = torch.stack([video[:4].float().cpu(), recon[:4].float().clamp(-1, 1).cpu()])
@@ -171,6 +182,35 @@ def _classifier_frechet_distance(
     protocol["cfd"] = net.describe()
 
 
+def _codebook_entry(usage: CodeUsage, num_inputs: int) -> dict[str, Any]:
+    """eval.json's ``codebook`` entry (usage, perplexity, what was counted); warns when the usage is low."""
+    entry: dict[str, Any] = {**usage.stats(), "codebook_size": usage.codebook_size, "num_quantizers": usage.num_quantizers,
+                             "codes_counted": usage.codes_counted,
+                             "counted": f"every code emitted for the {num_inputs} evaluation inputs (all positions and "
+                                        "time steps; usage = share of the K codes used at least once, perplexity = "
+                                        "exp(entropy) of the code histogram; means over quantizer stages)"}
+    if entry["codebook_usage"] < LOW_CODEBOOK_USAGE:
+        entry["warning"] = (f"codebook usage {entry['codebook_usage']:.1%} < {LOW_CODEBOOK_USAGE:.0%} of K={usage.codebook_size}: "
+                            "see model.<family>.kmeans_init, dead_code_threshold, cosine_codes or quantizer=fsq")
+        warnings.warn(entry["warning"], stacklevel=3)
+    return entry
+
+
+def _linear_probe(
+    model: nn.Module, config: RunConfig, eval_config: EvalConfig, channels: int, device: torch.device,
+    results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
+) -> None:
+    """``probe`` and ``probe_random``: linear-probe accuracy of frozen features (pseudovideo.probe)."""
+    if "probe" not in eval_config.metrics:
+        return
+    try:
+        scores, protocol["probe"] = probe_metrics(model, config, eval_config, channels, device, skipped)
+    except ProbeSkipped as err:
+        skipped["probe"] = str(err)
+        return
+    results.update(scores)
+
+
 def evaluated_checkpoint(run_dir: str | Path, *, use_ema: bool) -> dict[str, Any]:
     """The checkpoint an evaluation of ``run_dir`` uses: the newest intact one (a corrupt newer one is
     skipped with a warning). Returns its step, folder, weights file and that file's sha256, plus
@@ -206,7 +246,9 @@ def evaluate_run(
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
     for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
-    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`). ``trust_code``: see :func:`~pseudovideo.runs.load_run`.
+    (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`) and ``codebook``: {codebook_usage,
+    codebook_perplexity, codebook_size, num_quantizers, codes_counted, counted[, warning]} over every code emitted.
+    ``trust_code``: see :func:`~pseudovideo.runs.load_run`.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -232,8 +274,13 @@ def evaluate_run(
         "seed": eval_config.seed,
         "checkpoint": checkpoint,
     }
+    codebook = None
     if is_tokenizer:
-        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        rate = model.rate(model_frames(config))
+        usage = CodeUsage(rate.codebook_size, rate.num_quantizers)
+        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed,
+                                                 device=dev, usage=usage)
+        codebook = _codebook_entry(usage, real.shape[0])
         if "psnr" in wanted:
             results["psnr"] = float(M.psnr(fake, real).mean())
         if "ssim" in wanted:
@@ -270,6 +317,7 @@ def evaluate_run(
             save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped, split_description)
     _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
+    _linear_probe(model, config, eval_config, channels, dev, results, skipped, protocol)
     if "fid" in results or "kid" in results:
         protocol["fid_kid"] = M.evaluation_protocol(
             num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
@@ -281,10 +329,16 @@ def evaluate_run(
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
               "protocol": protocol, "train": read_train_summary(run_dir)}
     if is_tokenizer:
-        result["rate"] = model.rate(model_frames(config)).as_dict()
+        result["rate"] = rate.as_dict()
+        result["codebook"] = codebook
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
     return result
+
+
+def _protocol_text(value: Any) -> str:
+    """A protocol entry as text: a mapping as "key: value; ..." (not a Python repr)."""
+    return "; ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
 
 
 def format_eval_markdown(result: dict[str, Any]) -> str:
@@ -296,8 +350,14 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
     if rate:
         lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
                       f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
+    codebook = result.get("codebook")
+    if codebook:
+        lines += ["", f"Codebook: usage {codebook['codebook_usage']:.1%} of K={codebook['codebook_size']}, perplexity "
+                      f"{codebook['codebook_perplexity']:.1f} ({codebook['codes_counted']} codes: {codebook['counted']})"]
+        if "warning" in codebook:
+            lines.append(f"Warning: {codebook['warning']}")
     lines += ["", "Protocol:"]
-    lines += [f"- {key}: {value}" for key, value in result["protocol"].items() if key != "checkpoint"]
+    lines += [f"- {key}: {_protocol_text(value)}" for key, value in result["protocol"].items() if key != "checkpoint"]
     checkpoint = result["protocol"].get("checkpoint")
     if checkpoint:
         lines.append(

@@ -149,7 +149,11 @@ RESULT_COLUMNS = (
 # Optional result columns, present when the runs' eval.json / train summary report them.
 RATE_COLUMNS = ("codes_per_image", "bits_per_image")
 RATE_TITLES = {"codes_per_image": "codes/image", "bits_per_image": "bits/image"}
-OPTIONAL_COLUMNS = (*RATE_COLUMNS, "loss_terms")
+# Tokenizers' codebook usage and perplexity over their evaluation's codes (eval.json's "codebook").
+CODEBOOK_COLUMNS = ("codebook_usage", "codebook_perplexity")
+MEASURED_COLUMNS = (*RATE_COLUMNS, *CODEBOOK_COLUMNS)
+MEASURED_TITLES = {**RATE_TITLES, "codebook_usage": "codebook usage", "codebook_perplexity": "perplexity"}
+OPTIONAL_COLUMNS = (*MEASURED_COLUMNS, "loss_terms")
 # Sizes that results.md and the log state as resolved (after every override), instead of the description.
 SIZE_KEYS = ("data.resolution", "train.steps", "train.batch_size", "pseudo_video.num_frames", "eval.num_images")
 _TAR_HINT = "mkdir -p {parent} && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C {parent}"
@@ -265,7 +269,8 @@ _SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base
 _DIFFERENCE_KEYS = ("name", "of", "minus", "match", "only_scales")
 _VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
 _PLOT_KEYS = ("x", "group_by", "panels", "kind")
-_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "cfd", "sampling_images_per_s")
+_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "cfd", "probe", "probe_random",
+            "sampling_images_per_s")
 
 
 def _check_keys(data: dict[str, Any], valid: Sequence[str], where: str) -> None:
@@ -832,6 +837,7 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
     row.update({
         "codes_per_image": rate.get("codes_per_image", ""),
         "bits_per_image": rate.get("bits_per_image", ""),
+        **{c: (result.get("codebook") or {}).get(c, "") for c in CODEBOOK_COLUMNS},
         "loss_terms": _format_loss_terms(summary.get("loss_terms")),
         "flops_per_image": flops if flops is not None else "",
         "parameters": summary.get("parameters", {}).get("model", ""),
@@ -971,10 +977,10 @@ def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
 def _results_table(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
                    optional: Sequence[str]) -> list[str]:
     """The main results.md table: one line per variant (mean ± 95 % half-width over seeds)."""
-    rate = [c for c in RATE_COLUMNS if c in optional]
+    rate = [c for c in MEASURED_COLUMNS if c in optional]
     values = [*spec.metrics, *rate, "flops_per_image", "parameters", "train_images_per_s"]
     groups = aggregate_over_seeds(rows, [*group_columns, "_label"], values)
-    header = [*group_columns, "seeds", *spec.metrics, *[RATE_TITLES[c] for c in rate],
+    header = [*group_columns, "seeds", *spec.metrics, *[MEASURED_TITLES[c] for c in rate],
               *(["loss terms"] if "loss_terms" in optional else []), "GFLOPs/image", "params (M)", "train img/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
     for group in groups:
@@ -1012,6 +1018,9 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     marginals = dict.fromkeys(f"{row['_label']}: {row['_marginals']}" for row in rows if row.get("_marginals"))
     if marginals:
         lines += ["", "First-order frames against higher-order frames at the same levels: " + "; ".join(marginals)]
+    low = [row["run"] for row in rows if (u := _as_number(row.get("codebook_usage"))) is not None and u < 0.25]
+    if low:
+        lines += ["", f"Warning: codebook usage under 25 % in {len(low)} run(s): {', '.join(low)}."]
     if rows:
         by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
         lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]
@@ -1142,7 +1151,7 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(rows, header, folder / "results.csv")
     group_columns = [c for c in [*identity, *extra_keys] if c not in ("run", "seed")]
-    values = [*spec.metrics, *[c for c in RATE_COLUMNS if c in optional], *RESULT_COLUMNS]
+    values = [*spec.metrics, *[c for c in MEASURED_COLUMNS if c in optional], *RESULT_COLUMNS]
     summary = summary_rows(aggregate_over_seeds(rows, group_columns, values), group_columns, values)
     summary_path = _write_csv(summary, [*group_columns, "metric", *INTERVAL_HEADER], folder / "results_summary.csv")
     resolved = resolve_differences(spec, scale, runs)

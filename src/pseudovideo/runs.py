@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from pseudovideo.config import (
 from pseudovideo.data import check_dataset_spec
 from pseudovideo.distributed import init_distributed, resolve_device, teardown
 from pseudovideo.memory import check_training_memory
+from pseudovideo.probe import unlabelled_reason
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task
 from pseudovideo.training import TrainResult, load_trained_model, seeded, train
 from pseudovideo.trust import check_trusted
@@ -43,6 +45,8 @@ def check_run_inputs(config: RunConfig) -> None:
     net = config.eval.feature_net
     if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
         raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
+    if "probe" in config.eval.metrics and (reason := unlabelled_reason(config)):
+        warnings.warn(f"probe: evaluation will skip it: {reason}", stacklevel=2)  # decided now, recorded in eval.json
 
 
 # Keys that may differ between a run folder's saved config and the wanted one without making it another

@@ -259,6 +259,9 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
                                 "channels) on the clean last frame, VQGAN adaptive weight of the clean frame's "
                                 "reconstruction loss"},
     }
+    fsq_levels = getattr(config.model, family).fsq_levels
+    if fsq_levels is not None:  # quantizer fsq: no codebook, no VQ loss
+        terms["vq"] = {"active": False, "weight": 0.0, "reason": f"FSQ (levels {fsq_levels}) has no VQ loss"}
     if loss.perceptual_weight > 0 and not perceptual_active:
         terms["perceptual"]["reason"] = "LPIPS backbone weights not found (loss.perceptual_weights)"
     return terms

@@ -18,12 +18,14 @@ the encoder still sees the whole pseudo video; the other steps stay causal.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from pseudovideo.models.layers import multi_head_attention
-from pseudovideo.models.quantizer import VectorQuantizer
+from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
 from pseudovideo.models.tokenizer import TokenizerRate, VideoTokenizer
 
 __all__ = ["CViViT", "Attention", "TransformerBlock", "num_time_steps", "CLEAN_FRAME_CONTEXTS"]
@@ -105,6 +107,10 @@ class CViViT(VideoTokenizer):
         num_quantizers: Q, residual vector quantization stages per token (1: plain VQ).
         clean_frame_context: "all": the decoder's last time step attends to every step (causal decoder,
             rate t x h x w x Q codes for the last frame); "own": to itself only (rate h x w x Q codes).
+        quantizer: "vq" (a codebook of K codes) or "fsq" (finite scalar quantization with ``fsq_levels``, K = their
+            product; tokens are projected to len(fsq_levels) numbers, so ``codebook_dim`` and the codebook options
+            are unused).
+        fsq_levels: levels per FSQ code dimension (quantizer "fsq" only).
     """
 
     def __init__(
@@ -130,8 +136,11 @@ class CViViT(VideoTokenizer):
         cosine_codes: bool = False,
         num_quantizers: int = 1,
         clean_frame_context: str = "all",
+        quantizer: str = "vq",
+        fsq_levels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        fsq_levels = resolve_fsq_levels(quantizer, fsq_levels)
         if patch_size < 1 or resolution < 1 or resolution % patch_size != 0:
             raise ValueError(f"resolution={resolution} is not divisible by patch_size={patch_size}")
         if temporal_patch_size < 1:
@@ -173,7 +182,7 @@ class CViViT(VideoTokenizer):
         self.quantizer = VectorQuantizer(
             dim,
             codebook_size=codebook_size,
-            codebook_dim=codebook_dim,
+            codebook_dim=codebook_dim if fsq_levels is None else None,
             commitment_weight=commitment_weight,
             ema_codebook=ema_codebook,
             ema_decay=ema_decay,
@@ -181,6 +190,7 @@ class CViViT(VideoTokenizer):
             kmeans_init=kmeans_init,
             cosine_codes=cosine_codes,
             num_quantizers=num_quantizers,
+            fsq_levels=fsq_levels,
         )
 
         # Decoder
@@ -218,7 +228,8 @@ class CViViT(VideoTokenizer):
             how = f"clean_frame_context=own: the last frame is decoded from the last of {steps} time steps only"
         return TokenizerRate.from_positions(
             read * g * g, self.codebook_size, q,
-            f"C-ViViT: {read} time step(s) x {g}x{g} code positions{stages} of K={self.codebook_size}; {how}",
+            f"C-ViViT: {read} time step(s) x {g}x{g} code positions{stages} of K={self.codebook_size} "
+            f"({self.quantizer.description}); {how}",
         )
 
     @property

@@ -15,6 +15,15 @@ the stages before it; the decoder reads e_1 + ... + e_Q. It is the standard way 
 e_q) are summed over the stages, as SoundStream/EnCodec do; straight-through gradients reach z_e through stage 1
 only (the sum's gradient with respect to z_e is the identity). With Q = 1 the module is the plain quantizer.
 
+Finite scalar quantization (``fsq_levels``, Mentzer et al. 2023, the library's ``FSQ``): the token is projected to
+d = len(levels) numbers, each bounded (tanh) and rounded to one of its L_i levels; the code is the grid point, its
+index one of K = prod(L_i), and every grid point is reachable, so the "codebook" (the implicit grid) cannot collapse.
+There is no codebook to learn and no VQ loss (L_vq = 0); gradients pass the rounding straight through. With Q > 1
+stages it is the library's ``ResidualFSQ`` (each stage quantizes the residual on a finer grid). Rate: Q codes of
+log2 K bits per position, as for VQ.
+
+Codebook usage of a whole evaluation (not a batch) is counted by :class:`CodeUsage`.
+
 Compile-friendly: the library's ``VectorQuantize`` modules are kept in eval mode while their codebooks follow the
 wrapper's mode (so the EMA updates run in training), and the wrapper applies the straight-through estimator itself,
 exactly as the library would; in training mode the library would otherwise mark a shared zero buffer as requiring
@@ -27,14 +36,19 @@ persistent buffer (or the codebook parameter) of the library's codebook, so it i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vector_quantize_pytorch import VectorQuantize
+from vector_quantize_pytorch import FSQ, ResidualFSQ, VectorQuantize
 
-__all__ = ["QuantizerOutput", "VectorQuantizer", "code_usage_stats"]
+__all__ = ["QUANTIZERS", "CodeUsage", "QuantizerOutput", "VectorQuantizer", "check_fsq_levels", "code_usage_stats",
+           "resolve_fsq_levels"]
+
+QUANTIZERS = ("vq", "fsq")  # vector quantization with a codebook; finite scalar quantization
 
 
 @dataclass
@@ -73,6 +87,59 @@ def code_usage_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     return {"perplexity": torch.exp(entropy), "codebook_usage": (counts > 0).float().mean()}
 
 
+class CodeUsage:
+    """Code histogram of every code a tokenizer emitted over many batches (e.g. a whole evaluation).
+
+    ``add`` takes the indices of one batch: (...) for one quantizer stage or (..., Q) with Q > 1 stages;
+    ``stats`` gives, as in :func:`code_usage_stats` but over everything added, the fraction of the K codes used
+    at least once and the perplexity exp(H(p)) of the histogram, each the mean over the stages.
+    """
+
+    def __init__(self, codebook_size: int, num_quantizers: int = 1) -> None:
+        self.codebook_size = codebook_size
+        self.num_quantizers = num_quantizers
+        self.counts = torch.zeros(num_quantizers, codebook_size, dtype=torch.float64)  # (Q, K)
+        self.codes_counted = 0
+
+    def add(self, indices: Tensor) -> None:
+        """Counts the codes of ``indices`` ((...) for Q = 1, (..., Q) otherwise; values in [0, K))."""
+        flat = indices.detach().long().cpu().reshape(-1, self.num_quantizers)  # (N, Q)
+        offsets = torch.arange(self.num_quantizers) * self.codebook_size  # stage q counts into row q
+        self.counts.view(-1).index_add_(0, (flat + offsets).reshape(-1), torch.ones(flat.numel(), dtype=torch.float64))
+        self.codes_counted += flat.numel()
+
+    def stats(self) -> dict[str, float]:
+        """{"codebook_usage": in [0, 1], "codebook_perplexity": in [1, K]} (means over the stages)."""
+        p = self.counts / self.counts.sum(dim=1, keepdim=True).clamp(min=1.0)  # (Q, K)
+        entropy = -(p * torch.log(p.clamp(min=1e-300))).sum(dim=1)  # (Q,), 0 log 0 = 0
+        return {"codebook_usage": float((self.counts > 0).double().mean()),
+                "codebook_perplexity": float(torch.exp(entropy).mean())}
+
+
+def check_fsq_levels(levels: Sequence[int], codebook_size: int) -> str | None:
+    """Why ``levels`` cannot be FSQ levels of a K = ``codebook_size`` quantizer (None when they can)."""
+    levels = list(levels)
+    if not levels or any(isinstance(l, bool) or not isinstance(l, int) or l < 3 for l in levels):
+        return f"expected a non-empty list of integers >= 3 (e.g. [8, 6, 5] for 240 codes), got {levels}"
+    if math.prod(levels) != codebook_size:
+        return (f"levels {levels} give {math.prod(levels)} codes but codebook_size is {codebook_size}: "
+                "codebook_size must be the product of the levels (e.g. [4, 4, 4, 4] or [8, 8, 4] for 256)")
+    return None
+
+
+def resolve_fsq_levels(quantizer: str, fsq_levels: Sequence[int] | None) -> list[int] | None:
+    """The FSQ levels a tokenizer's ``quantizer`` / ``fsq_levels`` arguments ask for (None: vector quantization)."""
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
+    if quantizer == "fsq":
+        if fsq_levels is None:
+            raise ValueError("quantizer='fsq' needs fsq_levels (e.g. [4, 4, 4, 4] for 256 codes)")
+        return list(fsq_levels)
+    if fsq_levels is not None:
+        raise ValueError(f"fsq_levels={list(fsq_levels)} is used only with quantizer='fsq', got quantizer='vq'")
+    return None
+
+
 def _no_kmeans_init(data: Tensor, mask: Tensor | None = None) -> None:
     """Stands in for the codebook's ``init_embed_`` when there is no k-means init (its flag is always true)."""
     return None
@@ -100,6 +167,9 @@ class VectorQuantizer(nn.Module):
         cosine_codes: l2-normalise tokens and codes (cosine-similarity lookup); needs ``ema_codebook`` and
             ``num_quantizers=1`` (the residual of a unit vector is not one).
         num_quantizers: Q, stages of residual vector quantization (1: plain VQ); see the module docstring.
+        fsq_levels: finite scalar quantization with these levels per code dimension instead of a codebook (K must
+            be their product; ``codebook_dim`` is then len(fsq_levels), and the codebook options above must stay
+            at their defaults); None: vector quantization.
     """
 
     def __init__(
@@ -114,8 +184,20 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = False,
         cosine_codes: bool = False,
         num_quantizers: int = 1,
+        fsq_levels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if fsq_levels is not None:
+            problem = check_fsq_levels(fsq_levels, codebook_size)
+            if problem:
+                raise ValueError(f"fsq_levels: {problem}")
+            if kmeans_init or cosine_codes or dead_code_threshold > 0 or not ema_codebook:
+                raise ValueError("fsq_levels: FSQ has no codebook; kmeans_init, cosine_codes, dead_code_threshold and "
+                                 "ema_codebook=False apply to vector quantization only")
+            if codebook_dim not in (None, len(fsq_levels)):
+                raise ValueError(f"fsq_levels: FSQ codes have len(fsq_levels)={len(fsq_levels)} dimensions, got "
+                                 f"codebook_dim={codebook_dim} (leave it None)")
+            codebook_dim = len(fsq_levels)
         codebook_dim = dim if codebook_dim is None else codebook_dim
         if dim < 1 or codebook_dim < 1:
             raise ValueError(f"dim and codebook_dim must be >= 1, got dim={dim}, codebook_dim={codebook_dim}")
@@ -144,6 +226,7 @@ class VectorQuantizer(nn.Module):
         self.cosine_codes = cosine_codes
         self.kmeans_init = kmeans_init
         self.num_quantizers = num_quantizers
+        self.fsq_levels = None if fsq_levels is None else [int(level) for level in fsq_levels]
 
         self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
         self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
@@ -161,9 +244,13 @@ class VectorQuantizer(nn.Module):
             ema_update=ema_codebook,
             learnable_codebook=not ema_codebook,
         )
-        self.vq = VectorQuantize(**library_kwargs)  # stage 1 (the only one when Q = 1)
-        # Stages 2..Q of residual quantization; empty for Q = 1, so state_dict and weights are the plain VQ's.
-        self.residual_vqs = nn.ModuleList(VectorQuantize(**library_kwargs) for _ in range(num_quantizers - 1))
+        if self.fsq_levels is not None:  # no codebook: the library's FSQ on the projected tokens (no parameters)
+            self.fsq = (FSQ(self.fsq_levels, dim=codebook_dim) if num_quantizers == 1
+                        else ResidualFSQ(levels=self.fsq_levels, num_quantizers=num_quantizers, dim=codebook_dim))
+        else:
+            self.vq = VectorQuantize(**library_kwargs)  # stage 1 (the only one when Q = 1)
+            # Stages 2..Q of residual quantization; empty for Q = 1, so state_dict and weights are the plain VQ's.
+            self.residual_vqs = nn.ModuleList(VectorQuantize(**library_kwargs) for _ in range(num_quantizers - 1))
         if not kmeans_init:
             for vq in self.stages:
                 vq._codebook.init_embed_ = _no_kmeans_init
@@ -182,8 +269,13 @@ class VectorQuantizer(nn.Module):
 
     @property
     def stages(self) -> list[VectorQuantize]:
-        """The Q library quantizers, stage 1 first."""
-        return [self.vq, *self.residual_vqs]
+        """The Q library vector quantizers, stage 1 first (none with FSQ)."""
+        return [] if self.fsq_levels is not None else [self.vq, *self.residual_vqs]
+
+    @property
+    def description(self) -> str:
+        """The quantizer in words (for rate descriptions), e.g. "FSQ levels 8x6x5" or "VQ"."""
+        return "VQ" if self.fsq_levels is None else "FSQ levels " + "x".join(str(level) for level in self.fsq_levels)
 
     def _initted(self) -> bool:
         """Whether the library's k-means init has run (read from the device until it has, then remembered)."""
@@ -193,11 +285,15 @@ class VectorQuantizer(nn.Module):
 
     @property
     def codebook(self) -> Tensor:
-        """(K, codebook_dim) current codes of the first stage."""
+        """(K, codebook_dim) current codes of the first stage (FSQ: its implicit grid)."""
+        if self.fsq_levels is not None:
+            return self.fsq.layers[0].implicit_codebook if self.num_quantizers > 1 else self.fsq.implicit_codebook
         return self.vq.codebook
 
     def indices_to_latents(self, indices: Tensor) -> Tensor:
         """(B, N) code indices, or (B, N, Q) for Q > 1 stages -> (B, N, dim) quantized tokens (the decoder's input)."""
+        if self.fsq_levels is not None and self.num_quantizers == 1:
+            return self.project_out(self.fsq.indices_to_codes(indices))  # (B, N) -> (B, N, d) -> (B, N, dim)
         if self.num_quantizers == 1:
             codes = F.embedding(indices, self.codebook.detach())  # (B, N, codebook_dim)
             return self.project_out(codes)
@@ -206,6 +302,8 @@ class VectorQuantizer(nn.Module):
                 f"expected indices with a trailing axis of the {self.num_quantizers} quantizer stages, "
                 f"got shape {tuple(indices.shape)}"
             )
+        if self.fsq_levels is not None:
+            return self.project_out(self.fsq.get_output_from_indices(indices))
         codes = sum(F.embedding(indices[..., q], vq.codebook.detach()) for q, vq in enumerate(self.stages))
         return self.project_out(codes)  # (B, N, dim)
 
@@ -239,6 +337,8 @@ class VectorQuantizer(nn.Module):
         if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
             raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(tokens.shape)}")
         z_e = self.project_in(tokens)  # (B, N, codebook_dim)
+        if self.fsq_levels is not None:
+            return self._forward_fsq(z_e)
         needs_init = self.kmeans_init and not self._initted()
         residual, quantized = z_e, None
         indices, commitments, codebook_losses, usage = [], [], [], []
@@ -260,3 +360,14 @@ class VectorQuantizer(nn.Module):
         stats["commitment"] = commitment.detach()
         all_indices = indices[0] if len(indices) == 1 else torch.stack(indices, dim=-1)  # (B, N) or (B, N, Q)
         return QuantizerOutput(self.project_out(quantized), all_indices, loss, stats)
+
+    def _forward_fsq(self, z_e: Tensor) -> QuantizerOutput:
+        """FSQ of (B, N, d) projected tokens: no loss; stats as for VQ ("commitment" is 0: there is none)."""
+        quantized, indices = self.fsq(z_e)  # (B, N, d), (B, N) or (B, N, Q) int32
+        indices = indices.long()
+        stages = [indices] if self.num_quantizers == 1 else indices.unbind(-1)
+        usage = [code_usage_stats(stage, self.codebook_size) for stage in stages]
+        stats = usage[0] if len(usage) == 1 else {k: torch.stack([u[k] for u in usage]).mean() for k in usage[0]}
+        zero = z_e.new_zeros((), dtype=torch.float32)
+        stats["commitment"] = zero
+        return QuantizerOutput(self.project_out(quantized), indices, zero, stats)

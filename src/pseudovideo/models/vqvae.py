@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from pseudovideo.models.layers import Upsample, group_norm
-from pseudovideo.models.quantizer import VectorQuantizer
+from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
 from pseudovideo.models.tokenizer import TokenizerRate, VideoTokenizer
 
 __all__ = ["VQVAE", "ResBlock"]
@@ -60,6 +60,12 @@ class VQVAE(VideoTokenizer):
         num_quantizers: Q, residual vector quantization stages per latent position (SoundStream / RQ-VAE):
             Q codes of log2 K bits each per position, the standard way to raise the code budget of an image
             tokenizer at a fixed grid (e.g. to match the C-ViViT's rate). 1: plain VQ.
+        quantizer: "vq" (a codebook of K codes) or "fsq" (finite scalar quantization with ``fsq_levels``, K = their
+            product; the codebook options above are then unused and must keep their defaults).
+        fsq_levels: levels per FSQ code dimension (quantizer "fsq" only).
+        lookup_dim: size of the codes the VQ lookup compares: the latent is projected to it and back by linear
+            layers (ViT-VQGAN's low-dimensional factorised codes, with ``cosine_codes`` its l2-normalised ones);
+            None: ``codebook_dim`` (no projection).
     """
 
     def __init__(
@@ -78,8 +84,14 @@ class VQVAE(VideoTokenizer):
         kmeans_init: bool = False,
         cosine_codes: bool = False,
         num_quantizers: int = 1,
+        quantizer: str = "vq",
+        fsq_levels: Sequence[int] | None = None,
+        lookup_dim: int | None = None,
     ) -> None:
         super().__init__()
+        fsq_levels = resolve_fsq_levels(quantizer, fsq_levels)
+        if fsq_levels is not None and lookup_dim is not None:
+            raise ValueError(f"lookup_dim={lookup_dim} applies to vector quantization; FSQ codes have len(fsq_levels) dimensions")
         channel_mult = tuple(int(m) for m in channel_mult)
         if len(channel_mult) < 1 or min(channel_mult) < 1:
             raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
@@ -115,6 +127,7 @@ class VQVAE(VideoTokenizer):
         self.quantizer = VectorQuantizer(
             codebook_dim,
             codebook_size=codebook_size,
+            codebook_dim=lookup_dim,
             commitment_weight=commitment_weight,
             ema_codebook=ema_codebook,
             ema_decay=ema_decay,
@@ -122,6 +135,7 @@ class VQVAE(VideoTokenizer):
             kmeans_init=kmeans_init,
             cosine_codes=cosine_codes,
             num_quantizers=num_quantizers,
+            fsq_levels=fsq_levels,
         )
 
         # Decoder: (N, codebook_dim, H / f, W / f) -> (N, C, H, W), levels in reverse order
@@ -154,7 +168,7 @@ class VQVAE(VideoTokenizer):
         stages = f" x {q} residual stages" if q > 1 else ""
         return TokenizerRate.from_positions(
             g * g, self.codebook_size, q,
-            f"VQVAE: {g}x{g} code positions{stages} of K={self.codebook_size}; frames are coded independently, "
+            f"VQVAE: {g}x{g} code positions{stages} of K={self.codebook_size} ({self.quantizer.description}); frames are coded independently, "
             "so the last frame is decoded from its own codes only",
         )
 
