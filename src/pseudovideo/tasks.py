@@ -41,7 +41,7 @@ from pseudovideo.losses import (
 )
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.discriminator import PatchGANDiscriminator
-from pseudovideo.models.quantizer import VectorQuantizer
+from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.models.unet import UNet, image_unet, video_unet
 from pseudovideo.models.vqvae import VQVAE
@@ -226,15 +226,18 @@ def _frame_note(config: RunConfig) -> str:
 
 
 def _quantizer_settings(config: RunConfig, model: nn.Module | None) -> dict[str, Any]:
-    """Commitment weight and codebook kind of a tokenizer's quantizer (a lifted tokenizer's are its base's)."""
+    """Commitment weight, codebook kind and FSQ levels (None: a codebook) of a tokenizer's quantizer (a lifted
+    tokenizer's are its base's)."""
     family = config.model.family
     if family in TOKENIZER_FAMILIES:
         section = getattr(config.model, family)
-        return {"commitment_weight": section.commitment_weight, "codebook": "EMA" if section.ema_codebook else "learned"}
+        return {"commitment_weight": section.commitment_weight, "codebook": "EMA" if section.ema_codebook else "learned",
+                "fsq_levels": resolve_fsq_levels(section.quantizer, section.fsq_levels)}
     quantizer = next((m for m in model.modules() if isinstance(m, VectorQuantizer)), None) if model is not None else None
     if quantizer is None:
-        return {"codebook": "the lifted base's"}
-    return {"commitment_weight": quantizer.commitment_weight, "codebook": "EMA" if quantizer.ema_codebook else "learned"}
+        return {"codebook": "the lifted base's", "fsq_levels": None}
+    return {"commitment_weight": quantizer.commitment_weight, "codebook": "EMA" if quantizer.ema_codebook else "learned",
+            "fsq_levels": quantizer.fsq_levels}
 
 
 def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module | None = None) -> dict[str, dict[str, Any]]:
@@ -249,9 +252,11 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
         d = config.diffusion
         return {"diffusion": {"active": True, "weight": 1.0, "kind": f"simple DDPM MSE on the {d.prediction} prediction",
                               "frames": frame_note}}
+    quantizer = _quantizer_settings(config, model)
+    fsq_levels = quantizer.pop("fsq_levels")
     terms: dict[str, dict[str, Any]] = {
         "reconstruction": {"active": True, "weight": 1.0, "kind": loss.reconstruction, "frames": frame_note},
-        "vq": {"active": True, "weight": 1.0, **_quantizer_settings(config, model)},
+        "vq": {"active": True, "weight": 1.0, **quantizer},
         "perceptual": {"active": perceptual_active, "weight": loss.perceptual_weight,
                        "kind": f"LPIPS-{loss.perceptual_net} on the clean last frame"},
         "adversarial": {"active": loss.gan_weight > 0, "weight": loss.gan_weight, "start_step": loss.gan_start_step,
@@ -259,7 +264,6 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
                                 "channels) on the clean last frame, VQGAN adaptive weight of the clean frame's "
                                 "reconstruction loss"},
     }
-    fsq_levels = getattr(config.model, family).fsq_levels
     if fsq_levels is not None:  # quantizer fsq: no codebook, no VQ loss
         terms["vq"] = {"active": False, "weight": 0.0, "reason": f"FSQ (levels {fsq_levels}) has no VQ loss"}
     if loss.perceptual_weight > 0 and not perceptual_active:
