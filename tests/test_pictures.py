@@ -184,6 +184,8 @@ def test_loss_curves_plot_the_loss_and_its_clean_frame_term(tmp_path):
     log.write_text("step,loss,lr,recon,recon_clean\n10,1.0,0.1,0.9,0.8\n20,0.5,0.1,0.45,0.4\n")
     path = save_loss_curves(log, tmp_path / "loss_curves.png", title="run")
     assert _png_text(path)["curves"] == ["loss (total)", "recon_clean (clean-frame reconstruction)"]
+    only_loss = save_loss_curves(log, tmp_path / "frames_as_images.png", clean_terms=())  # a task logging no such term
+    assert _png_text(only_loss)["curves"] == ["loss (total)"]
     log.write_text("step,loss,lr,mse,mse_last_frame\n")
     assert save_loss_curves(log, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 

@@ -410,15 +410,20 @@ def plot_csv_curves(
 CLEAN_FRAME_TERMS = {"recon_clean": "clean-frame reconstruction", "mse_last_frame": "clean-frame denoising MSE"}
 
 
-def save_loss_curves(csv_path: str | os.PathLike, path: str | os.PathLike, *, title: str = "") -> Path | None:
-    """Plot a run's ``log.csv``: the training loss and its clean-frame term (:data:`CLEAN_FRAME_TERMS`, the one
-    logged) against steps, on a log scale when every value is positive. Returns None when the log has no rows yet."""
+def save_loss_curves(
+    csv_path: str | os.PathLike, path: str | os.PathLike, *, title: str = "", clean_terms: Sequence[str] | None = None
+) -> Path | None:
+    """Plot a run's ``log.csv``: the training loss and its clean-frame term against steps, on a log scale when
+    every value is positive. ``clean_terms``: the columns holding the clean-frame term (default: those of
+    :data:`CLEAN_FRAME_TERMS` that were logged). Returns None when the log has no rows yet."""
     with Path(csv_path).open(newline="") as f:
         columns = csv.DictReader(f).fieldnames or []
-    keys = ["loss", *(key for key in CLEAN_FRAME_TERMS if key in columns)]
+    terms = CLEAN_FRAME_TERMS if clean_terms is None else clean_terms
+    keys = ["loss", *(key for key in terms if key in columns)]
     series = read_csv_series(csv_path, keys)
     if not series["loss"][0]:
         return None
-    named = {("loss (total)" if key == "loss" else f"{key} ({CLEAN_FRAME_TERMS[key]})"): series[key] for key in keys}
+    named = {("loss (total)" if key == "loss" else f"{key} ({CLEAN_FRAME_TERMS.get(key, 'clean frame')})"): series[key]
+             for key in keys}
     positive = all(value > 0 for _, values in named.values() for value in values)  # a GAN term can make it negative
     return plot_curves(named, path, title=title, ylabel="training loss", logy=positive)

@@ -1119,7 +1119,8 @@ class _Engine:
         if ctx.is_main and self.csv_log is not None:
             from pseudovideo.pictures import save_loss_curves
 
-            save_loss_curves(self.csv_log.path, self.run_dir / "pictures" / "loss_curves.png", title=f"{self.run_dir.name}: training loss")
+            save_loss_curves(self.csv_log.path, self.run_dir / "pictures" / "loss_curves.png", title=f"{self.run_dir.name}: training loss",
+                             clean_terms=getattr(self.task, "clean_frame_terms", None))
         if ctx.is_main and (trained > 0 or not summary_path.is_file()):
             # A resume of a finished run trains nothing: keep the figures of the run that did the work.
             summary_path.write_text(json.dumps(result.summary(), indent=1))
