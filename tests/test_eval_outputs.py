@@ -81,3 +81,23 @@ def test_preview_images_are_spread_over_the_data() -> None:
     images = _preview_images(dataset, build_config(overrides=["train.batch_size=16"]).train, torch.device("cpu"))
     picked = ((images[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()  # back to the item index
     assert picked == torch.linspace(0, count - 1, 8).round().long().tolist()
+
+
+def test_reconstruction_examples_are_spread_over_the_evaluated_images() -> None:
+    """The pictured pseudo videos come from images spread over the evaluated set (a class-sorted split's first
+    images are all one class), and picking them leaves the reconstructions, and so the metrics, unchanged."""
+    from types import SimpleNamespace
+
+    from pseudovideo.evaluation import reconstruct_clean_frames
+
+    class PerfectTokenizer(torch.nn.Module):  # reconstructs every frame exactly: what comes out is what went in
+        def forward(self, video: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(recon=video)
+
+    images = torch.linspace(-1, 1, 40)[:, None, None, None].expand(40, 1, 8, 8).contiguous()  # image i: value i
+    config = build_config(overrides=["pseudo_video.num_frames=3", "data.resolution=8"])
+    recon, example = reconstruct_clean_frames(PerfectTokenizer(), config, images, batch_size=16, seed=0, device=torch.device("cpu"))
+    assert torch.equal(recon, images)
+    assert example.shape == (2, 4, 3, 1, 8, 8)
+    picked = [int(v) for v in ((example[0, :, -1, 0, 0, 0] + 1) / 2 * 39).round()]
+    assert picked == [0, 13, 26, 39]  # spread over all 40, across the batches of 16

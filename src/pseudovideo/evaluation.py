@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from pseudovideo import metrics as M
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
-from pseudovideo.data import spread_images
+from pseudovideo.data import spread_images, spread_subset
 from pseudovideo.diffusion import ddim_timesteps
 from pseudovideo.distributed import resolve_device
 from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
@@ -48,6 +48,9 @@ from pseudovideo.tasks import (
     sampling_model,
 )
 from pseudovideo.training import autocast, resolve_precision
+
+
+EXAMPLE_VIDEOS = 4  # pseudo videos drawn with their reconstructions in eval_pseudo_videos_then_reconstructions.png
 
 
 class NonFiniteMetricError(RuntimeError):
@@ -74,7 +77,8 @@ def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
 def reconstruct_clean_frames(
     model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
+    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), examples
+    (2, E, T, C, H, W): the input and reconstructed videos of E = 4 images spread over ``images``).
 
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
     Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
@@ -82,16 +86,18 @@ def reconstruct_clean_frames(
     """
     builder = build_pseudo_video_builder(config.pseudo_video)
     generator = torch.Generator(device=device).manual_seed(seed)
-    recon_frames, example = [], None
-    for batch in _batches(images, batch_size):
-        video = builder(batch.to(device), generator=generator)  # (B, T, C, H, W)
+    picks = spread_subset(images.shape[0], EXAMPLE_VIDEOS).tolist()  # not the first ones: a sorted split is one class
+    recon_frames, inputs, recons = [], [], []
+    for start in range(0, images.shape[0], batch_size):
+        video = builder(images[start : start + batch_size].to(device), generator=generator)  # (B, T, C, H, W)
         if model_frames(config) == 1:
             video = video[:, -1:]  # (B, 1, C, H, W): an image model reconstructs the clean image
         recon = model(video).recon  # (B, T, C, H, W)
         recon_frames.append(recon[:, -1].float().clamp(-1, 1).cpu())
-        if example is None:
-            example = torch.stack([video[:4].float().cpu(), recon[:4].float().clamp(-1, 1).cpu()])
-    return torch.cat(recon_frames), example
+        chosen = [i - start for i in picks if start <= i < start + video.shape[0]]
+        inputs.append(video[chosen].float().cpu())
+        recons.append(recon[chosen].float().clamp(-1, 1).cpu())
+    return torch.cat(recon_frames), torch.stack([torch.cat(inputs), torch.cat(recons)])
 
 
 @torch.no_grad()
@@ -263,7 +269,8 @@ def evaluate_run(
                 protocol["lpips"] = f"lpips package v0.1, {net} backbone"
         protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
         upscale = picture_upscale(config.data.resolution)
-        save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
+        shown = spread_subset(real.shape[0], 16)  # images spread over the evaluated ones
+        save_side_by_side([real[shown], fake[shown]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
         save_reconstruction_grid(example, config, pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
     else:
         # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
