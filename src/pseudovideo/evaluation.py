@@ -115,9 +115,10 @@ def generate_videos(
     res = config.data.resolution
     generator = torch.Generator(device=device).manual_seed(seed)
     precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
-    joint_calls = (diffusion.num_timesteps if kwargs["sampler"] == "ddpm" else len(ddim_timesteps(kwargs["steps"], diffusion.num_timesteps)))
-    bar = SamplingProgress(num_videos, batch_size, joint_calls if kwargs["mode"] == "joint" else None,
-                           enabled=progress, budget_s=budget_s)
+    calls = None  # model calls per batch; autoregressive sampling: learned from the first batch
+    if kwargs["mode"] == "joint":
+        calls = diffusion.num_timesteps if kwargs["sampler"] == "ddpm" else len(ddim_timesteps(kwargs["steps"], diffusion.num_timesteps))
+    bar = SamplingProgress(num_videos, batch_size, calls, enabled=progress, budget_s=budget_s)
     denoiser = bar.counted(sampling_model(model))
     videos, info = [], {}
     start = time.perf_counter()
@@ -221,7 +222,8 @@ def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto"
 ) -> dict[str, Any]:
-    """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
+    """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it (an earlier evaluation is kept as
+    ``eval-1.json`` / ``eval-1.md``, ...) and returns the result dict.
 
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
@@ -303,13 +305,18 @@ def evaluate_run(
               "protocol": protocol, "train": read_train_summary(run_dir)}
     if is_tokenizer:
         result["rate"] = model.rate(model_frames(config)).as_dict()
-    for name in ("eval.json", "eval.md"):  # an earlier evaluation is kept as eval-1.json, ..., never replaced
+    _write_result(run_dir, result)
+    return result
+
+
+def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    """Writes eval.json and eval.md; an earlier evaluation is kept as eval-1.json, ..., never replaced (and said)."""
+    for name in ("eval.json", "eval.md"):
         kept = keep_previous(run_dir / name)
         if kept is not None:
             print(f"earlier {name} kept as {kept}")
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
-    return result
 
 
 def _task_description(is_tokenizer: bool, frames: int) -> str:

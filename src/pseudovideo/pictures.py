@@ -162,6 +162,33 @@ GROUP_GAP = 10  # pixels between column groups (e.g. inputs | reconstructions)
 MARK_COLOUR = (0, 150, 0)  # the clean frame's outline and label
 
 
+def _text_size(text: str) -> tuple[int, int]:
+    """(width, height) in pixels of ``text`` (may hold newlines) in the default font."""
+    if not text:
+        return 0, 0
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).multiline_textbbox((0, 0), text, font=ImageFont.load_default(), spacing=2)
+    return box[2], box[3]
+
+
+def _place_columns(
+    column_labels: Sequence[str], groups: Sequence[tuple[str, int]], tile_w: int, left: int
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """x and width of every column (as wide as its tile and its label), and the (x, width) of every group: a group
+    label wider than its columns widens them evenly; groups are GROUP_GAP apart."""
+    widths = [max(tile_w, _text_size(label)[0] + LABEL_MARGIN) for label in column_labels]
+    xs, spans, x, first = [], [], left + GRID_PADDING, 0
+    for name, count in groups:
+        extra = _text_size(name)[0] + LABEL_MARGIN - (sum(widths[first : first + count]) + GRID_PADDING * (count - 1))
+        for k in range(first, first + count):
+            widths[k] += max(0, -(-extra // count))
+            xs.append(x)
+            x += widths[k] + GRID_PADDING
+        spans.append((xs[first], x - GRID_PADDING - xs[first]))
+        first += count
+        x += GROUP_GAP
+    return xs, widths, spans
+
+
 def save_labelled_grid(
     tiles: Tensor,
     path: str | os.PathLike,
@@ -191,61 +218,31 @@ def save_labelled_grid(
         raise ValueError(f"groups {groups} must have positive counts summing to the {cols} columns")
     pixels = _upscale(to_uint8(tiles), upscale).expand(-1, -1, 3, -1, -1)  # (R, K, 3, h, w) uint8
     tile_h, tile_w = pixels.shape[-2:]
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def size(text: str) -> tuple[int, int]:
-        if not text:
-            return 0, 0
-        box = measure.multiline_textbbox((0, 0), text, font=font, spacing=2)
-        return box[2], box[3]
-
-    col_w = [max(tile_w, size(label)[0] + LABEL_MARGIN) for label in column_labels]
-    first = 0
-    for name, count in groups:  # a group label wider than its columns widens them evenly
-        span = sum(col_w[first : first + count]) + GRID_PADDING * (count - 1)
-        extra = size(name)[0] + LABEL_MARGIN - span
-        for k in range(first, first + count):
-            col_w[k] += max(0, -(-extra // count))
-        first += count
-    left = max((size(label)[0] for label in row_labels), default=0) + 2 * LABEL_MARGIN if row_labels else 0
-    title_h = size(title)[1] + 2 * LABEL_MARGIN if title else 0
-    group_h = max(size(name)[1] for name, _ in groups) + LABEL_MARGIN if any(name for name, _ in groups) else 0
-    label_h = max(size(label)[1] for label in column_labels) + 2 * LABEL_MARGIN
-    col_x, x, first = [], left + GRID_PADDING, 0
-    group_x = []
-    for name, count in groups:
-        group_x.append(x)
-        for k in range(first, first + count):
-            col_x.append(x)
-            x += col_w[k] + GRID_PADDING
-        first += count
-        x += GROUP_GAP
-    top = title_h + group_h + label_h
+    left = max(_text_size(label)[0] for label in row_labels) + 2 * LABEL_MARGIN if row_labels else 0
+    col_x, col_w, spans = _place_columns(column_labels, groups, tile_w, left)
+    tile_x = [x + (w - tile_w) // 2 for x, w in zip(col_x, col_w)]
+    title_h = _text_size(title)[1] + 2 * LABEL_MARGIN if title else 0
+    group_h = max(_text_size(name)[1] for name, _ in groups) + LABEL_MARGIN if any(name for name, _ in groups) else 0
+    label_y = title_h + group_h + LABEL_MARGIN
+    top = label_y + max(_text_size(label)[1] for label in column_labels) + LABEL_MARGIN
     row_y = [top + GRID_PADDING + r * (tile_h + GRID_PADDING) for r in range(rows)]
-    width = max(x - GROUP_GAP, size(title)[0] + 2 * LABEL_MARGIN)
+    width = max(col_x[-1] + col_w[-1] + GRID_PADDING, _text_size(title)[0] + 2 * LABEL_MARGIN)
     canvas = Image.new("RGB", (width, row_y[-1] + tile_h + GRID_PADDING), color=(255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.multiline_text((LABEL_MARGIN, LABEL_MARGIN), title, fill=(0, 0, 0), font=font, spacing=2)
-    first = 0
-    for (name, count), gx in zip(groups, group_x):
-        span = col_x[first + count - 1] + col_w[first + count - 1] - gx
-        draw.text((gx + (span - size(name)[0]) // 2, title_h), name, fill=(0, 0, 0), font=font)
-        first += count
+    draw, font, black = ImageDraw.Draw(canvas), ImageFont.load_default(), (0, 0, 0)
+    draw.multiline_text((LABEL_MARGIN, LABEL_MARGIN), title, fill=black, font=font, spacing=2)
+    for (name, _), (x, span) in zip(groups, spans):
+        draw.text((x + (span - _text_size(name)[0]) // 2, title_h), name, fill=black, font=font)
     marked = {int(k) % cols for k in marked_columns}
-    tile_x = [cx + (cw - tile_w) // 2 for cx, cw in zip(col_x, col_w)]
     for k, label in enumerate(column_labels):
-        colour = MARK_COLOUR if k in marked else (0, 0, 0)
-        draw.multiline_text((col_x[k] + (col_w[k] - size(label)[0]) // 2, title_h + group_h + LABEL_MARGIN), label,
-                            fill=colour, font=font, spacing=2, align="center")
-    for r in range(rows):
+        draw.multiline_text((col_x[k] + (col_w[k] - _text_size(label)[0]) // 2, label_y), label, font=font, spacing=2,
+                            fill=MARK_COLOUR if k in marked else black, align="center")
+    for r, y in enumerate(row_y):
         if row_labels:
-            draw.text((LABEL_MARGIN, row_y[r] + (tile_h - size(row_labels[r])[1]) // 2), row_labels[r], fill=(0, 0, 0), font=font)
-        for k in range(cols):
-            canvas.paste(_to_pil(pixels[r, k]), (tile_x[k], row_y[r]))
-            if k in marked:
-                draw.rectangle((tile_x[k] - 2, row_y[r] - 2, tile_x[k] + tile_w + 1, row_y[r] + tile_h + 1), outline=MARK_COLOUR, width=2)
+            draw.text((LABEL_MARGIN, y + (tile_h - _text_size(row_labels[r])[1]) // 2), row_labels[r], fill=black, font=font)
+        for k, x in enumerate(tile_x):
+            canvas.paste(_to_pil(pixels[r, k]), (x, y))
+            if k in marked:  # a green outline in the padding around the clean frame
+                draw.rectangle((x - 2, y - 2, x + tile_w + 1, y + tile_h + 1), outline=MARK_COLOUR, width=2)
     info = PngInfo()
     for key, value in (("columns", list(column_labels)), ("rows", list(row_labels or [])), ("groups", groups),
                        ("marked_columns", sorted(marked)), ("title", title),
