@@ -8,24 +8,29 @@
 #     python examples/quickstart.py          # about 3 minutes on 2 CPU cores
 #     python examples/quickstart.py --tiny   # seconds (PSEUDOVIDEO_TINY=1 does the same): checks it runs
 #
-# Everything is written under runs/quickstart/ (or --out DIR).
+# Everything is written under runs/quickstart/ (--tiny: runs/quickstart-tiny/; or --out DIR). A second run reuses
+# the models it trained; a folder holding models trained with other settings is refused, never reused.
 
 # %%
 import argparse
+import json
 import os
 from pathlib import Path
 
 import torch
 
 from pseudovideo import build_config, build_dataset, evaluate_run, load_run, pseudo_video_builder_from_config, train_run
+from pseudovideo.config import ConfigError
+from pseudovideo.data import spread_images
 from pseudovideo.pictures import save_side_by_side, save_video_grid
+from pseudovideo.runs import plan_run
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--tiny", action="store_true", help="a few steps and tiny models (a smoke test)")
-parser.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/quickstart, --tiny: runs/quickstart-tiny)")
 args, _ = parser.parse_known_args()  # tolerate a notebook kernel's own arguments
 TINY = args.tiny or os.environ.get("PSEUDOVIDEO_TINY") == "1"
-OUT = args.out
+OUT = args.out or Path("runs/quickstart-tiny" if TINY else "runs/quickstart")
 
 # %% [markdown]
 # ## Pseudo videos
@@ -33,7 +38,7 @@ OUT = args.out
 
 # %%
 digits = build_dataset("digits", resolution=16, split="train")  # 1,500 8x8 digits upsampled to 16x16, in [-1, 1]
-images = torch.stack([digits[i] for i in range(8)])  # (8, 1, 16, 16)
+images = spread_images(digits, 8)  # (8, 1, 16, 16), spread over the split (every digit, not only the first ones)
 corruptions = [{"name": "blur", "max_level": 1.5}, {"name": "noise", "max_level": 0.2}]
 common = {
     "out_dir": str(OUT),
@@ -49,7 +54,7 @@ video_config = build_config({**common, "name": "cvivit", "pseudo_video": {**comm
                                                                       "codebook_size": 256, "codebook_dim": 32}}})
 builder = pseudo_video_builder_from_config(video_config.pseudo_video)
 videos = builder(images, generator=torch.Generator().manual_seed(0))  # (8, 5, 1, 16, 16)
-print("pseudo videos:", save_video_grid(videos, OUT / "pseudo_videos.png", upscale=4))
+print("pseudo videos:", save_video_grid(videos, OUT / "pseudo_videos.png", upscale=4, column_labels=builder.frame_labels()))
 
 # %% [markdown]
 # ## Train the image model and its video counterpart
@@ -62,9 +67,16 @@ image_config = build_config({**common, "name": "vqvae", "pseudo_video": {**commo
                                                                     "codebook_size": 256, "codebook_dim": 32}}})
 results = {}
 for config in (image_config, video_config):
-    if not (config.run_dir / "train_summary.json").is_file():  # a second run of the script reuses the models
-        train_run(config)
-    results[config.name] = evaluate_run(config.run_dir, device="auto")["metrics"]
+    try:  # a second run of the script reuses the models; a folder trained with other settings is refused
+        action, _ = plan_run(config)
+    except ConfigError as err:
+        raise SystemExit(f"quickstart: {err}") from None
+    if action in ("train", "resume"):
+        train_run(config, resume=action == "resume")
+    if action == "skip":  # trained and evaluated with these very settings
+        results[config.name] = json.loads((config.run_dir / "eval.json").read_text())["metrics"]
+    else:
+        results[config.name] = evaluate_run(config.run_dir, device="auto")["metrics"]
 
 # %% [markdown]
 # ## Compare on the clean image (held-out test split)
@@ -80,7 +92,7 @@ for name, metrics in results.items():
 
 # %%
 test = build_dataset("digits", resolution=16, split="test")
-originals = torch.stack([test[i] for i in range(8)])  # (8, 1, 16, 16)
+originals = spread_images(test, 8)  # (8, 1, 16, 16)
 rows, labels = [originals], ["original"]
 for config in (image_config, video_config):
     run_config, model, _ = load_run(config.run_dir)

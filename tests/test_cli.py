@@ -72,6 +72,32 @@ def test_module_entry_point_prints_help() -> None:
     assert "show" in result.stdout and "diagnose" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["show", "diagnose", "train", "eval", "sample", "feature-net", "export",
+                                     "experiment", "demo", "config"])
+def test_every_command_help_has_a_description_and_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]  # after the usage block
+    assert "\n" not in description.strip() and description.strip().endswith(".")  # one line
+    examples = text.split("examples:\n", 1)[1].splitlines()
+    assert examples and all(line.startswith(f"  pseudovideo {command}") for line in examples if line.strip())
+    assert "RUN_DIR/show" not in text and "RUN_DIR/diagnose" not in text
+
+
+def test_help_of_train_and_eval_says_what_a_newcomer_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "name=NAME" in text and "eval.metrics" in text and "cfd" in text and "OUT_DIR/NAME" in text
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    positional = capsys.readouterr().out.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    for name in ("run_dir", "eval.key=value"):  # each positional argument has a help text on its line
+        (line,) = [line for line in positional.splitlines() if line.split()[:1] == [name]]
+        assert len(line.split()) > 2
+
+
 def test_overrides_may_follow_options(tmp_path: Path) -> None:
     assert main(["show", "--n", "2", "data.resolution=8", "--out", str(tmp_path), "pseudo_video.num_frames=3"]) == 0
     assert (tmp_path / "digits_higher_order_T3.png").is_file()

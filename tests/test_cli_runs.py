@@ -82,14 +82,64 @@ def test_unnamed_show_and_diagnose_write_fresh_folders(tmp_path: Path) -> None:
     small = [f"out_dir={tmp_path}", "data.resolution=8", "pseudo_video.num_frames=3"]
     assert main(["show", "--n", "2", *small]) == 0
     assert main(["show", "--n", "2", *small]) == 0
-    assert (tmp_path / "run" / "show").is_dir() and (tmp_path / "run-2" / "show").is_dir()
+    assert (tmp_path / "show" / "run").is_dir() and (tmp_path / "show" / "run-2").is_dir()
     assert main(["diagnose", "--n-images", "40", *small]) == 0
-    saved = json.loads((tmp_path / "run-3" / "diagnose" / "diagnose.json").read_text())
+    saved = json.loads((tmp_path / "diagnose" / "run" / "diagnose.json").read_text())
     assert saved["config"] is None  # null, not "None"
+    assert not (tmp_path / "run").exists()  # the name a training run would take first stays free
     out = tmp_path / "explicit"
     assert main(["diagnose", "--n-images", "40", "--out", str(out), *small]) == 0
     assert main(["diagnose", "--n-images", "40", "--out", str(out), *small]) == 0
     assert (out / "diagnose.json").is_file() and (out / "diagnose-1.json").is_file()
+
+
+def test_show_and_diagnose_of_a_trained_config_do_not_write_into_its_run_folder(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: trained\nout_dir: {tmp_path}\ndata: {{resolution: 8}}\npseudo_video: {{num_frames: 3}}\n")
+    assert main(["train", "--no-eval", "-c", str(config), *TINY, *TINY_VQVAE]) == 0
+    before = sorted(p.relative_to(tmp_path / "trained") for p in (tmp_path / "trained").rglob("*"))
+    assert main(["show", "--n", "2", "-c", str(config), "data.max_images=20"]) == 0  # other data: still its own folder
+    assert main(["diagnose", "--n-images", "20", "-c", str(config)]) == 0
+    assert sorted(p.relative_to(tmp_path / "trained") for p in (tmp_path / "trained").rglob("*")) == before
+    assert (tmp_path / "show" / "trained" / "config.yaml").is_file()
+    assert (tmp_path / "diagnose" / "trained" / "diagnose.json").is_file()
+
+
+def test_training_into_a_folder_holding_another_run_suggests_a_name_not_resume(tmp_path: Path, capsys) -> None:
+    args = ["train", "--no-eval", f"out_dir={tmp_path}", "name=sweep", *TINY, *TINY_VQVAE]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "model.vqvae.codebook_size=8"]) == 2  # another run: --resume would refuse it
+    err = capsys.readouterr().err
+    assert "name=sweep-2" in err and "model.vqvae.codebook_size" in err and "--resume" not in err
+    assert main([*args, "model.vqvae.codebook_size=8", "name=sweep-2"]) == 0  # the suggestion works
+    assert main([*args, "train.steps=3"]) == 2  # the same run, longer: --resume works, and is suggested
+    err = capsys.readouterr().err
+    assert f"pseudovideo train --resume {tmp_path / 'sweep'}" in err
+    assert main(["train", "--no-eval", "--resume", str(tmp_path / "sweep"), "train.steps=3"]) == 0
+
+
+def test_eval_of_a_missing_folder_or_a_folder_of_runs(tmp_path: Path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert f"run folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    for name in ("a", "b"):
+        assert main(["train", "--no-eval", f"out_dir={tmp_path}", f"name={name}", *TINY, *TINY_VQVAE]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 run(s)" in err and str(tmp_path / "a") in err and str(tmp_path / "b") in err
+
+
+def test_evaluate_run_from_python_keeps_the_earlier_result(tmp_path: Path) -> None:
+    from pseudovideo.config import build_config
+    from pseudovideo.evaluation import evaluate_run
+
+    assert main(["train", "--no-eval", f"out_dir={tmp_path}", "name=py", *TINY, *TINY_VQVAE]) == 0
+    first = evaluate_run(tmp_path / "py", build_config(overrides=["eval.num_images=8", "eval.metrics=[psnr]"]).eval)
+    evaluate_run(tmp_path / "py", build_config(overrides=["eval.num_images=4", "eval.metrics=[psnr]"]).eval)
+    assert json.loads((tmp_path / "py" / "eval-1.json").read_text()) == json.loads(json.dumps(first))
+    assert json.loads((tmp_path / "py" / "eval.json").read_text())["protocol"]["num_images"] == 4
+    assert (tmp_path / "py" / "eval-1.md").is_file()
 
 
 @pytest.mark.parametrize("name", ["digits_vqvae", "digits_ddpm"])

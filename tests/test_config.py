@@ -54,7 +54,10 @@ def test_int_is_accepted_where_a_float_is_expected() -> None:
     ("override", "needle"),
     [
         ("train.stpes=3", "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
-        ("trian.steps=3", "unknown config key 'trian'"),
+        ("trian.steps=3", "unknown config key 'trian' (did you mean 'train.steps'?)"),
+        ("modle.family=cvivit", "unknown config key 'modle' (did you mean 'model.family'?)"),
+        ("model.cvivt.dim=8", "unknown config key 'model.cvivt' (did you mean 'model.cvivit.dim'?)"),
+        ("xyzzy.steps=3", "unknown config key 'xyzzy'; valid keys here: name, out_dir, data"),
         ("train.steps=many", "train.steps: expected an integer, got 'many'"),
         ("train.steps=2.5", "train.steps: expected an integer"),
         ("train.compile=maybe", "train.compile: expected auto, true or false"),

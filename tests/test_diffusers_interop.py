@@ -144,3 +144,55 @@ def test_a_diffusers_folder_trains_as_image_model_and_lifted_then_exports(tmp_pa
     train_run(video)
     _, model, _ = load_run(video.run_dir)
     assert isinstance(model, LiftedNet) and type(model.image).__name__ == "UNet2DModel" and model.lifted_blocks
+
+
+def _small_diffusers_unet() -> "diffusers.UNet2DModel":
+    return diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8,
+    )
+
+
+def test_a_diffusers_base_is_checked_against_its_scheduler(tmp_path, capfd):
+    """The betas and prediction type saved beside a diffusers UNet (a pipeline's scheduler/ or export's) must be
+    the run's diffusion settings: a mismatch is refused naming the keys that match; loading prints no
+    "install accelerate" warning."""
+    from pseudovideo.config import ConfigError
+    from pseudovideo.tasks import build_model
+
+    pipeline = tmp_path / "pipeline"  # a diffusers pipeline's layout: unet/ beside scheduler/
+    _small_diffusers_unet().save_pretrained(str(pipeline / "unet"))
+    diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="v_prediction").save_pretrained(
+        str(pipeline / "scheduler"))
+    lifted = [f"model.lifted.base=diffusers:{pipeline / 'unet'}", "model.family=lifted", "pseudo_video.num_frames=3",
+              "data.channels=1", "data.resolution=8"]
+    with pytest.raises(ConfigError) as err:
+        build_model(build_config(overrides=[*lifted, "diffusion.num_timesteps=50"]), 1)
+    for needle in ("differs from this run's diffusion section", "diffusion.prediction=v", "diffusion.num_timesteps=1000",
+                   "diffusion.beta_schedule=linear"):
+        assert needle in str(err.value)
+    matching = ["diffusion.prediction=v", "diffusion.beta_schedule=linear", "diffusion.num_timesteps=1000"]
+    assert isinstance(build_model(build_config(overrides=[*lifted, *matching]), 1), LiftedNet)
+    assert "accelerate" not in capfd.readouterr().err
+    diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear").save_pretrained(str(pipeline / "scheduler"))
+    with pytest.raises(ConfigError, match="match none of the beta schedules"):
+        build_model(build_config(overrides=[*lifted, *matching]), 1)
+    bare = tmp_path / "bare"
+    _small_diffusers_unet().save_pretrained(str(bare))
+    with pytest.warns(UserWarning, match="no scheduler/scheduler_config.json beside it"):
+        build_model(build_config(overrides=[*lifted[1:], f"model.lifted.base=diffusers:{bare}"]), 1)
+
+
+def test_an_exported_run_lifts_with_its_own_scheduler_only(tmp_path):
+    from pseudovideo.config import ConfigError
+    from pseudovideo.tasks import build_model
+
+    config = _config(tmp_path, "ddpm", "model.family=unet", "pseudo_video.num_frames=1", *UNET)
+    train_run(config)
+    out = export_run(config.run_dir, tmp_path / "exported")
+    lifted = _config(tmp_path, "lifted", "model.family=lifted", f"model.lifted.base=diffusers:{out}", "pseudo_video.num_frames=3")
+    assert isinstance(build_model(lifted, 1), LiftedNet)  # cosine betas, 50 steps, eps: as trained
+    with pytest.raises(ConfigError, match=r"set diffusion.prediction=eps to train and sample it as it was trained"):
+        build_model(_config(tmp_path, "v", "model.family=lifted", f"model.lifted.base=diffusers:{out}",
+                            "pseudo_video.num_frames=3", "diffusion.prediction=v"), 1)

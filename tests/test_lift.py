@@ -205,8 +205,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-def test_the_readme_example_runs_and_trains():
-    """The README's lift example (a diffusers UNet2DModel lifted and trained on the embedded digits)."""
+def test_the_readme_example_runs_and_trains(capsys):
+    """The README's lift example (a diffusers UNet2DModel lifted and trained on the embedded digits) says what it
+    did: the parameters it added and the loss of every step."""
     pytest.importorskip("diffusers", reason="diffusers is not installed (pip install '.[diffusers]')")
     from pathlib import Path
 
@@ -217,5 +218,11 @@ def test_the_readme_example_runs_and_trains():
     exec(compile(block, "README.md", "exec"), namespace)
     assert isinstance(namespace["video_unet"], LiftedNet) and namespace["video_unet"].lifted_blocks
     assert torch.isfinite(namespace["loss"]) and namespace["step"] == 2
+    lines = capsys.readouterr().out.splitlines()
+    image_count = sum(p.numel() for p in namespace["unet"].parameters())
+    added = sum(p.numel() for p in namespace["video_unet"].temporal.parameters())
+    assert lines[0] == f"lifted: {image_count:,} image parameters + {added:,} temporal ones" and added > 0
+    assert [line.split(":")[0] for line in lines[1:]] == ["step 0", "step 1", "step 2"]
+    assert lines[-1] == f"step 2: loss {namespace['loss'].item():.4f}"
     # training moved the temporal layers off their zero start
     assert any(p.abs().sum() > 0 for n, p in namespace["video_unet"].temporal.named_parameters() if "proj.weight" in n)

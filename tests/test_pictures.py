@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pseudovideo.pictures import (
+    frame_labels,
     plot_csv_curves,
     plot_curves,
     save_image_grid,
     save_images,
+    save_labelled_grid,
+    save_loss_curves,
     save_side_by_side,
     save_video_gif,
     save_video_grid,
@@ -54,17 +59,56 @@ def test_single_image_grid_keeps_the_border(tmp_path):
     assert (grid[PAD:-PAD, PAD:-PAD] == 128).all() and (grid[0] == 0).all()
 
 
+def _png_text(path) -> dict:
+    """The PNG's text chunks, JSON ones decoded."""
+    with Image.open(path) as png:
+        text = dict(png.text)
+    json_keys = {"columns", "rows", "groups", "marked_columns", "layout", "curves"}
+    return {k: (json.loads(v) if k in json_keys else v) for k, v in text.items()}
+
+
 def test_video_grid_last_column_is_the_clean_frame(tmp_path):
     torch.manual_seed(1)
     b, t, h, w = 3, 4, 5, 7
     videos = torch.rand(b, t, 1, h, w) * 2 - 1  # (B, T, C, H, W), grey
-    grid = np.array(Image.open(save_video_grid(videos, tmp_path / "videos.png")))
-    assert grid.shape == (b * (h + PAD) + PAD, t * (w + PAD) + PAD, 3)
-    x0 = PAD + (t - 1) * (w + PAD)
+    path = save_video_grid(videos, tmp_path / "videos.png")
+    grid, meta = np.array(Image.open(path)), _png_text(path)
+    assert meta["columns"] == ["t=0", "t=1", "t=2", "t=3\nclean"] and meta["marked_columns"] == [t - 1]
+    xs, ys = meta["layout"]["column_x"], meta["layout"]["row_y"]
+    assert meta["layout"]["tile"] == [h, w] and len(xs) == t and len(ys) == b
     for i in range(b):
-        y0 = PAD + i * (h + PAD)
-        assert np.array_equal(grid[y0 : y0 + h, x0 : x0 + w], hwc(videos[i, -1]))
-    assert np.array_equal(grid[PAD : PAD + h, PAD : PAD + w], hwc(videos[0, 0]))  # top-left: video 0, frame 0
+        assert np.array_equal(grid[ys[i] : ys[i] + h, xs[-1] : xs[-1] + w], hwc(videos[i, -1]))
+    assert np.array_equal(grid[ys[0] : ys[0] + h, xs[0] : xs[0] + w], hwc(videos[0, 0]))  # top-left: video 0, frame 0
+    assert ys[0] > 0  # the labels sit above the first row
+
+
+def test_labelled_grid_names_every_column_and_marks_the_clean_frame(tmp_path):
+    """Column labels (index and levels), groups with a gap, row labels and the clean-frame outline, by metadata
+    and size; each column is at least as wide as its tile and as its label."""
+    levels = torch.tensor([[2.0, 0.2], [1.0, 0.1], [0.0, 0.0]])  # (T, K)
+    labels = frame_labels(3, levels, ["blur", "noise"])
+    assert labels == ["t=0\nblur 2\nnoise 0.2", "t=1\nblur 1\nnoise 0.1", "t=2\nclean"]
+    assert frame_labels(2, copies=True) == ["t=0\ncopy", "t=1\nclean"]
+    tiles = torch.zeros(2, 6, 3, 16, 16)  # (R, K, C, H, W): 3 input frames, then 3 reconstructed frames
+    tiles[:, 2], tiles[:, 5] = 1.0, -1.0
+    path = save_labelled_grid(tiles, tmp_path / "g.png", column_labels=labels * 2, row_labels=["a", "b"],
+                              groups=[("input", 3), ("reconstruction", 3)], marked_columns=[2, 5], title="hello", upscale=2)
+    meta = _png_text(path)
+    assert meta["columns"] == labels * 2 and meta["rows"] == ["a", "b"] and meta["title"] == "hello"
+    assert meta["groups"] == [["input", 3], ["reconstruction", 3]] and meta["marked_columns"] == [2, 5]
+    xs, ys = meta["layout"]["column_x"], meta["layout"]["row_y"]
+    assert meta["layout"]["tile"] == [32, 32] and len(ys) == 2
+    assert all(b - a >= 32 + PAD for a, b in zip(xs, xs[1:]))  # no tile overlaps the next
+    assert xs[3] - xs[2] >= 32 + PAD + 10  # the gap between the input and reconstruction groups
+    image = np.array(Image.open(path))
+    assert image.shape[0] == ys[-1] + 32 + PAD and image.shape[1] >= xs[-1] + 32 + PAD
+    assert (image[ys[0] : ys[0] + 32, xs[2] : xs[2] + 32] == 255).all()  # tile (0, 2) is white
+    assert (image[ys[1] : ys[1] + 32, xs[5] : xs[5] + 32] == 0).all()  # tile (1, 5) is black
+    outline = image[ys[0] - 1, xs[2] + 5]  # the clean column's outline, just above its first tile
+    assert outline[1] > outline[0] and outline[1] > outline[2]  # green
+    assert (image[ys[0] - 1, xs[1] + 5] == 255).all()  # no outline on an unmarked column
+    with pytest.raises(ValueError, match="labels"):
+        save_labelled_grid(tiles, tmp_path / "bad.png", column_labels=labels)
 
 
 def test_video_gif_has_t_frames_and_holds_the_last(tmp_path):
@@ -133,6 +177,17 @@ def test_plot_csv_curves(tmp_path):
     assert "psnr" in str(err.value) and "loss" in str(err.value)
     with pytest.raises(FileNotFoundError):
         plot_csv_curves(tmp_path / "missing.csv", ["loss"], tmp_path / "y.png")
+
+
+def test_loss_curves_plot_the_loss_and_its_clean_frame_term(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,lr,recon,recon_clean\n10,1.0,0.1,0.9,0.8\n20,0.5,0.1,0.45,0.4\n")
+    path = save_loss_curves(log, tmp_path / "loss_curves.png", title="run")
+    assert _png_text(path)["curves"] == ["loss (total)", "recon_clean (clean-frame reconstruction)"]
+    only_loss = save_loss_curves(log, tmp_path / "frames_as_images.png", clean_terms=())  # a task logging no such term
+    assert _png_text(only_loss)["curves"] == ["loss (total)"]
+    log.write_text("step,loss,lr,mse,mse_last_frame\n")
+    assert save_loss_curves(log, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def test_shape_errors(tmp_path):

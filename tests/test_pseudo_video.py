@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pseudovideo.corruptions import GaussianBlur, GaussianNoise, PatchMask
 from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder

@@ -96,7 +96,7 @@ def test_train_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.Capture
     args = ["train", "-c", str(config), "--no-eval", *TINY, *TOKENIZERS["vqvae"], "train.steps=2"]
     assert main(args) == 0
     assert main(args) == 2
-    assert "already holds checkpoints" in capsys.readouterr().err
+    assert "already holds this run (checkpoints up to step 2)" in capsys.readouterr().err
 
 
 def test_tokenizer_with_gan_and_frames_as_images(tmp_path: Path) -> None:
@@ -158,6 +158,9 @@ def test_sample_refuses_a_tokenizer_run(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", str(tmp_path / "empty")]) == 2
     assert "has no config.yaml" in capsys.readouterr().err
 
 

@@ -306,7 +306,8 @@ def test_summary_previews_config_and_load_trained_model(tmp_path):
     assert result.last_checkpoint == run / "checkpoints" / "step_0000004"
 
     pictures = sorted(p.name for p in (run / "pictures").iterdir())
-    assert pictures == ["recon_step0000002.png", "recon_step0000004.png", "video_step0000002.png", "video_step0000004.png"]
+    assert pictures == ["loss_curves.png", "recon_step0000002.png", "recon_step0000004.png", "video_step0000002.png",
+                        "video_step0000004.png"]
     assert (run / "config.yaml").read_text().startswith("name: tiny")
     assert (run / "checkpoints" / "step_0000004" / "config.yaml").is_file()
     assert any((run / "tb").iterdir())

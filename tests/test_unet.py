@@ -156,8 +156,10 @@ def test_bad_config_raises(overrides: dict, match: str) -> None:
 
 def test_bad_inputs_raise() -> None:
     model = image_unet(**TINY_UNET)
-    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
-        model(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\) or images \(B, C, H, W\)"):
+        model(torch.randn(2, 3, 8), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="3 channels"):
+        model(torch.randn(2, 1, 8, 8), torch.tensor([1, 2]))  # images (B, C, H, W) with the wrong C
     with pytest.raises(ValueError, match="3 channels"):
         model(torch.randn(2, 1, 1, 8, 8), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="divisible by 2"):
@@ -166,6 +168,21 @@ def test_bad_inputs_raise() -> None:
         model(torch.randn(2, 1, 3, 8, 8), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="video_unet"):
         image_unet(temporal=True, **TINY_UNET)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_images_are_videos_of_one_frame(temporal: bool) -> None:
+    """(B, C, H, W) input is the T = 1 video: same numbers, image shape back (image and video UNet alike)."""
+    torch.manual_seed(0)
+    model = randomize(UNet(**TINY_UNET, temporal=temporal)).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 7])
+    with torch.no_grad():
+        image_out, video_out = model(x, t), model(x[:, None], t)
+    assert image_out.shape == (2, 3, 8, 8)
+    assert torch.equal(image_out, video_out[:, 0])
+    level_model = randomize(image_unet(num_levels=3, **TINY_UNET)).eval()
+    with torch.no_grad():
+        assert torch.equal(level_model(x, t, level=1), level_model(x[:, None], t, level=1)[:, 0])
 
 
 def test_level_conditioned_output_depends_on_the_level() -> None:

@@ -4,7 +4,9 @@ Bases (``model.lifted.base``):
 - ``unet`` / ``vqvae``: our image UNet / VQVAE, built from ``model.unet`` / ``model.vqvae`` (fresh weights);
 - ``run:RUN_DIR``: the image model of a trained run of ours (its EMA weights when it has them); a lifted run
   without temporal layers (``temporal: none``) gives its image network back;
-- ``diffusers:PATH``: a diffusers ``UNet2DModel`` folder written by ``save_pretrained`` (needs diffusers);
+- ``diffusers:PATH``: a diffusers ``UNet2DModel`` folder written by ``save_pretrained`` (needs diffusers); the
+  scheduler saved with it (``PATH/scheduler`` or a pipeline's ``PATH/../scheduler``) must match the run's
+  ``diffusion`` section (:mod:`pseudovideo.diffusers_scheduler`);
 - ``python:package.module:factory``: ``factory()`` returning an ``nn.Module`` on (N, C, H, W) frames, called with
   the keywords ``in_channels`` / ``resolution`` when it accepts them. This imports and runs code, so it is done
   only with ``trust_code=True`` (``--trust-code``), never because a config says so (see :mod:`pseudovideo.trust`).
@@ -69,9 +71,12 @@ def load_diffusers_unet(path: str | Path) -> nn.Module:
         raise ConfigError(
             f"model.lifted.base=diffusers:{path} needs the diffusers package: pip install '.[diffusers]'"
         ) from None
+    from pseudovideo.diffusers_scheduler import quiet_loading_kwargs
+
     with _diffusers_quiet() as log:
         try:
-            net = diffusers.UNet2DModel.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
+            net = diffusers.UNet2DModel.from_pretrained(str(Path(path).expanduser()), local_files_only=True,
+                                                       **quiet_loading_kwargs())
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
             reason = " ".join(str(err).split()) or type(err).__name__
             raise ConfigError(f"model.lifted.base=diffusers:{path}: not a loadable diffusers UNet2DModel folder ({reason})") from None
@@ -137,6 +142,10 @@ def build_base(config: RunConfig, channels: int, *, trust_code: bool = False) ->
         net = _from_run(rest, channels, trust_code)
     elif kind == "diffusers":
         net = load_diffusers_unet(rest)
+        from pseudovideo.diffusers_scheduler import check_diffusers_scheduler  # its betas and prediction type
+
+        if model_kind(config.model) == "diffusion":
+            check_diffusers_scheduler(rest, config)
     else:
         net = _from_python(rest, channels, config.data.resolution, trust_code)
     _check_base(net, config, channels)

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from pseudovideo.cli_help import MAIN_EPILOG, command_help
 from pseudovideo.config import (
     ConfigError,
     RunConfig,
@@ -87,6 +88,17 @@ def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     return dataclasses.replace(config, name=first_free_name(config.out_dir, config.name))
 
 
+def _output_folder(config: RunConfig, args: argparse.Namespace, command: str) -> Path:
+    """Where ``show`` / ``diagnose`` write: ``--out``, else OUT_DIR/COMMAND/NAME (the first free NAME, run-2, ...,
+    for an unnamed config), never into a trained run's folder."""
+    from pseudovideo.runs import first_free_name
+
+    if args.out is not None:
+        return Path(args.out)
+    parent = Path(config.out_dir) / command
+    return parent / (config.name if _name_given(args) else first_free_name(parent, config.name))
+
+
 def _keep_previous(path: Path) -> None:
     """Keeps an earlier result file under a numbered name instead of replacing it, and says so."""
     from pseudovideo.runs import keep_previous
@@ -130,18 +142,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     _require_positive(args.n, "--n")
     config = _config_from_args(args)
-    if args.out is None:
-        config = _fresh_run_name(config, args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
     video = builder(images, generator=_generator(args.seed))  # (N, T, C, H, W)
-    out = Path(args.out) if args.out else config.run_dir / "show"
+    out = _output_folder(config, args, "show")
     stem = f"{dataset.name}_{config.pseudo_video.construction}_T{builder.num_frames}".replace("/", "_").replace(":", "_")
     upscale = picture_upscale(config.data.resolution)
     for name in (f"{stem}.png", f"{stem}.gif", "config.yaml"):
         _keep_previous(out / name)
-    grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale)
+    grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale, column_labels=builder.frame_labels())
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
     print(f"pseudo-video grid (rows = images, columns = frames, last column clean): {grid}")
@@ -159,15 +169,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
-    if args.out is None:
-        config = _fresh_run_name(config, args)
     constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
     for construction in constructions:  # the config was checked with its own construction: check these before work
         pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
         validate_config(dataclasses.replace(config, pseudo_video=pv_config))
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
-    out = Path(args.out) if args.out else config.run_dir / "diagnose"
+    out = _output_folder(config, args, "diagnose")
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for construction in constructions:
@@ -216,8 +224,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(config, resume=args.resume is not None, trust_code=args.trust_code)
     print(_train_summary_line(result))
     if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 evaluates
-        for name in ("eval.json", "eval.md"):
-            _keep_previous(result.run_dir / name)
         print(format_eval_markdown(evaluate_run(result.run_dir, device=config.train.device, trust_code=args.trust_code)))
     return 0
 
@@ -254,8 +260,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"eval only takes eval.* overrides, got {bad}")
     eval_config = build_config(config_to_dict(base), args.overrides).eval
     check_trusted(base, trust_code=args.trust_code, source=str(Path(args.run_dir) / "config.yaml"))  # before any write
-    for name in ("eval.json", "eval.md"):
-        _keep_previous(Path(args.run_dir) / name)
     result = evaluate_run(args.run_dir, eval_config, device=args.device, trust_code=args.trust_code)
     print(format_eval_markdown(result))
     print(f"results: {Path(args.run_dir) / 'eval.json'}")
@@ -265,8 +269,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
     from pseudovideo.distributed import resolve_device
-    from pseudovideo.evaluation import generate_videos
-    from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif, save_video_grid
+    from pseudovideo.evaluation import generate_videos, save_generated_grid
+    from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
     from pseudovideo.runs import load_run
     from pseudovideo.tasks import is_tokenizer
 
@@ -281,14 +285,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.run_dir} holds a {config.model.family} tokenizer; sample needs a diffusion run "
                          "(unet, video_unet or a lifted diffusion model)")
     config = build_config(config_to_dict(config), args.overrides)  # e.g. diffusion.sampler=ddpm
-    videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device)
+    videos, info = generate_videos(model, config, args.n, channels, batch_size=args.batch_size, seed=args.seed, device=device,
+                                   progress=True)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     images = videos[:, -1]
     save_images(images, out / "images")
     upscale = picture_upscale(config.data.resolution)
     print(f"grid: {save_image_grid(images[:64], out / 'grid.png', upscale=upscale)}")
     if videos.shape[1] > 1:
-        print(f"pseudo videos: {save_video_grid(videos[:16], out / 'pseudo_videos.png', upscale=upscale)}")
+        print(f"pseudo videos: {save_generated_grid(videos[:16], config, out / 'pseudo_videos.png', upscale=upscale)}")
         print(f"animation: {save_video_gif(videos[:16], out / 'pseudo_videos.gif', upscale=upscale)}")
     print(f"{len(images)} images in {out / 'images'}; sampling: {info}")
     return 0
@@ -369,8 +374,9 @@ _OPTION_HELP = {
 }
 
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` after every option's help, except where there is no default to show."""
+class _DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where there is no default to show; keeps the
+    line breaks of the description and of the examples (the epilog)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
@@ -395,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pseudovideo",
         description="Train video counterparts of image generative models on pseudo videos.",
+        epilog=MAIN_EPILOG,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
     from pseudovideo import __version__
@@ -406,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(show)
     show.add_argument("--n", type=int, default=8, help="number of images (rows)")
     show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/show)")
+    show.add_argument("--out", type=Path, default=None, help="output folder (default: OUT_DIR/show/NAME, the config's out_dir and name)")
     show.set_defaults(func=cmd_show)
 
     diagnose = sub.add_parser("diagnose", help="held-out MSE of predicting the clean frame from the last k frames")
@@ -414,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--n-images", type=int, default=2000)
     diagnose.add_argument("--construction", choices=["both", "first_order", "higher_order"], default="both")
     diagnose.add_argument("--seed", type=int, default=0)
-    diagnose.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/diagnose)")
+    diagnose.add_argument("--out", type=Path, default=None, help="output folder (default: OUT_DIR/diagnose/NAME, the config's out_dir and name)")
     diagnose.set_defaults(func=cmd_diagnose)
 
     train = sub.add_parser("train", help="train a run from a config (then evaluate it)")
@@ -425,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained run (eval.json and eval.md in the run folder)")
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("overrides", nargs="*", metavar="eval.key=value")
+    evaluate.add_argument("run_dir", type=Path, help="a trained run's folder, e.g. runs/digits_cvivit (a folder of runs lists them)")
+    evaluate.add_argument("overrides", nargs="*", metavar="eval.key=value", help="protocol changes, e.g. eval.num_images=200")
     evaluate.add_argument("--device", default="auto")
     _add_trust_argument(evaluate)
     evaluate.set_defaults(func=cmd_eval)
@@ -491,8 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--markdown", action="store_true", help="the same as a markdown document (docs/config.md)")
     config.set_defaults(func=cmd_config)
 
-    for command in sub.choices.values():  # `--debug` also after the command name
+    for name, command in sub.choices.items():  # `--debug` also after the command name; a description and examples
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.description, command.epilog = command_help(name)
     _show_defaults(parser)
     return parser
 

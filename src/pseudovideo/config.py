@@ -430,7 +430,9 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any, text: str) -> N
             node = node[int(part)]
         elif isinstance(node, dict):
             if part not in node:
-                raise ConfigError(f"override {quote(text)}: unknown config key '{where}'")
+                close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
+                hint = f" (did you mean '{'.'.join([*path[:i], close[0], *path[i + 1:]])}'?)" if close else ""
+                raise ConfigError(f"override {quote(text)}: unknown config key '{where}'{hint}; valid keys here: {', '.join(map(str, node))}")
             node = node[part]
         else:
             raise ConfigError(f"override {quote(text)}: '{where}' is a value, not a section")

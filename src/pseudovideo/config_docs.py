@@ -144,7 +144,7 @@ MEANINGS: dict[str, str] = {
     "train.seed": "seed of the weights, the data order and the pseudo videos",
     "train.device": "auto | cpu | cuda | cuda:N",
     "train.num_workers": "data-loader worker processes",
-    "train.progress": "tqdm progress bar",
+    "train.progress": "tqdm progress bars (training, and the sampling of its evaluation)",
     "eval.num_images": "held-out images reconstructed, or images generated",
     "eval.batch_size": "batch of evaluation",
     "eval.use_ema": "evaluate the EMA weights (false: the raw ones)",

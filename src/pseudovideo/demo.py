@@ -22,6 +22,7 @@ from pseudovideo.config import ConfigError, RunConfig, build_config
 from pseudovideo.distributed import resolve_device
 from pseudovideo.evaluation import (
     evaluate_run,
+    group_skipped,
     held_out_images,
     reconstruct_clean_frames,
 )
@@ -145,7 +146,7 @@ def compare_runs(results: Sequence[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     skipped = {name: reason for result in results for name, reason in result["skipped"].items()}
-    lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
+    lines += [f"\n{names}: skipped ({reason})" for names, reason in group_skipped(skipped).items()]
     return "\n".join(lines)
 
 
@@ -181,10 +182,11 @@ def _tokenizer_pictures(configs: Sequence[RunConfig], out: Path, device: torch.d
         rows.append(recon)
         labels.append(f"{config.model.family} (T={config.pseudo_video.num_frames})")
     upscale = picture_upscale(video_config.data.resolution)
-    strip = build_pseudo_video_builder(video_config.pseudo_video)(images[:6], generator=torch.Generator().manual_seed(0))
+    builder = build_pseudo_video_builder(video_config.pseudo_video)
+    strip = builder(images[:6], generator=torch.Generator().manual_seed(0))
     return [
         save_side_by_side(rows, labels, out / "reconstructions_side_by_side.png", upscale=upscale),
-        save_video_grid(strip, out / "pseudo_video_strip.png", upscale=upscale),
+        save_video_grid(strip, out / "pseudo_video_strip.png", upscale=upscale, column_labels=builder.frame_labels()),
         _loss_curves([c.run_dir for c in configs], "tokenizer", out / "loss_curves.png"),
     ]
 

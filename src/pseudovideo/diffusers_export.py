@@ -31,13 +31,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from pseudovideo.config import RunConfig
 from pseudovideo.diffusion import beta_schedule
 from pseudovideo.lifting import LiftedNet
-from pseudovideo.models.unet import Downsample, UNet, UNetBlock, Upsample, is_temporal_key
+from pseudovideo.models.unet import Downsample, UNet, UNetBlock, is_temporal_key
 
 __all__ = ["ExportError", "export_run", "unet_to_diffusers"]
 

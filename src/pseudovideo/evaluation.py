@@ -32,14 +32,16 @@ from torch import Tensor, nn
 from pseudovideo import metrics as M
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
-from pseudovideo.data import spread_images
+from pseudovideo.data import spread_images, spread_subset
+from pseudovideo.diffusion import ddim_timesteps
 from pseudovideo.distributed import resolve_device
 from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.models.quantizer import CodeUsage
 from pseudovideo.probe import ProbeSkipped, probe_metrics
-from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
-from pseudovideo.runs import load_run, load_run_config, read_train_summary
+from pseudovideo.pictures import frame_labels, picture_upscale, save_image_grid, save_labelled_grid, save_side_by_side
+from pseudovideo.runs import keep_previous, load_run, load_run_config, read_train_summary
+from pseudovideo.sampling_progress import SamplingProgress
 from pseudovideo.tasks import (
     is_tokenizer as tokenizer_run,
     build_dataset_from_config,
@@ -53,6 +55,9 @@ from pseudovideo.tasks import (
 from pseudovideo.training import autocast, resolve_precision
 
 LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook
+
+EXAMPLE_VIDEOS = 4  # pseudo videos drawn with their reconstructions in eval_pseudo_videos_then_reconstructions.png
+
 
 class NonFiniteMetricError(RuntimeError):
     """An evaluation produced a NaN metric (unusable weights); nothing is written."""
@@ -79,7 +84,8 @@ def reconstruct_clean_frames(
     model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device,
     usage: CodeUsage | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
+    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), examples
+    (2, E, T, C, H, W): the input and reconstructed videos of E = 4 images spread over ``images``).
 
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
     ``usage``, when given, counts every code the tokenizer emits (all positions and time steps).
@@ -88,9 +94,10 @@ def reconstruct_clean_frames(
     """
     builder = build_pseudo_video_builder(config.pseudo_video)
     generator = torch.Generator(device=device).manual_seed(seed)
-    recon_frames, example = [], None
-    for batch in _batches(images, batch_size):
-        video = builder(batch.to(device), generator=generator)  # (B, T, C, H, W)
+    picks = spread_subset(images.shape[0], EXAMPLE_VIDEOS).tolist()  # not the first ones: a sorted split is one class
+    recon_frames, inputs, recons = [], [], []
+    for start in range(0, images.shape[0], batch_size):
+        video = builder(images[start : start + batch_size].to(device), generator=generator)  # (B, T, C, H, W)
         if model_frames(config) == 1:
             video = video[:, -1:]  # (B, 1, C, H, W): an image model reconstructs the clean image
         out = model(video)
@@ -98,29 +105,43 @@ def reconstruct_clean_frames(
         if usage is not None:
             usage.add(out.indices)
         recon_frames.append(recon[:, -1].float().clamp(-1, 1).cpu())
-        if example is None:
-            example = torch.stack([video[:4].float().cpu(), recon[:4].float().clamp(-1, 1).cpu()])
-    return torch.cat(recon_frames), example
+        chosen = [i - start for i in picks if start <= i < start + video.shape[0]]
+        inputs.append(video[chosen].float().cpu())
+        recons.append(recon[chosen].float().clamp(-1, 1).cpu())
+    return torch.cat(recon_frames), torch.stack([torch.cat(inputs), torch.cat(recons)])
 
 
 @torch.no_grad()
 def generate_videos(
     model: nn.Module, config: RunConfig, num_videos: int, channels: int, *, batch_size: int, seed: int,
-    device: torch.device,
+    device: torch.device, progress: bool = False, budget_s: float | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    """Generates ``num_videos`` pseudo videos (N, T, C, H, W) with the configured sampler; returns them and info."""
+    """Generates ``num_videos`` pseudo videos (N, T, C, H, W) with the configured sampler; returns them and info.
+
+    ``progress``: a bar over the sampler's model calls with an ETA; ``budget_s``: warn as soon as sampling is
+    projected to take longer (evaluation passes the run's training time).
+    """
     diffusion = build_diffusion(config).to(device)
     kwargs = diffusion_sample_kwargs(config)
     res = config.data.resolution
     generator = torch.Generator(device=device).manual_seed(seed)
     precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
+    calls = None  # model calls per batch; autoregressive sampling: learned from the first batch
+    if kwargs["mode"] == "joint":
+        calls = diffusion.num_timesteps if kwargs["sampler"] == "ddpm" else len(ddim_timesteps(kwargs["steps"], diffusion.num_timesteps))
+    bar = SamplingProgress(num_videos, batch_size, calls, enabled=progress, budget_s=budget_s)
+    denoiser = bar.counted(sampling_model(model))
     videos, info = [], {}
     start = time.perf_counter()
-    for first in range(0, num_videos, batch_size):
-        count = min(batch_size, num_videos - first)
-        with autocast(precision, device):
-            video, info = diffusion.sample(sampling_model(model), (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
-        videos.append(video.float().cpu())
+    try:
+        for first in range(0, num_videos, batch_size):
+            count = min(batch_size, num_videos - first)
+            with autocast(precision, device):
+                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+            videos.append(video.float().cpu())
+            bar.batch_done(count)
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - start
     info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
     return torch.cat(videos), info
@@ -241,7 +262,8 @@ def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto", trust_code: bool = False
 ) -> dict[str, Any]:
-    """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it and returns the result dict.
+    """Evaluates a trained run; writes ``eval.json`` and ``eval.md`` into it (an earlier evaluation is kept as
+    ``eval-1.json`` / ``eval-1.md``, ...) and returns the result dict.
 
     ``eval_config`` defaults to the run's own ``eval`` section. The result holds ``metrics`` (name -> value),
     ``skipped`` (name -> reason), ``protocol`` (how every number was made) and ``train`` (the training summary);
@@ -263,7 +285,7 @@ def evaluate_run(
     is_tokenizer = tokenizer_run(config)
     pictures = run_dir / "pictures"
     protocol: dict[str, Any] = {
-        "task": "reconstruction of the clean last frame" if is_tokenizer else "generation (last frame of a generated pseudo video)",
+        "task": _task_description(is_tokenizer, model_frames(config)),
         "model_weights": "ema" if eval_config.use_ema else "raw",
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "split": split_description,
@@ -297,11 +319,13 @@ def evaluate_run(
                 protocol["lpips"] = f"lpips package v0.1, {net} backbone"
         protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
         upscale = picture_upscale(config.data.resolution)
-        save_side_by_side([real[:16], fake[:16]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
-        save_video_grid(example.flatten(0, 1), pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
+        shown = spread_subset(real.shape[0], 16)  # images spread over the evaluated ones
+        save_side_by_side([real[shown], fake[shown]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
+        save_reconstruction_grid(example, config, pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
     else:
         # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
-        videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed,
+                                       device=dev, progress=config.train.progress, budget_s=read_train_summary(run_dir).get("wall_time_s"))
         fake = videos[:, -1].clamp(-1, 1)
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
@@ -314,7 +338,7 @@ def evaluate_run(
         upscale = picture_upscale(config.data.resolution)
         save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
         if videos.shape[1] > 1:
-            save_video_grid(videos[:8], pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
+            save_generated_grid(videos[:8], config, pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
     _distribution_metrics(real, fake, config, eval_config, dev, results, skipped, split_description)
     _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
     _linear_probe(model, config, eval_config, channels, dev, results, skipped, protocol)
@@ -331,9 +355,68 @@ def evaluate_run(
     if is_tokenizer:
         result["rate"] = rate.as_dict()
         result["codebook"] = codebook
+    _write_result(run_dir, result)
+    return result
+
+
+def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    """Writes eval.json and eval.md; an earlier evaluation is kept as eval-1.json, ..., never replaced (and said)."""
+    for name in ("eval.json", "eval.md"):
+        kept = keep_previous(run_dir / name)
+        if kept is not None:
+            print(f"earlier {name} kept as {kept}")
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
-    return result
+
+
+def _task_description(is_tokenizer: bool, frames: int) -> str:
+    """The protocol's ``task`` line: what the evaluated image is."""
+    if is_tokenizer:
+        return "reconstruction of the clean last frame" if frames > 1 else "reconstruction of the image"
+    return "generation (last frame of a generated pseudo video)" if frames > 1 else "generation (a generated image)"
+
+
+def _column_labels(config: RunConfig, frames: int) -> list[str]:
+    """Labels of a picture's ``frames`` columns: the run's frames with their levels, or plain indices."""
+    builder = build_pseudo_video_builder(config.pseudo_video)
+    return builder.frame_labels() if builder.num_frames == frames else frame_labels(frames)
+
+
+def save_reconstruction_grid(example: Tensor, config: RunConfig, path: Path, *, upscale: int = 1) -> Path:
+    """Inputs and reconstructions side by side: ``example`` (2, B, T, C, H, W) -> B rows, the T input frames then
+    the T reconstructed frames, under the headers "input" and "reconstruction" (an image model: T = 1)."""
+    inputs, recons = example
+    frames = inputs.shape[1]
+    labels = _column_labels(config, frames)
+    return save_labelled_grid(
+        torch.cat([inputs, recons], dim=1), path, column_labels=labels * 2, upscale=upscale,
+        groups=[("input", frames), ("reconstruction", frames)], marked_columns=[frames - 1, 2 * frames - 1],
+    )
+
+
+_CLIP_NOTE = {"last": "the sampler clips x0 on the clean frame only", "all": "the sampler clips x0 on every frame",
+              "none": "the sampler clips no frame"}
+
+
+def save_generated_grid(videos: Tensor, config: RunConfig, path: Path, *, upscale: int = 1) -> Path:
+    """Generated pseudo videos (B, T, C, H, W), every frame drawn clamped to [-1, 1] alike; each column says
+    which share of its pixels lie beyond [-1, 1] (frames the sampler does not clip may), so that a saturated
+    corrupted frame reads as what it is."""
+    outside = (videos.abs() > 1).float().mean(dim=(0, 2, 3, 4))  # (T,)
+    labels = [f"{label}\nout {share:.0%}" for label, share in zip(_column_labels(config, videos.shape[1]), outside.tolist())]
+    clip = config.diffusion.clip_x0
+    title = (f"sampled with diffusion.clip_x0={clip}: {_CLIP_NOTE.get(clip, clip)}\n"
+             "out = share of pixels beyond [-1, 1], drawn clamped")
+    return save_labelled_grid(videos, path, column_labels=labels,
+                              marked_columns=[videos.shape[1] - 1], title=title, upscale=upscale)
+
+
+def group_skipped(skipped: dict[str, str]) -> dict[str, str]:
+    """Skipped metrics with one reason said once: ``{"fid": r, "kid": r}`` -> ``{"fid, kid": r}``."""
+    names_by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        names_by_reason.setdefault(reason, []).append(name)
+    return {", ".join(names): reason for reason, names in names_by_reason.items()}
 
 
 def _protocol_text(value: Any) -> str:
@@ -345,7 +428,7 @@ def format_eval_markdown(result: dict[str, Any]) -> str:
     """A run's evaluation as a markdown table with its protocol underneath."""
     lines = [f"## Evaluation of {result['run']} ({result['family']})", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in result["metrics"].items()]
-    lines += [f"| {name} | skipped: {reason} |" for name, reason in result["skipped"].items()]
+    lines += [f"| {names} | skipped: {reason} |" for names, reason in group_skipped(result["skipped"]).items()]
     rate = result.get("rate")
     if rate:
         lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "

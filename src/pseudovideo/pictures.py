@@ -2,12 +2,16 @@
 
 All image inputs are tensors in [-1, 1] (clamped), on any device; they are quantised to uint8 as
 ``round((x + 1) * 127.5)`` and written as RGB (grey images are repeated over three channels).
-Every function creates missing parent folders and returns the written path.
+Every function creates missing parent folders and returns the written path. Video grids are labelled: a
+header names every frame column (index and corruption levels; the clean frame is marked in green), and the PNG
+carries the labels and the tile layout as text chunks (``columns``, ``rows``, ``groups``, ``marked_columns``,
+``title``, ``layout``), so that tools and tests can read what each column shows.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -16,6 +20,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 from torchvision.utils import make_grid
 
@@ -25,11 +30,14 @@ __all__ = [
     "save_images",
     "save_image_grid",
     "save_video_grid",
+    "save_labelled_grid",
+    "frame_labels",
     "save_video_gif",
     "save_side_by_side",
     "plot_curves",
     "plot_csv_curves",
     "read_csv_series",
+    "save_loss_curves",
 ]
 
 GRID_PADDING = 2  # pixels between tiles (and around the border) in every grid
@@ -106,16 +114,142 @@ def save_images(images: Tensor, directory: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def save_video_grid(videos: Tensor, path: str | os.PathLike, *, upscale: int = 1) -> Path:
-    """Save pseudo videos (B, T, C, H, W) in [-1, 1] as a PNG: one row per video, one column per frame.
+def save_video_grid(
+    videos: Tensor,
+    path: str | os.PathLike,
+    *,
+    upscale: int = 1,
+    column_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Save pseudo videos (B, T, C, H, W) in [-1, 1] as a labelled PNG: one row per video, one column per frame.
 
-    The last column is frame T-1, the clean image of each pseudo video.
+    The last column is frame T-1, the clean image of each pseudo video, marked in green. ``column_labels``
+    (T strings, default :func:`frame_labels` without levels) head the columns; see :func:`save_labelled_grid`.
     """
     if videos.ndim != 5:
         raise ValueError(f"videos must have shape (B, T, C, H, W), got {tuple(videos.shape)}")
-    frames = rearrange(videos, "b t c h w -> (b t) c h w")  # (B*T, C, H, W), row-major: video b, frame t
+    steps = videos.shape[1]
+    labels = list(column_labels) if column_labels is not None else frame_labels(steps)
+    return save_labelled_grid(videos, path, column_labels=labels, row_labels=row_labels, marked_columns=[steps - 1],
+                              title=title, upscale=upscale)
+
+
+def frame_labels(num_frames: int, levels: Tensor | None = None, names: Sequence[str] = (), *, copies: bool = False) -> list[str]:
+    """Column labels of a pseudo video's T frames: ``"t=0"`` plus one ``"blur 2"`` line per operator, the last
+    ``"t=T-1" / "clean"`` (T = 1: ``"clean image"``). ``levels`` (T, K) are the builder's levels of the K operators ``names``; ``copies``
+    labels the frames of the clean-copies control."""
+    if levels is not None and tuple(levels.shape) != (num_frames, len(names)):
+        raise ValueError(f"levels must have shape (T={num_frames}, K={len(names)}), got {tuple(levels.shape)}")
+    if num_frames == 1:  # an image model's one frame
+        return ["clean image"]
+    labels = []
+    for t in range(num_frames):
+        lines = [f"t={t}"]
+        if t == num_frames - 1:
+            lines.append("clean")
+        elif copies:
+            lines.append("copy")
+        elif levels is not None:
+            lines += [f"{name} {float(level):.3g}" for name, level in zip(names, levels[t])]
+        labels.append("\n".join(lines))
+    return labels
+
+
+LABEL_MARGIN = 4  # pixels around text
+GROUP_GAP = 10  # pixels between column groups (e.g. inputs | reconstructions)
+MARK_COLOUR = (0, 150, 0)  # the clean frame's outline and label
+
+
+def _text_size(text: str) -> tuple[int, int]:
+    """(width, height) in pixels of ``text`` (may hold newlines) in the default font."""
+    if not text:
+        return 0, 0
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).multiline_textbbox((0, 0), text, font=ImageFont.load_default(), spacing=2)
+    return box[2], box[3]
+
+
+def _place_columns(
+    column_labels: Sequence[str], groups: Sequence[tuple[str, int]], tile_w: int, left: int
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """x and width of every column (as wide as its tile and its label), and the (x, width) of every group: a group
+    label wider than its columns widens them evenly; groups are GROUP_GAP apart."""
+    widths = [max(tile_w, _text_size(label)[0] + LABEL_MARGIN) for label in column_labels]
+    xs, spans, x, first = [], [], left + GRID_PADDING, 0
+    for name, count in groups:
+        extra = _text_size(name)[0] + LABEL_MARGIN - (sum(widths[first : first + count]) + GRID_PADDING * (count - 1))
+        for k in range(first, first + count):
+            widths[k] += max(0, -(-extra // count))
+            xs.append(x)
+            x += widths[k] + GRID_PADDING
+        spans.append((xs[first], x - GRID_PADDING - xs[first]))
+        first += count
+        x += GROUP_GAP
+    return xs, widths, spans
+
+
+def save_labelled_grid(
+    tiles: Tensor,
+    path: str | os.PathLike,
+    *,
+    column_labels: Sequence[str],
+    row_labels: Sequence[str] | None = None,
+    groups: Sequence[tuple[str, int]] | None = None,
+    marked_columns: Sequence[int] = (),
+    title: str = "",
+    upscale: int = 1,
+) -> Path:
+    """Save tiles (R, K, C, H, W) in [-1, 1] as a PNG of R rows and K labelled columns on a white canvas.
+
+    ``column_labels``: K strings (may hold newlines) above the columns; ``row_labels``: R strings left of the
+    rows; ``groups``: ``[(name, count), ...]`` summing to K, each named above its columns and separated from the
+    next by a gap (e.g. inputs | reconstructions); ``marked_columns``: columns outlined and labelled in green (the
+    clean frame); ``title``: text above everything. A column is as wide as its widest label. The labels and the
+    tile positions are written as PNG text chunks (see the module docstring).
+    """
+    if tiles.ndim != 5 or tiles.shape[2] not in (1, 3) or 0 in tiles.shape[:2]:
+        raise ValueError(f"tiles must have shape (R, K, C, H, W) with R, K >= 1 and C in (1, 3), got {tuple(tiles.shape)}")
+    rows, cols = tiles.shape[:2]
+    groups = [(str(name), int(count)) for name, count in groups] if groups else [("", cols)]
+    if len(column_labels) != cols or (row_labels is not None and len(row_labels) != rows):
+        raise ValueError(f"got {len(column_labels)} column labels and {len(row_labels or [])} row labels for {rows} x {cols} tiles")
+    if sum(count for _, count in groups) != cols or any(count < 1 for _, count in groups):
+        raise ValueError(f"groups {groups} must have positive counts summing to the {cols} columns")
+    pixels = _upscale(to_uint8(tiles), upscale).expand(-1, -1, 3, -1, -1)  # (R, K, 3, h, w) uint8
+    tile_h, tile_w = pixels.shape[-2:]
+    left = max(_text_size(label)[0] for label in row_labels) + 2 * LABEL_MARGIN if row_labels else 0
+    col_x, col_w, spans = _place_columns(column_labels, groups, tile_w, left)
+    tile_x = [x + (w - tile_w) // 2 for x, w in zip(col_x, col_w)]
+    title_h = _text_size(title)[1] + 2 * LABEL_MARGIN if title else 0
+    group_h = max(_text_size(name)[1] for name, _ in groups) + LABEL_MARGIN if any(name for name, _ in groups) else 0
+    label_y = title_h + group_h + LABEL_MARGIN
+    top = label_y + max(_text_size(label)[1] for label in column_labels) + LABEL_MARGIN
+    row_y = [top + GRID_PADDING + r * (tile_h + GRID_PADDING) for r in range(rows)]
+    width = max(col_x[-1] + col_w[-1] + GRID_PADDING, _text_size(title)[0] + 2 * LABEL_MARGIN)
+    canvas = Image.new("RGB", (width, row_y[-1] + tile_h + GRID_PADDING), color=(255, 255, 255))
+    draw, font, black = ImageDraw.Draw(canvas), ImageFont.load_default(), (0, 0, 0)
+    draw.multiline_text((LABEL_MARGIN, LABEL_MARGIN), title, fill=black, font=font, spacing=2)
+    for (name, _), (x, span) in zip(groups, spans):
+        draw.text((x + (span - _text_size(name)[0]) // 2, title_h), name, fill=black, font=font)
+    marked = {int(k) % cols for k in marked_columns}
+    for k, label in enumerate(column_labels):
+        draw.multiline_text((col_x[k] + (col_w[k] - _text_size(label)[0]) // 2, label_y), label, font=font, spacing=2,
+                            fill=MARK_COLOUR if k in marked else black, align="center")
+    for r, y in enumerate(row_y):
+        if row_labels:
+            draw.text((LABEL_MARGIN, y + (tile_h - _text_size(row_labels[r])[1]) // 2), row_labels[r], fill=black, font=font)
+        for k, x in enumerate(tile_x):
+            canvas.paste(_to_pil(pixels[r, k]), (x, y))
+            if k in marked:  # a green outline in the padding around the clean frame
+                draw.rectangle((x - 2, y - 2, x + tile_w + 1, y + tile_h + 1), outline=MARK_COLOUR, width=2)
+    info = PngInfo()
+    for key, value in (("columns", list(column_labels)), ("rows", list(row_labels or [])), ("groups", groups),
+                       ("marked_columns", sorted(marked)), ("title", title),
+                       ("layout", {"tile": [tile_h, tile_w], "column_x": tile_x, "row_y": row_y})):
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     path = _prepare(path)
-    _to_pil(_grid(frames, videos.shape[1], upscale)).save(path, format="PNG")
+    canvas.save(path, format="PNG", pnginfo=info)
     return path
 
 
@@ -192,8 +326,11 @@ def plot_curves(
     xlabel: str = "step",
     ylabel: str = "",
     logy: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Save a PNG line plot of named ``(x, y)`` series (e.g. losses against steps for several runs)."""
+    """Save a PNG line plot of named ``(x, y)`` series (e.g. losses against steps for several runs).
+
+    ``metadata``: extra PNG text chunks; ``curves`` (the series names, JSON) is always written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -215,7 +352,7 @@ def plot_curves(
     ax.legend()
     fig.tight_layout()
     path = _prepare(path)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={**(metadata or {}), "curves": json.dumps(list(series))})
     return path
 
 
@@ -264,3 +401,26 @@ def plot_csv_curves(
 ) -> Path:
     """Plot columns ``keys`` of a CSV log against its ``step`` column as a PNG (see :func:`read_csv_series`)."""
     return plot_curves(read_csv_series(csv_path, keys), path, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)
+
+
+# The clean frame's term of each family's logged loss: what an image model (T = 1) and a video model share.
+CLEAN_FRAME_TERMS = {"recon_clean": "clean-frame reconstruction", "mse_last_frame": "clean-frame denoising MSE"}
+
+
+def save_loss_curves(
+    csv_path: str | os.PathLike, path: str | os.PathLike, *, title: str = "", clean_terms: Sequence[str] | None = None
+) -> Path | None:
+    """Plot a run's ``log.csv``: the training loss and its clean-frame term against steps, on a log scale when
+    every value is positive. ``clean_terms``: the columns holding the clean-frame term (default: those of
+    :data:`CLEAN_FRAME_TERMS` that were logged). Returns None when the log has no rows yet."""
+    with Path(csv_path).open(newline="") as f:
+        columns = csv.DictReader(f).fieldnames or []
+    terms = CLEAN_FRAME_TERMS if clean_terms is None else clean_terms
+    keys = ["loss", *(key for key in terms if key in columns)]
+    series = read_csv_series(csv_path, keys)
+    if not series["loss"][0]:
+        return None
+    named = {("loss (total)" if key == "loss" else f"{key} ({CLEAN_FRAME_TERMS.get(key, 'clean frame')})"): series[key]
+             for key in keys}
+    positive = all(value > 0 for _, values in named.values() for value in values)  # a GAN term can make it negative
+    return plot_curves(named, path, title=title, ylabel="training loss", logy=positive)

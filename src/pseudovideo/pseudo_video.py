@@ -99,6 +99,13 @@ class PseudoVideoBuilder:
         """Number T of frames in each pseudo video (the last one is the clean image)."""
         return int(self.levels.shape[0])
 
+    def frame_labels(self) -> list[str]:
+        """One label per frame for pictures: ``"t=0"`` and each operator's level (``"blur 2"``), the last ``"clean"``."""
+        from pseudovideo.pictures import frame_labels  # pictures pulls in PIL and torchvision: only when drawing
+
+        names = [op.name for op in self.operators]
+        return frame_labels(self.num_frames, self.levels, names, copies=self.construction == "copies")
+
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Build pseudo videos from images x (B, C, H, W); returns (B, T, C, H, W) with [:, -1] == x exactly."""
         if not isinstance(x, Tensor) or x.dim() != 4:

@@ -119,17 +119,20 @@ def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = Fal
 
     A ``python:`` model base (see :mod:`pseudovideo.trust`) is imported and run only with ``trust_code=True``;
     without it UntrustedCodeError is raised before any work. A run that cannot fit in memory is refused
-    before anything is allocated (see :mod:`pseudovideo.memory`).
+    before anything is allocated (see :mod:`pseudovideo.memory`). A run folder that already holds checkpoints is
+    refused unless resuming: with the command that continues it when only resumable keys (:data:`RESUMABLE_KEYS`)
+    differ, else with a free ``name=`` for the new run.
     """
     check_trusted(config, trust_code=trust_code)
     check_run_inputs(config)
     check_training_memory(config, resolve_device(config.train.device, int(os.environ.get("LOCAL_RANK", "0"))))
     run_dir = config.run_dir
-    if resume and (run_dir / "config.yaml").is_file():
-        diff = _training_diff(load_config(run_dir / "config.yaml"), config)
-        changed = {k: v for k, v in diff.items() if k not in RESUMABLE_KEYS}
-        if changed:
-            raise ConfigError(f"cannot resume {run_dir}: it holds a different run ({describe_diff(changed)})")
+    changed = _non_resumable_diff(config)
+    if resume and changed:
+        raise ConfigError(f"cannot resume {run_dir}: it holds a different run ({describe_diff(changed)}); "
+                          f"train this config under another name (name={first_free_name(config.out_dir, config.name)})")
+    if not resume:
+        _refuse_occupied_folder(config, changed)
     # Join the torchrun process group before building the model: the VQ codebooks enable their
     # cross-rank synchronisation only when the group already exists.
     ctx = init_distributed(config.train.device)
@@ -146,12 +149,61 @@ def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = Fal
     return result
 
 
+def _non_resumable_diff(config: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Keys that make ``config`` another run than the one saved in its run folder (empty when none is saved)."""
+    saved_path = config.run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return {}
+    try:
+        saved = load_config(saved_path)
+    except ConfigError as err:
+        raise ConfigError(f"run folder {config.run_dir} holds a config this version cannot read ({err}); train under "
+                          f"another name (name={first_free_name(config.out_dir, config.name)}) or delete it") from None
+    diff = _training_diff(saved, config)
+    return {k: v for k, v in diff.items() if k not in RESUMABLE_KEYS}
+
+
+def _refuse_occupied_folder(config: RunConfig, changed: dict[str, tuple[Any, Any]]) -> None:
+    """ConfigError when the run folder already holds checkpoints, naming what works: ``--resume`` for the same
+    run, a free ``name=`` for another one."""
+    run_dir = config.run_dir
+    checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+    if not checkpoints:
+        return
+    free = first_free_name(config.out_dir, config.name)
+    if changed or not (run_dir / "config.yaml").is_file():
+        what = f"a different run ({describe_diff(changed)})" if changed else "checkpoints without a config.yaml"
+        raise ConfigError(f"run folder {run_dir} holds {what}; train this config under another name: name={free} "
+                          f"(or delete {run_dir})")
+    raise ConfigError(
+        f"run folder {run_dir} already holds this run (checkpoints up to step {checkpoints[-1][0]}); continue it with "
+        f"`pseudovideo train --resume {run_dir}` (train_run(config, resume=True) in Python), or train it anew "
+        f"under another name: name={free}"
+    )
+
+
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run folder (FileNotFoundError naming the folder when absent)."""
-    path = Path(run_dir) / "config.yaml"
+    """The resolved config saved in a run folder.
+
+    FileNotFoundError when the folder does not exist, or has no config.yaml (listing the run folders inside it,
+    e.g. for ``runs/``).
+    """
+    folder = Path(run_dir)
+    path = folder / "config.yaml"
+    if not folder.exists():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
     if not path.is_file():
+        inside = run_folders(folder) if folder.is_dir() else []
+        if inside:
+            shown = ", ".join(str(p) for p in inside[:20]) + (f", and {len(inside) - 20} more" if len(inside) > 20 else "")
+            raise FileNotFoundError(f"{run_dir} is not a run folder but holds {len(inside)} run(s): {shown}; pass one of them")
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (train a run there first)")
     return load_config(path)
+
+
+def run_folders(folder: str | Path) -> list[Path]:
+    """The run folders directly inside ``folder`` (those holding a config.yaml and checkpoints), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file() and (p / "checkpoints").is_dir())
 
 
 def load_run(

@@ -424,6 +424,8 @@ class DiffusionTask:
         self.uniform_weights = bool((self.weights == self.weights[0]).all())  # on the host, once
         self.frames_as_images = frames_as_images
         self.frames_per_image = builder.num_frames
+        # The logged clean-frame term (the loss picture's); frame-images in one batch log no clean-frame MSE.
+        self.clean_frame_terms: tuple[str, ...] = () if frames_as_images else ("mse_last_frame",)
         self.sample_kwargs = sample_kwargs or {}
         self.loss_terms: dict[str, Any] = {}  # filled by build_task (see loss_terms)
         self.level_conditioned = getattr(model, "num_levels", 0) > 0

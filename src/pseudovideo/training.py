@@ -5,7 +5,8 @@ a dataset of clean images and a :class:`~pseudovideo.config.TrainConfig`, and wr
 
     checkpoints/step_0000500/   model / ema / discriminator .safetensors, state.pt, config.yaml, manifest.json
     log.csv, tb/                scalars every ``log_every`` steps (CSV and TensorBoard)
-    pictures/                   ``task.preview`` pictures every ``image_every`` steps and at the end
+    pictures/                   ``task.preview`` pictures every ``image_every`` steps and at the end;
+                                loss_curves.png (the loss and its clean-frame term) at the end
     train_summary.json          steps, wall time, images/s, frames/s, peak memory, device, parameters
 
 The loop is flat (nanoGPT style) and exactly resumable: the data order is a pure function of the
@@ -646,10 +647,13 @@ class _LossHealth:
 
 
 def _preview_images(dataset: Dataset, settings: TrainConfig, device: torch.device) -> Tensor:
+    from pseudovideo.data import spread_subset
+
     count = min(PREVIEW_IMAGES, len(dataset), settings.batch_size)
     fetcher = _BatchFetcher(dataset, settings.seed)
-    images = fetcher[(_PREVIEW_STEP, [(i, i) for i in range(count)])]  # the same items at every preview
-    return images.to(device)  # (N, C, H, W)
+    # the same items at every preview, spread over the data (a class-sorted folder's first items are one class)
+    items = list(enumerate(spread_subset(len(dataset), count).tolist()))
+    return fetcher[(_PREVIEW_STEP, items)].to(device)  # (N, C, H, W)
 
 
 def _save_previews(
@@ -673,6 +677,7 @@ def _save_previews(
         return []
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_video_grid
 
+    builder = getattr(task, "builder", None)  # the task's pseudo videos name the frame columns (levels)
     saved = []
     for name, picture in pictures.items():
         picture = picture.detach().float().cpu()
@@ -680,7 +685,8 @@ def _save_previews(
         if picture.ndim == 4:  # (N, C, H, W)
             saved.append(save_image_grid(picture, path, nrow=min(8, picture.shape[0]), upscale=picture_upscale(picture.shape[-1])))
         elif picture.ndim == 5:  # (B, T, C, H, W)
-            saved.append(save_video_grid(picture, path, upscale=picture_upscale(picture.shape[-1])))
+            labels = builder.frame_labels() if builder is not None and builder.num_frames == picture.shape[1] else None
+            saved.append(save_video_grid(picture, path, upscale=picture_upscale(picture.shape[-1]), column_labels=labels))
         else:
             raise ValueError(
                 f"task.preview returned {name!r} of shape {tuple(picture.shape)}; expected (N, C, H, W) or (B, T, C, H, W)"
@@ -1127,6 +1133,11 @@ class _Engine:
             loss_terms=dict(getattr(self.task, "loss_terms", None) or {}),
         )
         summary_path = self.run_dir / "train_summary.json"
+        if ctx.is_main and self.csv_log is not None:
+            from pseudovideo.pictures import save_loss_curves
+
+            save_loss_curves(self.csv_log.path, self.run_dir / "pictures" / "loss_curves.png", title=f"{self.run_dir.name}: training loss",
+                             clean_terms=getattr(self.task, "clean_frame_terms", None))
         if ctx.is_main and (trained > 0 or not summary_path.is_file()):
             # A resume of a finished run trains nothing: keep the figures of the run that did the work.
             summary_path.write_text(json.dumps(result.summary(), indent=1))

@@ -350,9 +350,12 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, level: Tensor | int | None = None) -> Tensor:
         """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W).
 
+        Images x (B, C, H, W) are taken as videos of T = 1 frame and give (B, C, H, W) back.
         ``level`` (B,) or a scalar: the corruption level of each sample, required by (and only accepted by)
         a level-conditioned UNet (``num_levels > 0``).
         """
+        if x.ndim == 4:  # an image batch: one frame per sample
+            return self.forward(x[:, None], t, level)[:, 0]
         batch, num_frames = self._check_input(x)
         t = self._per_sample(t, batch, x.device, "timesteps t")
         emb = self.time_embed(timestep_embedding(t, self.base_channels).to(self.input_conv.weight.dtype))  # (B, D)
@@ -406,7 +409,7 @@ class UNet(nn.Module):
     def _check_input(self, x: Tensor) -> tuple[int, int]:
         """Validates x (B, T, C, H, W) against the configuration; returns (B, T)."""
         if x.ndim != 5:
-            raise ValueError(f"expected a video of shape (B, T, C, H, W), got shape {tuple(x.shape)}")
+            raise ValueError(f"expected a video (B, T, C, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
         batch, num_frames, channels, height, width = x.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels, got input of shape {tuple(x.shape)}")
