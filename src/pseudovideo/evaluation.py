@@ -32,6 +32,7 @@ from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data import spread_images
 from pseudovideo.distributed import resolve_device
 from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
+from pseudovideo.learned_runs import run_builder
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side, save_video_grid
 from pseudovideo.runs import load_run, load_run_config, read_train_summary
@@ -70,15 +71,19 @@ def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
 
 @torch.no_grad()
 def reconstruct_clean_frames(
-    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device
+    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device,
+    builder: Any = None,
 ) -> tuple[Tensor, Tensor]:
     """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), example videos).
 
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
     Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
-    passes, uses the training precision instead).
+    passes, uses the training precision instead). ``builder``: the run's pseudo-video builder (default: the
+    configured one; a run with a learned corruption passes its own, see pseudovideo.learned_runs.run_builder).
     """
-    builder = build_pseudo_video_builder(config.pseudo_video)
+    builder = builder if builder is not None else build_pseudo_video_builder(config.pseudo_video)
+    if isinstance(builder, nn.Module):
+        builder = builder.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     recon_frames, example = [], None
     for batch in _batches(images, batch_size):
@@ -232,7 +237,9 @@ def evaluate_run(
         "checkpoint": checkpoint,
     }
     if is_tokenizer:
-        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed, device=dev)
+        builder = run_builder(config, run_dir, checkpoint["folder"])  # a learned corruption: the one trained on
+        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size,
+                                                 seed=eval_config.seed, device=dev, builder=builder)
         if "psnr" in wanted:
             results["psnr"] = float(M.psnr(fake, real).mean())
         if "ssim" in wanted:
