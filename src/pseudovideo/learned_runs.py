@@ -65,8 +65,9 @@ def _search_key(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def searched_corruption(config: RunConfig, log: Callable[[str], None] | None = None) -> LearnedPseudoVideos:
-    """The search of ``learned.objective`` for this config, from the cache under out_dir or run (and cached)."""
+def searched_corruption(config: RunConfig, log: Callable[[str], None] | None = None) -> Path:
+    """The file of the search of ``learned.objective`` for this config: from the cache under out_dir, or searched
+    now and cached."""
     from pseudovideo.corruption_search import search_corruption
 
     objective = config.pseudo_video.learned.objective
@@ -74,12 +75,11 @@ def searched_corruption(config: RunConfig, log: Callable[[str], None] | None = N
     if cache.is_file():
         if log:
             log(f"{objective} search: reusing {cache}")
-        return load_learned(cache)
+        return cache
     outcome = search_corruption(config, log)
     if log:
         log(outcome.summary())
-    save_learned(outcome.learned, cache)
-    return outcome.learned
+    return save_learned(outcome.learned, cache)
 
 
 def prepare_corruption(
@@ -101,12 +101,11 @@ def prepare_corruption(
             run_file.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(learned_config.from_file).expanduser(), run_file)
         return None, None
-    if resume and run_file.is_file():
-        learned = load_learned(run_file)
-    else:
-        learned = searched_corruption(config, log)
-        save_learned(learned, run_file)
-    return learned.as_builder(), None
+    if not (resume and run_file.is_file()):
+        found = searched_corruption(config, log)
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found, run_file)  # byte for byte: the seeds of an experiment train on one file
+    return load_learned(run_file).as_builder(), None
 
 
 def _learned_of(builder: Any) -> LearnedPseudoVideos | None:
