@@ -30,7 +30,8 @@ from pseudovideo.learned_corruptions import (
     save_learned,
 )
 
-__all__ = ["LEARNED_FILE", "configured_learned_builder", "prepare_corruption", "run_builder", "corruption_record"]
+__all__ = ["LEARNED_FILE", "configured_learned_builder", "corruption_note", "corruption_record", "prepare_corruption",
+           "run_builder"]
 
 LEARNED_FILE = "learned_corruption.safetensors"
 CHECKPOINT_KEY = "learned_corruption"
@@ -129,6 +130,19 @@ def corruption_record(config: RunConfig, builder: Any) -> dict[str, Any]:
         record["mixture"] = [[float(v) for v in row] for row in learned.mixture]
     record["per_image"] = bool(learned is not None and learned.policy is not None)
     return record
+
+
+def corruption_note(record: dict[str, Any]) -> str:
+    """One line from a train summary's ``corruption`` record of a learned corruption ('' for a configured one)."""
+    produced_by = record.get("produced_by") or (record.get("objective") if record.get("objective") != "none" else None)
+    if not produced_by and not record.get("searched_by"):
+        return ""
+    columns = list(zip(*record.get("levels") or []))
+    levels = ", ".join("[" + " ".join(f"{v:.3g}" for v in column) + "]" for column in columns)
+    mixture = record.get("mixture")
+    extra = (" per image (policy; levels at its start)" if record.get("per_image") else "") + (
+        f", mixture {[[round(p, 2) for p in row] for row in mixture]}" if mixture else "")
+    return f"{produced_by or record['searched_by']}: {levels}{extra}"
 
 
 def finish_corruption(config: RunConfig, builder: Any, learner: AdversarialLearner | None) -> None:
