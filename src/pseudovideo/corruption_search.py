@@ -11,8 +11,8 @@
   every non-empty subset of the configured corruptions (or ``operator_sets``) with every maximum level scaled by
   each of ``magnitudes`` (a mask probability capped at 1); ``trials`` points drawn at random (0: all). Each point
   is scored by a short *proxy run*: the run's own model, batch and learning rate, ``proxy_steps`` AdamW steps
-  (no EMA, no GAN or perceptual loss, seed ``learned.seed``), scored on ``proxy_images`` held-out images by the
-  clean frame's quality: tokenizers the PSNR of its reconstruction, diffusion models the denoising MSE of the
+  (no EMA, no GAN or perceptual loss, seed ``learned.seed``), scored on ``proxy_images`` images held out of the
+  *training* split (the evaluation split, which the runs are judged on, is never seen) by the clean frame's quality: tokenizers the PSNR of its reconstruction, diffusion models the denoising MSE of the
   clean frame (4 passes with fixed timesteps and noise). The best point is the baseline every learned corruption
   must beat (the hand-set corruption is the grid point "all operators, magnitude 1").
 
@@ -28,6 +28,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,7 +121,7 @@ def informativeness_search(
     learned.description = (f"informativeness search: seed {settings.seed}, {settings.search_steps} Adam steps (lr "
                            f"{settings.search_lr:g}) of {batch} of {train_images.shape[0]} training images of "
                            f"{config.data.dataset}; held-out gain {before:.4g} (configured) -> {after:.4g} on "
-                           f"{held_out.shape[0]} images")
+                           f"{held_out.shape[0]} other training images")
     return SearchOutcome(learned, "informativeness", "gain", before, after, seconds)
 
 
@@ -178,7 +179,7 @@ def random_search(
     learned = best.pop("learned")
     learned.description = (f"random search: seed {settings.seed}, {len(candidates)} grid points (operator set x "
                            f"magnitude), proxy {settings.proxy_steps} steps scored by the clean frame's {metric} on "
-                           f"{held_out.shape[0]} held-out images; best {best['label']} ({metric} {best[metric]:.4g})")
+                           f"{held_out.shape[0]} held-out training images; best {best['label']} ({metric} {best[metric]:.4g})")
     for c in candidates:
         c.pop("learned", None)
     return SearchOutcome(learned, "random_search", f"proxy {metric}", configured, best[metric],
@@ -186,21 +187,22 @@ def random_search(
 
 
 def search_images(config: RunConfig) -> tuple[Tensor, Tensor]:
-    """(training images (search_images, C, H, W), held-out images (proxy_images or 256)) spread over the splits."""
-    from pseudovideo.data import spread_images
+    """(search images, held-out images), both from the training split (never the evaluation split, which the run is
+    judged on): images spread over it, a random ``proxy_images`` (random_search) or 256 (informativeness) of them held
+    out to score the candidates, the rest (``search_images``; random_search: proxy_steps x batch) to search on."""
     from pseudovideo.tasks import build_dataset_from_config
 
     settings = config.pseudo_video.learned
-    count = settings.search_images
+    count, held = settings.search_images, 256
     if settings.objective == "random_search":  # the images the proxy runs see at most
-        count = settings.proxy_steps * config.train.batch_size
-    if config.data.max_images is not None:
-        count = min(count, config.data.max_images)
-    data = dataclasses.replace(config.data, max_images=count, random_flip=False)
-    train = build_dataset_from_config(dataclasses.replace(config, data=data), split=config.data.train_split)
-    held_count = settings.proxy_images if settings.objective == "random_search" else 256
-    held = spread_images(build_dataset_from_config(config, split=config.data.eval_split), held_count)
-    return torch.stack([train.load(i) for i in range(len(train))]), held
+        count, held = settings.proxy_steps * config.train.batch_size, settings.proxy_images
+    total = count + held if config.data.max_images is None else min(count + held, config.data.max_images)
+    data = dataclasses.replace(config.data, max_images=total, random_flip=False)
+    dataset = build_dataset_from_config(dataclasses.replace(config, data=data), split=config.data.train_split)
+    images = torch.stack([dataset.load(i) for i in range(len(dataset))])
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(settings.seed))
+    held = min(held, len(images) // 4)
+    return images[order[held:held + count]], images[order[:held]]
 
 
 def search_corruption(config: RunConfig, log: Callable[[str], None] | None = None,

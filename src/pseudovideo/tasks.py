@@ -79,10 +79,11 @@ def corruption_dicts(pv_config: PseudoVideoConfig) -> list[dict[str, Any]]:
     return corruptions
 
 
-def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> "PseudoVideoBuilder | LearnedPseudoVideos":
+def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> Any:
     """The pseudo-video builder described by a ``pseudo_video`` config section.
 
-    A PseudoVideoBuilder, except with a fixed ``mixture`` or a ``learned.from_file`` (a LearnedPseudoVideos).
+    A PseudoVideoBuilder, except with a fixed ``mixture`` or a ``learned.from_file`` (a
+    :class:`~pseudovideo.learned_corruptions.LearnedPseudoVideos`).
     A run whose ``learned.objective`` searches or learns its corruption gets it from
     :func:`pseudovideo.learned_runs.prepare_corruption`; this function gives its configured starting point.
     """
