@@ -36,7 +36,7 @@ DIAGNOSTIC_SETTINGS = {"patch_size": 3, "ridge": 1e-6, "pixels_per_image": 16, "
 INFO_COLUMNS = ("info_gain", "info_psnr", "info_ssim", "info_diversity")
 INFO_TITLES = {"info_gain": "info gain", "info_psnr": "frames PSNR", "info_ssim": "frames SSIM",
                "info_diversity": "frame diversity"}
-INFO_NOTE = ("Informativeness of each run's pseudo videos (train_summary.json, 64 training images): info gain = "
+INFO_NOTE = ("Informativeness of each run's pseudo videos (train_summary.json, 256 training images): info gain = "
              "(L*_1 - L*_{T-1}) / L*_1 of the best linear predictor of the clean frame (section 4.1; blank for copies "
              "and T = 1); frames PSNR / SSIM = mean over the corrupted frames of their PSNR (dB) / SSIM to the clean "
              "frame (blank PSNR: identical frames); frame diversity = mean RMS difference of consecutive frames.")

@@ -36,7 +36,7 @@ __all__ = ["LEARNED_FILE", "configured_learned_builder", "corruption_note", "cor
 LEARNED_FILE = "learned_corruption.safetensors"
 CHECKPOINT_KEY = "learned_corruption"
 SEARCH_CACHE = ".corruption-search"
-SUMMARY_IMAGES = 64  # training images the run summary's informativeness numbers are measured on
+SUMMARY_IMAGES = 256  # training images the run summary's informativeness numbers are measured on
 
 
 def configured_learned_builder(pv: PseudoVideoConfig) -> Any:
