@@ -241,7 +241,7 @@ class LearnedPseudoVideos(nn.Module):
         levels = self.levels
         corruptions = []
         for k, op in enumerate(self.operators):
-            spec = {key: value for key, value in _operator_spec(op).items()}
+            spec = _operator_spec(op)
             column = [_shortest(v) for v in levels[:-1, k]]
             corruptions.append({**spec, "schedule": "explicit", "max_level": column[0], "levels": column})
         mixture = self.mixture

@@ -99,8 +99,13 @@ def prepare_corruption(
         return learned, AdversarialLearner(learned, learned_config.lr, learned_config.every)
     if learned_config.objective == "none":
         if learned_config.from_file:
+            source = Path(learned_config.from_file).expanduser()
+            policy = load_learned(source).policy
+            if policy is not None and policy.channels != channels:
+                raise ValueError(f"pseudo_video.learned.from_file {source} holds a per-image policy for {policy.channels}-channel "
+                                 f"images, but the data has {channels} channels (data.channels)")
             run_file.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(learned_config.from_file).expanduser(), run_file)
+            shutil.copyfile(source, run_file)
         return None, None
     if not (resume and run_file.is_file()):
         found = searched_corruption(config, log)
