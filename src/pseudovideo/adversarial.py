@@ -45,7 +45,9 @@ class AdversarialLearner:
         """After the model's update of ``step`` (0-based): average the gradients over ranks, ascend every
         ``every`` steps, and clear them."""
         all_reduce_gradients(self.learned, ctx)
-        if (step + 1) % self.every == 0:
+        grads = [p.grad for p in self.learned.parameters() if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)  # an overflowed fp16 step is skipped, as the model's
+        if (step + 1) % self.every == 0 and finite:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -91,8 +91,10 @@ class TrainingTask(Protocol):
 
     Optional attributes the engine looks for: ``frames_per_image: int`` (frames of the pseudo video
     built from each clean image, for the frames/s figure), ``find_unused_parameters: bool`` (passed
-    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network) and
-    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``).
+    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network),
+    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``) and
+    ``corruption_learner`` (an :class:`~pseudovideo.adversarial.AdversarialLearner` or None: stepped after every
+    model update, its state kept in every checkpoint).
     Call ``model(...)`` (its forward) inside :meth:`training_loss` so that DDP synchronises gradients;
     use :func:`pseudovideo.distributed.unwrap_model` for other attributes.
     """
