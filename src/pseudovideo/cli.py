@@ -120,6 +120,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         config = _fresh_run_name(config, args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
+    if config.pseudo_video.learned.objective != "none":
+        print(f"note: pseudo_video.learned.objective={config.pseudo_video.learned.objective} is searched or learned by "
+              "a run; these are its configured starting point (search-corruptions shows the searched one)")
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
     video = builder(images, generator=_generator(args.seed))  # (N, T, C, H, W)
     out = Path(args.out) if args.out else config.run_dir / "show"
