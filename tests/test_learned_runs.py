@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation import evaluate_run
-from pseudovideo.informativeness import informativeness
+from pseudovideo.informativeness import measure_informativeness
 from pseudovideo.learned_corruptions import load_learned
 from pseudovideo.learned_runs import LEARNED_FILE, run_builder
 from pseudovideo.pseudo_video import build_pseudo_video_builder
@@ -94,7 +94,7 @@ def test_informativeness_numbers_tell_the_controls_apart() -> None:
     dataset = build_dataset("digits", resolution=16, split="train", max_images=300)
     images = torch.stack([dataset.load(i) for i in range(len(dataset))])
     noise = [{"name": "noise", "max_level": 0.5}]
-    reports = {c: informativeness(images, build_pseudo_video_builder(noise, 5, c)) for c in
+    reports = {c: measure_informativeness(images, build_pseudo_video_builder(noise, 5, c)) for c in
                ("first_order", "higher_order", "noise_frames", "copies")}
     assert reports["higher_order"]["gain"] > 0.1 and abs(reports["first_order"]["gain"]) < 0.02  # Markov: no gain
     assert abs(reports["noise_frames"]["gain"]) < 0.05 and max(reports["noise_frames"]["ssim"]) < 0.05

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from pseudovideo.config import RunConfig
-from pseudovideo.informativeness import informativeness, ridge_gain
+from pseudovideo.informativeness import measure_informativeness, ridge_gain
 from pseudovideo.learned_corruptions import LearnedPseudoVideos, operators_and_levels
 
 __all__ = ["SearchOutcome", "initial_learned", "informativeness_search", "random_search", "search_corruption"]
@@ -85,7 +85,7 @@ def initial_learned(config: RunConfig, channels: int, mode: str) -> LearnedPseud
 
 def _gain(images: Tensor, builder: Any, seed: int) -> float | None:
     """The held-out section 4.1 gain of builder's pseudo videos of images (the `diagnose` estimate)."""
-    return informativeness(images, builder, seed=seed)["gain"]
+    return measure_informativeness(images, builder, seed=seed)["gain"]
 
 
 def informativeness_search(

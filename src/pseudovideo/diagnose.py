@@ -213,7 +213,7 @@ def diagnose_constructions(
     higher-order builder: it is diagnosed alone, under the name ``learned``. Returns ({construction: L*_k rows},
     {construction: informativeness report}); copies has no L*_k table (every frame is the clean image).
     """
-    from pseudovideo.informativeness import informativeness
+    from pseudovideo.informativeness import measure_informativeness
     from pseudovideo.tasks import build_pseudo_video_builder
 
     builders = {c: build_pseudo_video_builder(diagnosed_section(pv_config, c)) for c in constructions}
@@ -231,7 +231,7 @@ def diagnose_constructions(
             with torch.no_grad():
                 tables[name] = markov_order_diagnostic(images, builder, generator=torch.Generator().manual_seed(seed))
             log(format_diagnostic_table(tables[name], title))
-        reports[name] = informativeness(images, builder, seed=seed, rows=tables.get(name))
+        reports[name] = measure_informativeness(images, builder, seed=seed, rows=tables.get(name))
         log(format_informativeness(reports[name], title) + "\n")
     return tables, reports
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from pseudovideo import metrics as M
 from pseudovideo.diagnose import markov_order_diagnostic, sample_patch_features
 
-__all__ = ["frame_quality", "informativeness", "plot_informativeness", "ridge_gain", "summary_numbers"]
+__all__ = ["frame_quality", "measure_informativeness", "plot_informativeness", "ridge_gain", "summary_numbers"]
 
 DIAGNOSTIC_SETTINGS = {"patch_size": 3, "ridge": 1e-6, "pixels_per_image": 16, "holdout_fraction": 0.25}
 #: result-table columns of :func:`summary_numbers` and their titles (experiment tables)
@@ -98,7 +98,7 @@ def frame_quality(video: Tensor) -> dict[str, list[float | None]]:
     return {"psnr": psnr, "ssim": ssim, "diversity": diversity}
 
 
-def informativeness(images: Tensor, builder: Any, *, seed: int = 0, batch_size: int = 256,
+def measure_informativeness(images: Tensor, builder: Any, *, seed: int = 0, batch_size: int = 256,
                     rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The informativeness numbers (module docstring) of ``builder``'s pseudo videos of images (N, C, H, W).
 

@@ -182,7 +182,7 @@ def run_builder(config: RunConfig, run_dir: str | Path, checkpoint_folder: str |
 def summary_informativeness(dataset: Any, builder: Any, seed: int) -> dict[str, Any]:
     """The informativeness numbers of ``builder`` on SUMMARY_IMAGES training images spread over ``dataset``."""
     from pseudovideo.data import spread_subset
-    from pseudovideo.informativeness import informativeness
+    from pseudovideo.informativeness import measure_informativeness
 
     indices = spread_subset(len(dataset), SUMMARY_IMAGES).tolist()
     images = torch.stack([dataset.load(i) for i in indices])
@@ -190,7 +190,7 @@ def summary_informativeness(dataset: Any, builder: Any, seed: int) -> dict[str, 
     with torch.no_grad():
         if learned is not None:
             learned = learned.to("cpu")
-        return informativeness(images, learned if learned is not None else builder, seed=seed)
+        return measure_informativeness(images, learned if learned is not None else builder, seed=seed)
 
 
 def describe(builder: Any) -> str:
