@@ -1020,7 +1020,7 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
         lines += ["", INFO_NOTE]
     learned = dict.fromkeys(f"{row['_label']}: {row['_corruption']}" for row in rows if row.get("_corruption"))
     if learned:
-        lines += ["", "Learned corruptions (levels of frames 0..T-1 per operator): " + "; ".join(learned)]
+        lines += ["", "Learned corruptions (each operator's levels at frames 0..T-1): " + "; ".join(learned)]
     marginals = dict.fromkeys(f"{row['_label']}: {row['_marginals']}" for row in rows if row.get("_marginals"))
     if marginals:
         lines += ["", "First-order frames against higher-order frames at the same levels: " + "; ".join(marginals)]

@@ -130,6 +130,7 @@ def corruption_record(config: RunConfig, builder: Any) -> dict[str, Any]:
     learned = _learned_of(builder)
     levels = learned.levels if learned is not None else getattr(builder, "levels", None)
     if levels is not None:
+        record["operators"] = [op.name for op in builder.operators]
         record["levels"] = [[float(v) for v in row] for row in levels]
     if learned is not None and learned.mixture is not None:
         record["mixture"] = [[float(v) for v in row] for row in learned.mixture]
@@ -143,7 +144,8 @@ def corruption_note(record: dict[str, Any]) -> str:
     if not produced_by and not record.get("searched_by"):
         return ""
     columns = list(zip(*record.get("levels") or []))
-    levels = ", ".join("[" + " ".join(f"{v:.3g}" for v in column) + "]" for column in columns)
+    names = record.get("operators") or [""] * len(columns)
+    levels = ", ".join(f"{name} [" + " ".join(f"{v:.3g}" for v in column) + "]" for name, column in zip(names, columns))
     mixture = record.get("mixture")
     extra = (" per image (policy; levels at its start)" if record.get("per_image") else "") + (
         f", mixture {[[round(p, 2) for p in row] for row in mixture]}" if mixture else "")
