@@ -29,6 +29,13 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "Compose": "pseudovideo.corruptions",
     "build_corruption": "pseudovideo.corruptions",
     "level_schedule": "pseudovideo.schedules",
+    # learned corruptions and how informative a pseudo video is
+    "LearnedPseudoVideos": "pseudovideo.learned_corruptions",
+    "save_learned": "pseudovideo.learned_corruptions",
+    "load_learned": "pseudovideo.learned_corruptions",
+    "search_corruption": "pseudovideo.corruption_search",
+    "measure_informativeness": "pseudovideo.informativeness",
+    "ridge_gain": "pseudovideo.informativeness",
     # lifting any image model to its video counterpart
     "lift": "pseudovideo.lifting",
     "LiftError": "pseudovideo.lifting",
@@ -102,7 +109,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     )
     from pseudovideo.data import ImageDataset, TensorImageDataset, build_dataset
     from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
+    from pseudovideo.corruption_search import search_corruption
     from pseudovideo.evaluation import evaluate_run
+    from pseudovideo.informativeness import measure_informativeness, ridge_gain
+    from pseudovideo.learned_corruptions import LearnedPseudoVideos, load_learned, save_learned
     from pseudovideo.metrics import (
         InceptionFeatureStats, build_inception, fid_kid, frechet_distance, inception_features, psnr, resolve_inception_weights,
         sliced_wasserstein_distance, ssim,

@@ -144,6 +144,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     builder = build_pseudo_video_builder(config.pseudo_video)
+    if config.pseudo_video.learned.objective != "none":
+        print(f"note: pseudo_video.learned.objective={config.pseudo_video.learned.objective} is searched or learned by "
+              "a run; these are its configured starting point (search-corruptions shows the searched one)")
     images = spread_images(dataset, args.n)  # (N, C, H, W), every class of a class-sorted folder
     video = builder(images, generator=_generator(args.seed))  # (N, T, C, H, W)
     out = _output_folder(config, args, "show")
@@ -164,36 +167,45 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import dataclasses
 
     from pseudovideo.data import spread_images
-    from pseudovideo.diagnose import format_diagnostic_table, markov_order_diagnostic
-    from pseudovideo.tasks import build_dataset_from_config, build_pseudo_video_builder
+    from pseudovideo.diagnose import DIAGNOSE_CONSTRUCTIONS, diagnose_constructions, diagnosed_section
+    from pseudovideo.informativeness import plot_informativeness
+    from pseudovideo.tasks import build_dataset_from_config
 
     _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
-    constructions = ["first_order", "higher_order"] if args.construction == "both" else [args.construction]
+    constructions = list(DIAGNOSE_CONSTRUCTIONS.get(args.construction, [args.construction]))
     for construction in constructions:  # the config was checked with its own construction: check these before work
-        pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
+        pv_config = diagnosed_section(config.pseudo_video, construction)
         validate_config(dataclasses.replace(config, pseudo_video=pv_config))
     dataset = build_dataset_from_config(config, split=config.data.train_split)
     images = spread_images(dataset, args.n_images)  # (N, C, H, W), every class of a class-sorted folder
     out = _output_folder(config, args, "diagnose")
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for construction in constructions:
-        pv_config = dataclasses.replace(config.pseudo_video, construction=construction)
-        builder = build_pseudo_video_builder(pv_config)
-        rows = markov_order_diagnostic(images, builder, generator=_generator(args.seed))
-        results[construction] = rows
-        corruption = "+".join(c.name for c in pv_config.corruptions)
-        title = f"{dataset.name}, {construction}, {corruption}, T={builder.num_frames}, {len(images)} images"
-        print(format_diagnostic_table(rows, title))
-        print()
+    results, reports = diagnose_constructions(images, config.pseudo_video, constructions, seed=args.seed,
+                                              dataset_name=dataset.name)
     path = out / "diagnose.json"
-    for name in ("diagnose.json", "config.yaml"):
+    for name in ("diagnose.json", "config.yaml", "informativeness.png"):
         _keep_previous(out / name)
     config_path = str(args.config) if args.config is not None else None  # null in JSON, not "None"
-    path.write_text(json.dumps({"config": config_path, "overrides": args.overrides, "results": results}, indent=2))
+    path.write_text(json.dumps({"config": config_path, "overrides": args.overrides, "results": results,
+                                "informativeness": reports}, indent=2))
     save_config(config, out / "config.yaml")
-    print(f"results: {path}")
+    plot = plot_informativeness(reports, out / "informativeness.png", title=f"{dataset.name}, {len(images)} images")
+    print(f"results: {path}\ninformativeness against the frame index: {plot}")
+    return 0
+
+
+def cmd_search_corruptions(args: argparse.Namespace) -> int:
+    """Searches a pseudo-video corruption before training and writes it as a config fragment (and safetensors)."""
+    from pseudovideo.corruption_search import write_search
+
+    config = _config_from_args(args)
+    if args.out is None:
+        config = _fresh_run_name(config, args)
+    out = Path(args.out) if args.out else config.run_dir / "search-corruptions"
+    for name in ("corruption.yaml", "corruption.safetensors", "search.json"):
+        _keep_previous(out / name)
+    write_search(config, args.objective, out, log=print)
     return 0
 
 
@@ -419,10 +431,21 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose = sub.add_parser("diagnose", help="held-out MSE of predicting the clean frame from the last k frames")
     _add_config_arguments(diagnose)
     diagnose.add_argument("--n-images", type=int, default=2000)
-    diagnose.add_argument("--construction", choices=["both", "first_order", "higher_order"], default="both")
+    diagnose.add_argument("--construction", default="both",
+                          choices=["both", "all", "first_order", "higher_order", "shuffled", "noise_frames", "copies"],
+                          help="pseudo-video construction(s): both = first_order and higher_order; all = every one")
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.add_argument("--out", type=Path, default=None, help="output folder (default: OUT_DIR/diagnose/NAME, the config's out_dir and name)")
     diagnose.set_defaults(func=cmd_diagnose)
+
+    search = sub.add_parser("search-corruptions", help="search a pseudo-video corruption before training; "
+                                                        "writes it as a config fragment")
+    _add_config_arguments(search)
+    search.add_argument("--objective", choices=["informativeness", "random_search"], default=None,
+                        help="the search (default: the config's pseudo_video.learned.objective if it is one of these, "
+                             "else informativeness)")
+    search.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/search-corruptions)")
+    search.set_defaults(func=cmd_search_corruptions)
 
     train = sub.add_parser("train", help="train a run from a config (then evaluate it)")
     _add_config_arguments(train)

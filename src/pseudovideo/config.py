@@ -47,12 +47,38 @@ class CorruptionConfig:
 
 
 @dataclass
+class LearnedCorruptionConfig:
+    """How the corruption is learned (see pseudovideo.learned_corruptions); objective none: used as configured."""
+
+    objective: str = field(default="none", metadata=_choices("none", "informativeness", "adversarial", "random_search"))
+    mixture: bool = False  # also learn a per-frame operator mixture (each frame applies one operator)
+    per_image: bool = False  # a small CNN maps each clean image to its levels (and mixture)
+    seed: int = 0  # seed of the search (informativeness, random_search) and of the policy's initial weights
+    search_steps: int = 150  # informativeness: Adam steps
+    search_images: int = 512  # informativeness: training images the gain is measured on
+    search_batch: int = 128  # informativeness: images per step
+    search_lr: float = 0.05  # informativeness: Adam learning rate
+    budget: float = 0.25  # adversarial: largest move of a frame's normalised level from the configured schedule
+    lr: float = 0.01  # adversarial: Adam learning rate of the corruption's ascent
+    every: int = 1  # adversarial: the corruption ascends every N model steps
+    operator_sets: list[list[str]] | None = None  # random_search: null = every non-empty subset of the corruptions
+    magnitudes: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])  # random_search: x configured max_level
+    trials: int = 0  # random_search: grid points drawn at random (0: the whole grid)
+    proxy_steps: int = 60  # random_search: training steps of each proxy run
+    proxy_images: int = 256  # random_search: held-out images each proxy run is scored on
+    from_file: str | None = None  # a learned corruption (.safetensors) written by search-corruptions, used as it is
+    searched_by: str | None = None  # written by search-corruptions: what produced the explicit levels (recorded)
+
+
+@dataclass
 class PseudoVideoConfig:
     """How clean images become pseudo videos of ``num_frames`` frames (last frame clean)."""
 
     num_frames: int = 8
-    # copies: T identical clean frames (the capacity control; corruptions are ignored)
-    construction: str = field(default="higher_order", metadata=_choices("first_order", "higher_order", "copies"))
+    # copies: T identical clean frames (the capacity control; corruptions are ignored); shuffled: higher-order
+    # frames in random order; noise_frames: T-1 frames of pure noise (std 0.5) then the clean frame
+    construction: str = field(default="higher_order", metadata=_choices(
+        "first_order", "higher_order", "copies", "shuffled", "noise_frames"))
     corruptions: list[CorruptionConfig] = field(
         default_factory=lambda: [
             CorruptionConfig(name="blur", schedule="linear", max_level=2.0),
@@ -62,6 +88,10 @@ class PseudoVideoConfig:
     # Image-model training on pseudo-video frames as extra samples (the "data-control" experiment):
     # every frame of the pseudo video becomes an independent training image.
     frames_as_images: bool = False
+    # Fixed operator probabilities of frames 0..T-2 ((T-1) rows of K): each frame applies ONE operator, drawn
+    # per image; null: the operators compose. Written by search-corruptions for a learned mixture.
+    mixture: list[list[float]] | None = None
+    learned: LearnedCorruptionConfig = field(default_factory=LearnedCorruptionConfig)
 
 
 @dataclass
@@ -570,9 +600,9 @@ def validate_config(config: RunConfig) -> None:
     pv, data, train = config.pseudo_video, config.data, config.train
     check_name(config.name, "name")
     _require(pv.num_frames >= 1, f"pseudo_video.num_frames: expected >= 1, got {pv.num_frames}")
-    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1 or pv.construction == "copies",
+    _require(len(pv.corruptions) >= 1 or pv.num_frames == 1 or pv.construction in ("copies", "noise_frames"),
              "pseudo_video.corruptions: at least one corruption is needed when num_frames > 1 "
-             "(or construction copies)")
+             "(or construction copies or noise_frames)")
     for i, corruption in enumerate(pv.corruptions):
         key = f"pseudo_video.corruptions.{i}"
         _require(corruption.max_level >= 0, f"{key}.max_level: expected >= 0, got {corruption.max_level}")
@@ -588,6 +618,9 @@ def validate_config(config: RunConfig) -> None:
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
     if pv.construction == "first_order":
         _validate_first_order_downsample(pv, data.resolution)
+    from pseudovideo.learned_config import validate_learned  # torch-free; kept apart to keep this module short
+
+    validate_learned(pv)
     _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
     _require(0 < data.held_out_fraction < 1,
              f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")

@@ -30,8 +30,33 @@ MEANINGS: dict[str, str] = {
     f"{CORRUPTIONS}.N.patch_size": "mask only: side of a masked square patch",
     f"{CORRUPTIONS}.N.fill_value": "mask only: value written into masked patches",
     "pseudo_video.num_frames": "frames T of a pseudo video, the last one clean (1: plain images)",
-    "pseudo_video.construction": "first_order: frame t-1 made from frame t; higher_order: every frame from the clean image",
     "pseudo_video.corruptions": "operators applied in order, each with its level schedule (a list of the keys above)",
+    "pseudo_video.construction": "first_order: frame t-1 made from frame t; higher_order: every frame from the clean image; "
+                                 "copies: T clean frames; shuffled: higher-order frames in random order, clean last; "
+                                 "noise_frames: T-1 frames of N(0, 0.5^2) noise, clean last",
+    "pseudo_video.mixture": "fixed operator probabilities of frames 0..T-2 ((T-1) rows of K): each frame applies ONE "
+                            "corruption drawn per image (higher_order); null: the corruptions compose",
+    "pseudo_video.learned.objective": "how the corruption is learned: none (as configured), informativeness (searched "
+                                      "before training for the section 4.1 gain), adversarial (ascends the model's loss "
+                                      "during training), random_search (operator set x magnitude scored by proxy runs)",
+    "pseudo_video.learned.mixture": "also learn a per-frame operator mixture (each frame applies one corruption; no downsample)",
+    "pseudo_video.learned.per_image": "a small CNN maps each clean image to its levels (and mixture), trained by the objective",
+    "pseudo_video.learned.seed": "seed of the search and of the per-image policy's initial weights (the runs of an experiment share a search)",
+    "pseudo_video.learned.search_steps": "informativeness: Adam steps of the search",
+    "pseudo_video.learned.search_images": "informativeness: training images the gain is measured on",
+    "pseudo_video.learned.search_batch": "informativeness: images per search step (3/4 fit the ridge predictor, 1/4 score it)",
+    "pseudo_video.learned.search_lr": "informativeness: Adam learning rate",
+    "pseudo_video.learned.budget": "adversarial: largest move of a frame's normalised level from the configured schedule, in (0, 1] "
+                                   "(a learned mixture keeps (1 - budget) / K of each operator)",
+    "pseudo_video.learned.lr": "adversarial: Adam learning rate of the corruption's ascent",
+    "pseudo_video.learned.every": "adversarial: the corruption ascends every N model steps",
+    "pseudo_video.learned.operator_sets": "random_search: operator sets (lists of corruption names); null: every non-empty subset",
+    "pseudo_video.learned.magnitudes": "random_search: maximum levels as multiples of the configured ones (mask capped at 1)",
+    "pseudo_video.learned.trials": "random_search: grid points drawn at random with learned.seed (0: the whole grid)",
+    "pseudo_video.learned.proxy_steps": "random_search: training steps of each proxy run (the run's model, batch and lr)",
+    "pseudo_video.learned.proxy_images": "random_search: held-out images each proxy run is scored on",
+    "pseudo_video.learned.from_file": "a learned corruption (.safetensors) written by search-corruptions or a run: trained on as it is",
+    "pseudo_video.learned.searched_by": "recorded, not read: what produced the explicit levels (written by search-corruptions)",
     "pseudo_video.frames_as_images": "image model trained on every pseudo-video frame as a separate image (data control; loss.last_frame_weight weighs them as in the video model)",
     "data.dataset": "digits (embedded) | cifar10 | mnist | celeba | folder:PATH",
     "data.root": "local root of a torchvision dataset (its own layout)",

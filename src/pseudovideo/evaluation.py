@@ -36,6 +36,7 @@ from pseudovideo.data import spread_images, spread_subset
 from pseudovideo.diffusion import ddim_timesteps
 from pseudovideo.distributed import resolve_device
 from pseudovideo.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
+from pseudovideo.learned_runs import run_builder
 from pseudovideo.losses import build_perceptual_loss
 from pseudovideo.models.quantizer import CodeUsage
 from pseudovideo.probe import ProbeSkipped, probe_metrics
@@ -83,6 +84,7 @@ def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
 def reconstruct_clean_frames(
     model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device,
     usage: CodeUsage | None = None,
+    builder: Any = None,
 ) -> tuple[Tensor, Tensor]:
     """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), examples
     (2, E, T, C, H, W): the input and reconstructed videos of E = 4 images spread over ``images``).
@@ -90,9 +92,12 @@ def reconstruct_clean_frames(
     With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
     ``usage``, when given, counts every code the tokenizer emits (all positions and time steps).
     Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
-    passes, uses the training precision instead).
+    passes, uses the training precision instead). ``builder``: the run's pseudo-video builder (default: the
+    configured one; a run with a learned corruption passes its own, see pseudovideo.learned_runs.run_builder).
     """
-    builder = build_pseudo_video_builder(config.pseudo_video)
+    builder = builder if builder is not None else build_pseudo_video_builder(config.pseudo_video)
+    if isinstance(builder, nn.Module):
+        builder = builder.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     picks = spread_subset(images.shape[0], EXAMPLE_VIDEOS).tolist()  # not the first ones: a sorted split is one class
     recon_frames, inputs, recons = [], [], []
@@ -298,10 +303,11 @@ def evaluate_run(
     }
     codebook = None
     if is_tokenizer:
+        builder = run_builder(config, run_dir, checkpoint["folder"])  # a learned corruption: the one trained on
         rate = model.rate(model_frames(config))
         usage = CodeUsage(rate.codebook_size, rate.num_quantizers)
         fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed,
-                                                 device=dev, usage=usage)
+                                                 device=dev, usage=usage, builder=builder)
         codebook = _codebook_entry(usage, real.shape[0])
         if "psnr" in wanted:
             results["psnr"] = float(M.psnr(fake, real).mean())

@@ -100,6 +100,8 @@ from pseudovideo.config import (
     save_config,
 )
 from pseudovideo.distributed import resolve_device
+from pseudovideo.informativeness import INFO_COLUMNS, INFO_NOTE, INFO_TITLES, summary_numbers
+from pseudovideo.learned_runs import corruption_note
 from pseudovideo.marginals import first_order_marginals_note
 from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
 from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
@@ -153,7 +155,7 @@ RATE_TITLES = {"codes_per_image": "codes/image", "bits_per_image": "bits/image"}
 CODEBOOK_COLUMNS = ("codebook_usage", "codebook_perplexity")
 MEASURED_COLUMNS = (*RATE_COLUMNS, *CODEBOOK_COLUMNS)
 MEASURED_TITLES = {**RATE_TITLES, "codebook_usage": "codebook usage", "codebook_perplexity": "perplexity"}
-OPTIONAL_COLUMNS = (*MEASURED_COLUMNS, "loss_terms")
+OPTIONAL_COLUMNS = (*MEASURED_COLUMNS, *INFO_COLUMNS, "loss_terms")
 # Sizes that results.md and the log state as resolved (after every override), instead of the description.
 SIZE_KEYS = ("data.resolution", "train.steps", "train.batch_size", "pseudo_video.num_frames", "eval.num_images")
 _TAR_HINT = "mkdir -p {parent} && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C {parent}"
@@ -846,12 +848,14 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
         "peak_memory_mb": summary["peak_memory_bytes"] / 2**20 if "peak_memory_bytes" in summary else "",
         "train_seconds": summary.get("wall_time_s", ""),
     })
+    row.update({k: "" if v is None else v for k, v in summary_numbers(summary.get("informativeness") or {}).items()})
     row["_label"] = _run_label(run.name, run.seed)
     row["_rate"] = rate.get("description", "")
     row["_skipped"] = result.get("skipped", {})
     row["_protocol"] = result.get("protocol", {})
     row["_loss_terms"] = describe_loss_terms(summary.get("loss_terms") or {})
     row["_marginals"] = first_order_marginals_note(run.config)  # composed corruptions, first order only
+    row["_corruption"] = corruption_note(summary.get("corruption") or {})  # a learned corruption: what produced it
     return row
 
 
@@ -977,10 +981,10 @@ def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
 def _results_table(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
                    optional: Sequence[str]) -> list[str]:
     """The main results.md table: one line per variant (mean ± 95 % half-width over seeds)."""
-    rate = [c for c in MEASURED_COLUMNS if c in optional]
+    rate = [c for c in (*MEASURED_COLUMNS, *INFO_COLUMNS) if c in optional]
     values = [*spec.metrics, *rate, "flops_per_image", "parameters", "train_images_per_s"]
     groups = aggregate_over_seeds(rows, [*group_columns, "_label"], values)
-    header = [*group_columns, "seeds", *spec.metrics, *[MEASURED_TITLES[c] for c in rate],
+    header = [*group_columns, "seeds", *spec.metrics, *[{**MEASURED_TITLES, **INFO_TITLES}[c] for c in rate],
               *(["loss terms"] if "loss_terms" in optional else []), "GFLOPs/image", "params (M)", "train img/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
     for group in groups:
@@ -1015,6 +1019,11 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     rates = dict.fromkeys(f"{row['_label']}: {row['_rate']}" for row in rows if row["_rate"])
     if rates:
         lines += ["", "Rate (codes and bits per clean image that its decoder reads): " + "; ".join(rates)]
+    if any(c in optional for c in INFO_COLUMNS):
+        lines += ["", INFO_NOTE]
+    learned = dict.fromkeys(f"{row['_label']}: {row['_corruption']}" for row in rows if row.get("_corruption"))
+    if learned:
+        lines += ["", "Learned corruptions (each operator's levels at frames 0..T-1): " + "; ".join(learned)]
     marginals = dict.fromkeys(f"{row['_label']}: {row['_marginals']}" for row in rows if row.get("_marginals"))
     if marginals:
         lines += ["", "First-order frames against higher-order frames at the same levels: " + "; ".join(marginals)]
@@ -1151,7 +1160,7 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(rows, header, folder / "results.csv")
     group_columns = [c for c in [*identity, *extra_keys] if c not in ("run", "seed")]
-    values = [*spec.metrics, *[c for c in MEASURED_COLUMNS if c in optional], *RESULT_COLUMNS]
+    values = [*spec.metrics, *[c for c in (*MEASURED_COLUMNS, *INFO_COLUMNS) if c in optional], *RESULT_COLUMNS]
     summary = summary_rows(aggregate_over_seeds(rows, group_columns, values), group_columns, values)
     summary_path = _write_csv(summary, [*group_columns, "metric", *INTERVAL_HEADER], folder / "results_summary.csv")
     resolved = resolve_differences(spec, scale, runs)

@@ -12,6 +12,13 @@ whose earlier frames are progressively more corrupted (frame 0 the most). Two co
 - ``copies``: T identical clean copies of x (operators and levels are ignored). The control that
   gives a video model the same number of frames, so the same latent capacity, without any
   corruption: it separates "more frames" from "the corruption's self-supervision".
+- ``shuffled``: the higher-order frames in a random order (a new permutation of frames 0..T-2 per video), the
+  clean frame still last: the control for "does the ordered progression matter?".
+- ``noise_frames``: every frame but the last is pure Gaussian noise, mean 0 and std ``NOISE_FRAMES_STD`` = 0.5,
+  independent of the image (operators and levels are ignored): a video that carries no information about x,
+  the "non-informative augmentation" control. 0.5 is the pixel std of natural images in [-1, 1] (CIFAR-10:
+  0.50 at 32x32, 0.47 at 16x16, over 5,000 training images), so the noise frames have the scale of an image
+  and the model's input statistics stay those of a pseudo video.
 
 For a single blur, noise, mask or whole-octave downsample operator the first- and higher-order
 constructions give every frame the same marginal distribution (blur is the discrete Gaussian, an
@@ -37,7 +44,10 @@ from pseudovideo.corruptions import Compose, Corruption, Downsample, build_corru
 from pseudovideo.exact_composition import blur_noise_chain, first_order_exact
 from pseudovideo.schedules import level_schedule
 
-CONSTRUCTIONS = ("first_order", "higher_order", "copies")
+CONSTRUCTIONS = ("first_order", "higher_order", "copies", "shuffled", "noise_frames")
+#: constructions whose corrupted frames do not depend on the operators (which may then be absent)
+IMAGE_FREE = ("copies", "noise_frames")
+NOISE_FRAMES_STD = 0.5  # std of the noise frames of construction noise_frames (module docstring)
 SCHEDULE_KEYS = ("name", "schedule", "max_level", "min_level", "levels")
 
 
@@ -46,7 +56,7 @@ class PseudoVideoBuilder:
 
     levels[t, k] is the level of operator k at frame t; row T-1 must be all zeros (the clean frame)
     and levels must be non-negative and non-increasing in t. construction is "first_order",
-    "higher_order" or "copies" (see the module docstring for how their marginals compare). No
+    "higher_order", "copies", "shuffled" or "noise_frames" (see the module docstring). No
     clamping is done. first_order refuses downsample levels whose block averages do not nest.
     """
 
@@ -61,7 +71,7 @@ class PseudoVideoBuilder:
             raise ValueError(
                 f"levels must have shape (T, K={self.compose.num_operators}) with T >= 1, got {tuple(levels.shape)}"
             )
-        if self.compose.num_operators == 0 and levels.shape[0] > 1 and construction != "copies":
+        if self.compose.num_operators == 0 and levels.shape[0] > 1 and construction not in IMAGE_FREE:
             raise ValueError(f"at least one operator is needed for more than one frame, got T={levels.shape[0]}")
         if not bool(torch.isfinite(levels).all()) or bool((levels < 0).any()):
             raise ValueError(f"levels must be finite and non-negative, got {levels.tolist()}")
@@ -120,8 +130,12 @@ class PseudoVideoBuilder:
             wide = x.to(torch.promote_types(x.dtype, torch.float32))
             if self.construction == "higher_order":
                 video = self._higher_order(wide, generator)
-            else:
+            elif self.construction == "first_order":
                 video = self._first_order(wide, generator)
+            elif self.construction == "shuffled":
+                video = shuffle_corrupted_frames(self._higher_order(wide, generator), generator)
+            else:
+                video = noise_frames(wide, self.num_frames, generator)
         return video.to(x.dtype)
 
     def _higher_order(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -161,6 +175,24 @@ class PseudoVideoBuilder:
         )
 
 
+def shuffle_corrupted_frames(video: Tensor, generator: torch.Generator | None) -> Tensor:
+    """video (B, T, C, H, W) with frames 0..T-2 of each video in a random order (one permutation per video);
+    the last (clean) frame stays last."""
+    b, t = video.shape[:2]
+    device = generator.device if generator is not None else video.device
+    order = torch.argsort(torch.rand(b, t - 1, generator=generator, device=device), dim=1).to(video.device)  # (B, T-1)
+    shuffled = torch.gather(video[:, :-1], 1, order[:, :, None, None, None].expand_as(video[:, :-1]))
+    return torch.cat([shuffled, video[:, -1:]], dim=1)
+
+
+def noise_frames(x: Tensor, num_frames: int, generator: torch.Generator | None) -> Tensor:
+    """(B, T, C, H, W): T-1 frames of N(0, NOISE_FRAMES_STD^2) noise independent of x (B, C, H, W), then x."""
+    b, c, h, w = x.shape
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(b, num_frames - 1, c, h, w, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return torch.cat([NOISE_FRAMES_STD * noise, x[:, None]], dim=1)
+
+
 def corruption_levels(spec: Mapping[str, object], num_frames: int) -> Tensor:
     """Per-frame levels (T,) of one corruption spec dict (keys schedule, max_level, min_level, levels)."""
     kind = spec.get("schedule", "linear")
@@ -180,12 +212,12 @@ def build_pseudo_video_builder(
 
     Each dict: {"name": "blur", "schedule": "linear", "max_level": 2.0, "min_level": None,
     "levels": None, **operator params}; schedule defaults to "linear"; for "explicit" the levels
-    define the maximum and max_level is ignored. With num_frames == 1 or construction "copies" the
-    list may be empty.
+    define the maximum and max_level is ignored. With num_frames == 1 or construction "copies" or
+    "noise_frames" the list may be empty.
     """
     if construction not in CONSTRUCTIONS:
         raise ValueError(f"unknown construction {construction!r}; expected one of {list(CONSTRUCTIONS)}")
-    if not corruptions and num_frames > 1 and construction != "copies":
+    if not corruptions and num_frames > 1 and construction not in IMAGE_FREE:
         raise ValueError(f"corruptions must list at least one operator when num_frames={num_frames} > 1, got none")
     operators, columns = [], []
     for spec in corruptions:

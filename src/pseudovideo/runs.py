@@ -30,6 +30,7 @@ from pseudovideo.data import check_dataset_spec
 from pseudovideo.distributed import init_distributed, resolve_device, teardown
 from pseudovideo.memory import check_training_memory
 from pseudovideo.probe import unlabelled_reason
+from pseudovideo.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
 from pseudovideo.tasks import build_dataset_from_config, build_model, build_task
 from pseudovideo.training import TrainResult, load_trained_model, seeded, train
 from pseudovideo.trust import check_trusted
@@ -140,10 +141,15 @@ def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = Fal
         dataset = build_dataset_from_config(config, split=config.data.train_split)
         # Resolve the channel count so that evaluation can rebuild the model without reading the data.
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, channels=dataset.channels))
+        log = print if config.train.progress and ctx.is_main else None
+        builder, learner = prepare_corruption(config, dataset.channels, resume=resume, log=log)  # (None, None): as configured
         with seeded(config.train.seed):  # initial weights (and codebooks) follow train.seed
-            task = build_task(config, channels=dataset.channels, trust_code=trust_code)
+            task = build_task(config, channels=dataset.channels, builder=builder, trust_code=trust_code)
+        task.corruption_learner = learner
         # train() writes config_dict to run_dir/config.yaml (rank 0) before the first step
         result = train(task, dataset, config.train, run_dir, config_dict=config_to_dict(config), resume=resume)
+        if ctx.is_main:
+            _record_corruption(config, dataset, task.builder, learner)
     finally:
         teardown(ctx)
     return result
@@ -180,6 +186,16 @@ def _refuse_occupied_folder(config: RunConfig, changed: dict[str, tuple[Any, Any
         f"`pseudovideo train --resume {run_dir}` (train_run(config, resume=True) in Python), or train it anew "
         f"under another name: name={free}"
     )
+
+
+def _record_corruption(config: RunConfig, dataset: Any, builder: Any, learner: Any) -> None:
+    """Adds to train_summary.json the corruption the run trained on (and its objective) and its informativeness."""
+    finish_corruption(config, builder, learner)
+    path = config.run_dir / "train_summary.json"
+    summary = read_train_summary(config.run_dir)
+    summary["corruption"] = corruption_record(config, builder)
+    summary["informativeness"] = summary_informativeness(dataset, builder, seed=config.eval.seed)
+    path.write_text(json.dumps(summary, indent=1))
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

@@ -70,13 +70,29 @@ def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
     )
 
 
-def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> PseudoVideoBuilder:
-    """The PseudoVideoBuilder described by a ``pseudo_video`` config section."""
+def corruption_dicts(pv_config: PseudoVideoConfig) -> list[dict[str, Any]]:
+    """The ``pseudo_video.corruptions`` as the dicts :func:`pseudovideo.pseudo_video.build_pseudo_video_builder` takes."""
     corruptions: list[dict[str, Any]] = []
     for corruption in pv_config.corruptions:
         accepted = (*SCHEDULE_KEYS, *corruption_params(corruption.name))  # e.g. patch_size only for mask
         corruptions.append({k: v for k, v in dataclasses.asdict(corruption).items() if k in accepted})
-    return _build_builder(corruptions, num_frames=pv_config.num_frames, construction=pv_config.construction)
+    return corruptions
+
+
+def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> Any:
+    """The pseudo-video builder described by a ``pseudo_video`` config section.
+
+    A PseudoVideoBuilder, except with a fixed ``mixture`` or a ``learned.from_file`` (a
+    :class:`~pseudovideo.learned_corruptions.LearnedPseudoVideos`).
+    A run whose ``learned.objective`` searches or learns its corruption gets it from
+    :func:`pseudovideo.learned_runs.prepare_corruption`; this function gives its configured starting point.
+    """
+    from pseudovideo.learned_runs import configured_learned_builder  # imports this module
+
+    learned = configured_learned_builder(pv_config)
+    if learned is not None:
+        return learned
+    return _build_builder(corruption_dicts(pv_config), num_frames=pv_config.num_frames, construction=pv_config.construction)
 
 
 def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
@@ -86,8 +102,20 @@ def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
                 "control, corruptions ignored)")
     if pv_config.num_frames == 1:
         return "T=1: the clean images themselves (no corruption applied)"
+    if pv_config.construction == "noise_frames":
+        return (f"T={pv_config.num_frames}, noise_frames ({pv_config.num_frames - 1} frames of N(0, 0.5^2) noise "
+                "then the clean image: the non-informative control, corruptions ignored)")
     corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
-    return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}"
+    learned = pv_config.learned
+    extra = f", mixture {pv_config.mixture}" if pv_config.mixture is not None else ""
+    if learned.objective != "none":
+        extra += f", learned by {learned.objective}" + (" (per image)" if learned.per_image else "") + (
+            " with an operator mixture" if learned.mixture else "") + " from this start"
+    if learned.from_file:
+        extra += f", learned corruption from {learned.from_file}"
+    if learned.searched_by:
+        extra += f" ({learned.searched_by})"
+    return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}{extra}"
 
 
 def is_tokenizer(config: RunConfig) -> bool:
@@ -176,9 +204,13 @@ def build_diffusion(config: RunConfig) -> GaussianDiffusion:
     return GaussianDiffusion(beta_schedule(d.beta_schedule, d.num_timesteps), prediction=d.prediction)
 
 
-def build_task(config: RunConfig, channels: int, *, trust_code: bool = False) -> "TokenizerTask | DiffusionTask":
-    """The training task (model + objective) of a run config (``trust_code``: see :func:`build_model`)."""
-    builder = build_pseudo_video_builder(config.pseudo_video)
+def build_task(config: RunConfig, channels: int, builder: Any = None, *,
+               trust_code: bool = False) -> "TokenizerTask | DiffusionTask":
+    """The training task (model + objective) of a run config; ``builder``: its pseudo-video builder (default:
+    the configured one; a run with a learned corruption passes it, see pseudovideo.learned_runs); ``trust_code``:
+    see :func:`build_model`."""
+    if builder is None:
+        builder = build_pseudo_video_builder(config.pseudo_video)
     model = build_model(config, channels, trust_code=trust_code)
     # Per frame of the pseudo video, also when its frames are separate images: the clean frame gets the same
     # share of the loss as in the video model (frames_as_images weights each frame-image by its frame's weight).

@@ -92,8 +92,10 @@ class TrainingTask(Protocol):
 
     Optional attributes the engine looks for: ``frames_per_image: int`` (frames of the pseudo video
     built from each clean image, for the frames/s figure), ``find_unused_parameters: bool`` (passed
-    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network) and
-    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``).
+    to DDP), a ``to(device)`` method (moves auxiliary modules such as a perceptual network),
+    ``loss_terms: dict`` (the active loss terms and weights, copied into ``train_summary.json``) and
+    ``corruption_learner`` (an :class:`~pseudovideo.adversarial.AdversarialLearner` or None: stepped after every
+    model update, its state kept in every checkpoint).
     Call ``model(...)`` (its forward) inside :meth:`training_loss` so that DDP synchronises gradients;
     use :func:`pseudovideo.distributed.unwrap_model` for other attributes.
     """
@@ -888,6 +890,9 @@ class _Engine:
         _seed_everything(self.rank_seed)
         self.generator = torch.Generator(device=device).manual_seed(self.rank_seed)
         self.model, self.discriminator = _prepare_modules(self.task, settings, device)
+        self.learner = getattr(self.task, "corruption_learner", None)  # an adversarial corruption (or None)
+        if self.learner is not None:
+            self.learner.to(device)
         self.resume_path = _find_resume_checkpoint(self.checkpoints_dir, ctx) if resume else None
         state = self._load_weights()
         self._wrap()
@@ -896,8 +901,17 @@ class _Engine:
         if state is not None:
             self.optimisation.load_state_dict(state, self.resume_path)
             self._restore_random_streams(state["rng"])
+            self._restore_learner(state)
         self._start_bookkeeping(resumed=state is not None)
         self.health = _LossHealth(settings.divergence_factor, state.get("loss_history") if state is not None else None)
+
+    def _restore_learner(self, state: dict[str, Any]) -> None:
+        """The adversarial corruption of the resumed checkpoint (its parameters and optimiser state)."""
+        if self.learner is None:
+            return
+        if "learned_corruption" not in state:
+            raise CheckpointError(f"checkpoint {self.resume_path} holds no learned corruption but the run learns one adversarially")
+        self.learner.load_state_dict(state["learned_corruption"])
 
     def _load_weights(self) -> dict[str, Any] | None:
         self.start_step = 0
@@ -1015,6 +1029,8 @@ class _Engine:
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
         opt.scheduler.step()
+        if self.learner is not None:  # the corruption ascends on the gradient the same backward left in it
+            self.learner.step(step, self.ctx)
         return loss, {"loss": loss}, {"loss": loss, **scalars}, lr_used
 
     def _discriminator_update(self, step: int, losses: dict[str, Tensor], logged: dict[str, Any]) -> None:
@@ -1094,6 +1110,8 @@ class _Engine:
                 "world_size": self.ctx.world_size,
                 "loss_history": list(self.health.history),
             }
+            if self.learner is not None:
+                train_state["learned_corruption"] = self.learner.state_dict()
             path = save_checkpoint(
                 self.checkpoints_dir, done, model=self.model, state=train_state, ema=self.ema.module if self.ema else None,
                 discriminator=self.discriminator, config_dict=self.config_dict,  # pruned once confirmed good
