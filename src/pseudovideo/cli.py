@@ -200,9 +200,7 @@ def cmd_search_corruptions(args: argparse.Namespace) -> int:
     from pseudovideo.corruption_search import write_search
 
     config = _config_from_args(args)
-    if args.out is None:
-        config = _fresh_run_name(config, args)
-    out = Path(args.out) if args.out else config.run_dir / "search-corruptions"
+    out = _output_folder(config, args, "search-corruptions")
     for name in ("corruption.yaml", "corruption.safetensors", "search.json"):
         _keep_previous(out / name)
     write_search(config, args.objective, out, log=print)
@@ -444,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--objective", choices=["informativeness", "random_search"], default=None,
                         help="the search (default: the config's pseudo_video.learned.objective if it is one of these, "
                              "else informativeness)")
-    search.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/search-corruptions)")
+    search.add_argument("--out", type=Path, default=None, help="output folder (default: OUT_DIR/search-corruptions/NAME, from the config's out_dir and name)")
     search.set_defaults(func=cmd_search_corruptions)
 
     train = sub.add_parser("train", help="train a run from a config (then evaluate it)")

@@ -29,6 +29,15 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "  pseudovideo diagnose --n-images 500\n"
         "  pseudovideo diagnose \"pseudo_video.corruptions=[{name: noise, max_level: 0.5}]\" --construction higher_order",
     ),
+    "search-corruptions": (
+        "Search a pseudo-video corruption before training (informativeness gain or random search with proxy runs).",
+        "prints the configured and the searched schedule; writes corruption.yaml (a config fragment),\n"
+        "corruption.safetensors (for pseudo_video.learned.from_file) and search.json into --out, else\n"
+        "OUT_DIR/search-corruptions/NAME (out_dir and name of the config).\n\n"
+        "examples:\n"
+        "  pseudovideo search-corruptions -c configs/learned_corruptions_search.yaml\n"
+        "  pseudovideo search-corruptions -c configs/learned_corruptions_search.yaml --objective random_search",
+    ),
     "train": (
         "Train a run from a config into its run folder, then evaluate it (eval.json, eval.md, pictures/).",
         _RUN_FOLDER + "\n"
