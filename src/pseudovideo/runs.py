@@ -107,9 +107,14 @@ def plan_run(config: RunConfig) -> tuple[str, str]:
     raise ConfigError(f"run folder {run_dir} holds a different run ({describe_diff(train_diff)}); delete it or choose another --out")
 
 
-def train_run(config: RunConfig, *, resume: bool = False) -> TrainResult:
-    """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked)."""
-    check_run_inputs(config)
+def train_run(config: RunConfig, *, resume: bool = False, check_inputs: bool = True) -> TrainResult:
+    """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked).
+
+    ``check_inputs=False`` skips :func:`check_run_inputs`, for a caller that has checked them already (the
+    experiment runner checks every run's data once before the first run).
+    """
+    if check_inputs:
+        check_run_inputs(config)
     run_dir = config.run_dir
     if resume and (run_dir / "config.yaml").is_file():
         diff = _training_diff(load_config(run_dir / "config.yaml"), config)
