@@ -3,6 +3,9 @@ evaluated images decoded, SWD's sort along contiguous memory."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +76,13 @@ def test_swd_sorts_columns_exactly_as_before() -> None:
     expected = ((torch.sort(a @ theta, dim=0).values - torch.sort(b @ theta, dim=0).values).abs().mean(dim=0)
                 .double().sum() / 64).float()
     assert torch.equal(M.sliced_wasserstein(a, b, num_projections=64, generator=torch.Generator().manual_seed(1)), expected)
+
+
+def test_starting_an_experiment_imports_neither_scipy_nor_torchmetrics_nor_lpips() -> None:
+    """Each of them costs seconds of start-up per process (each worker, each Slurm job); they load when used."""
+    code = ("import sys, pseudovideo.experiments, pseudovideo.evaluation, pseudovideo.cli; "
+            "print(sorted(m for m in ('scipy', 'torchmetrics', 'lpips') if m in sys.modules))")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": src})
+    assert done.stdout.strip() == "[]"

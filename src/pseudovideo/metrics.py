@@ -28,7 +28,6 @@ from einops import rearrange, repeat
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
 
@@ -97,6 +96,8 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     _check_image_pair(x, y)
     if min(x.shape[-2:]) < 6:
         raise ValueError(f"SSIM with an 11x11 window needs H, W >= 6, got {tuple(x.shape[-2:])}")
+    from torchmetrics.functional.image import structural_similarity_index_measure  # slow to import: when needed
+
     return structural_similarity_index_measure(
         _to_unit(x), _to_unit(y), gaussian_kernel=True, sigma=1.5, kernel_size=11, reduction="none", data_range=1.0
     )
