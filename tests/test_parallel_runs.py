@@ -148,3 +148,29 @@ def test_slurm_settings_per_scale_and_from_the_command_line() -> None:
         launchers.choose_launcher("local", 2, {}, ["slurm.partition=gpu"], Path("."), print)
     with pytest.raises(ConfigError, match="--jobs: expected a positive number"):
         launchers.choose_launcher("local", 0, {}, [], Path("."), print)
+
+
+def test_a_failed_run_fails_alone_and_its_dependents_do_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    data = yaml.safe_load(_experiment(tmp_path).read_text())
+    data["metrics"] = ["psnr"]
+    data["scales"]["cpu-small"]["eval"]["metrics"] = ["psnr"]
+    data["runs"][1]["overrides"]["train.lr"] = 1.0e30  # pre diverges: its loss becomes NaN
+    (tmp_path / "par.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(E.RunsFailedError) as caught:
+        E.run_experiment(tmp_path / "par.yaml", out_dir=tmp_path / "out", jobs=2, log=lambda _: None)
+    message, folder = str(caught.value), tmp_path / "out" / "par" / "cpu-small"
+    assert "2 of 3 runs did not finish" in message and "\n" not in message
+    assert "pre-s0 (TrainingDivergedError: " in message and f"log: {folder / 'logs' / 'pre-s0.log'}" in message
+    assert "image-s0 (not started: the run it starts from, pre-s0, failed" in message
+    assert "Traceback" in (folder / "logs" / "pre-s0.log").read_text()
+    rows = list(csv.DictReader((folder / "results.csv").open()))
+    assert [row["run"] for row in rows] == ["cvivit-s0"]  # the run that finished is tabulated
+
+
+def test_cli_refuses_a_bad_jobs_count_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pseudovideo.cli import main
+
+    assert main(["experiment", str(_experiment(tmp_path)), "--jobs", "0", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "pseudovideo experiment: error: --jobs: expected a positive number, got 0"
+    assert not (tmp_path / "out").exists()

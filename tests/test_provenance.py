@@ -167,3 +167,22 @@ def test_a_run_resumed_at_other_code_or_evaluated_at_other_code_says_so() -> Non
     columns = run_code({"code": RECORD_A}, {"code": RECORD_B})
     assert columns["evaluated_at"] == "bbbbbbb+dirty.cccccccc" and columns["_code"] == "aaaaaaa, evaluated at bbbbbbb+dirty.cccccccc"
     assert run_code({}, {}, unrecorded="0123abc")["commit"] == "0123abc (stated)"
+
+
+def test_a_run_resumed_by_other_code_records_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pseudovideo import training
+    from pseudovideo.config import build_config
+    from pseudovideo.provenance import code_record
+    from pseudovideo.runs import train_run
+    from test_experiments import TINY_SCALE
+
+    tiny = [f"{k}={json.dumps(v)}" for k, v in E.flatten_overrides(TINY_SCALE).items()]
+    short = build_config(None, [*tiny, "model.family=vqvae", "pseudo_video.num_frames=1", f"out_dir={tmp_path}",
+                                "name=run", "train.steps=2"])
+    train_run(short)
+    monkeypatch.setattr(training, "code_record", lambda: RECORD_A)  # the run continued by the code of commit aaaaaaa
+    train_run(build_config(None, [*tiny, "model.family=vqvae", "pseudo_video.num_frames=1", f"out_dir={tmp_path}",
+                                  "name=run", "train.steps=4"]), resume=True)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["code"] == RECORD_A and summary["code_history"] == [code_record(), RECORD_A]
+    assert run_code(summary, {"code": RECORD_A})["commit"] == f"{code_identity(code_record())} then aaaaaaa"
