@@ -1218,6 +1218,8 @@ def run_experiment(
     made before commits were recorded. Every config, run folder, dataset path, dependency and the code of the
     finished runs is checked before the first run trains; a problem raises ConfigError / FileNotFoundError naming
     the run and the key or path. Runs that fail in parallel raise RunsFailedError after the table is written.
+    With ``jobs`` > 1 from a Python script, call it under ``if __name__ == "__main__":`` (the spawned worker
+    processes import the script's main module, as with any ``multiprocessing`` spawn).
     """
     spec = load_experiment(path)
     slurm = [text for text in overrides if text.startswith("slurm.")]

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import yaml
 
@@ -36,6 +36,7 @@ __all__ = [
     "ProcessLauncher",
     "SubmititLauncher",
     "available_cores",
+    "Launcher",
     "LauncherChoice",
     "choose_launcher",
 ]
@@ -152,11 +153,40 @@ def available_cores() -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Launchers: submit(task) -> handle; wait(handles) -> finished names; result(handle) -> dict or raises
+# Launchers
+
+
+class Launcher(Protocol):
+    """What the scheduler needs from a launcher (``parallel``: whether tasks run beside this process)."""
+
+    parallel: bool
+
+    def submit(self, task: Any) -> Any:
+        """Starts ``task`` (a RunTask); returns a handle to wait on."""
+        ...
+
+    def wait(self, handles: dict[str, Any]) -> list[str]:
+        """Blocks until at least one of the named handles has finished; returns the names of the finished ones."""
+        ...
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        """The finished task's result; raises (one line) when the task failed."""
+        ...
+
+    def cancel(self, handles: dict[str, Any]) -> None:
+        """Stops the tasks in flight where the launcher can (on an interrupt of the scheduler)."""
+        ...
+
+    def close(self) -> None:
+        """Releases the launcher's processes."""
+        ...
 
 
 class InlineLauncher:
-    """Runs each task in this process when it is submitted (one after the other; an error propagates at once)."""
+    """Runs each task in this process when it is submitted (one after the other; an error propagates at once).
+
+    Implements :class:`Launcher`, as do the two below.
+    """
 
     parallel = False
 
@@ -216,7 +246,9 @@ class ProcessLauncher:
         try:
             return handle.result()
         except futures.process.BrokenProcessPool:
-            self._pool = None  # unusable now: the next submit starts a fresh one
+            if self._pool is not None:  # unusable now: the next submit starts a fresh one
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             raise RuntimeError("its worker process died (killed, or out of memory?)") from None
 
     def cancel(self, handles: dict[str, futures.Future]) -> None:

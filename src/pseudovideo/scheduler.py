@@ -234,6 +234,7 @@ def planned_code_rows(runs: Sequence[Any], plans: Sequence[Any], unrecorded: str
 
 
 def failure_message(failed: dict[str, str], tasks: Sequence[RunTask], markdown: Path) -> str:
+    """One line naming the runs that did not finish, why, and where their logs are."""
     logs = {task.name: task.log_path for task in tasks}
     parts = "; ".join(f"{name} ({error}" + (f"; log: {logs[name]})" if logs.get(name) else ")") for name, error in failed.items())
     return (f"{len(failed)} of {len(tasks)} runs did not finish: {parts}. The finished runs are tabulated in {markdown}; "
