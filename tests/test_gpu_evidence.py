@@ -38,3 +38,18 @@ def test_gpu_evidence_runs_end_to_end_at_tiny_size_and_resumes(tmp_path: Path) -
     again = _run(tmp_path, "tokenizers")
     log = (folder / "tokenizers.log").read_text()
     assert "exit 0 after" in again and log.count(": skip (finished and evaluated)") == 5 and "train (new run)" not in log
+
+
+def test_the_gpu_scale_is_the_cpu_small_models_with_a_larger_batch() -> None:
+    from pseudovideo import experiments as E
+    from pseudovideo.config import config_to_dict
+
+    for name, steps in (("tokenizer-pair", 1000), ("diffusion-pair", 1500)):
+        spec = E.load_experiment(REPO_ROOT / "configs" / "experiments" / f"{name}.yaml")
+        small = {r.name: r.config for r in E.expand_experiment(spec, "cpu-small", "runs")}
+        gpu = {r.name: r.config for r in E.expand_experiment(spec, "gpu-10min", "runs")}
+        assert small.keys() == gpu.keys()
+        for run, config in gpu.items():
+            assert config.train.batch_size == 128 and config.train.steps == steps and config.data.max_images is None
+            assert config_to_dict(config)["model"] == config_to_dict(small[run])["model"], run  # the same models
+            assert config.pseudo_video == small[run].pseudo_video and config.data.resolution == small[run].data.resolution
