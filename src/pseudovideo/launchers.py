@@ -138,9 +138,8 @@ def slurm_settings(section: dict[str, Any], overrides: list[str]) -> SlurmSettin
     values = dict(section)
     for text in overrides:
         key, _, raw = text.partition("=")
-        key = key.removeprefix("slurm.")
-        _check_mapping({key: yaml.safe_load(raw) if raw else None}, "slurm")
-        values[key] = yaml.safe_load(raw) if raw else None
+        key, value = key.removeprefix("slurm."), yaml.safe_load(raw) if raw else None
+        values.update(_check_mapping({key: value}, "slurm"))
     return SlurmSettings(**values)
 
 
