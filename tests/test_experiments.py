@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from pseudovideo import experiments as E
+from pseudovideo import scheduler as S
 from pseudovideo.config import ConfigError, build_config, config_to_dict, save_config
 from pseudovideo.runs import train_run
 from pseudovideo.stats import Interval, format_interval, mean_interval
@@ -68,11 +69,11 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Counts the runner's calls of the real train_run (name, resume)."""
     calls: list[tuple[str, bool]] = []
 
-    def counting_train_run(config, *, resume=False, trust_code=False):
+    def counting_train_run(config, *, resume=False, trust_code=False, check_inputs=True):
         calls.append((config.name, resume))
-        return train_run(config, resume=resume, trust_code=trust_code)
+        return train_run(config, resume=resume, trust_code=trust_code, check_inputs=check_inputs)
 
-    monkeypatch.setattr(E, "train_run", counting_train_run)
+    monkeypatch.setattr(S, "train_run", counting_train_run)
     return calls
 
 

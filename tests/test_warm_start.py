@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from pseudovideo import experiments as E
+from pseudovideo import scheduler as S
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.runs import load_run
 from pseudovideo.tasks import build_model
@@ -39,11 +40,13 @@ IMAGE = {"name": "image", "overrides": {**LIFTED, "model.lifted.temporal": "none
 PV = {"name": "pv", "overrides": {**LIFTED, "pseudo_video.num_frames": 3}}
 
 
-def test_runs_continue_from_an_earlier_run_of_the_experiment(tmp_path):
+def test_runs_continue_from_a_run_of_the_experiment_whatever_the_file_order(tmp_path):
     out = tmp_path / "out"
-    result = E.run_experiment(_experiment(tmp_path, [PRE, IMAGE, PV]), out_dir=out, log=lambda _: None)
+    # The base run is listed last: the runner reads the dependency from the configs and trains it first.
+    result = E.run_experiment(_experiment(tmp_path, [IMAGE, PV, PRE]), out_dir=out, log=lambda _: None)
     folder = out / "warm" / "cpu-small"
-    assert result.actions == {"pre-s0": "train", "image-s0": "train", "pv-s0": "train"} and not result.unfinished
+    assert list(result.actions) == ["pre-s0", "image-s0", "pv-s0"] and set(result.actions.values()) == {"train"}
+    assert not result.unfinished
     runs = {r.name: r for r in E.expand_experiment(E.load_experiment(tmp_path / "warm.yaml"), "cpu-small", out)}
     assert runs["pv-s0"].config.model.lifted.base == f"run:{folder}/pre-s0"
     _, pre, _ = load_run(folder / "pre-s0")
@@ -53,11 +56,24 @@ def test_runs_continue_from_an_earlier_run_of_the_experiment(tmp_path):
     assert result.differences_path is not None and result.differences_path.is_file()
 
 
-def test_a_base_run_listed_later_or_unknown_is_refused_before_training(tmp_path):
-    with pytest.raises(ConfigError, match="names pre-s0, which comes later"):
-        E.run_experiment(_experiment(tmp_path, [IMAGE, PV, PRE]), out_dir=tmp_path / "o", log=lambda _: None)
+def test_dependencies_come_from_the_configs_and_cycles_or_unknown_runs_are_refused(tmp_path):
+    spec = E.load_experiment(_experiment(tmp_path, [IMAGE, PV, PRE]))
+    runs = E.expand_experiment(spec, "cpu-small", tmp_path / "o")
+    depends = S.run_dependencies(runs, tmp_path / "o" / "warm" / "cpu-small")
+    assert depends == {"image-s0": ["pre-s0"], "pv-s0": ["pre-s0"], "pre-s0": []}
+    assert S.dependency_order([r.name for r in runs], depends) == ["pre-s0", "image-s0", "pv-s0"]
+    first = {"name": "a", "overrides": {**LIFTED, "model.lifted.base": "run:{experiment_dir}/b-s{seed}"}}
+    second = {"name": "b", "overrides": {**LIFTED, "model.lifted.base": "run:{experiment_dir}/a-s{seed}"}}
+    with pytest.raises(ConfigError, match="a-s0, b-s0 start from each other in a cycle"):
+        E.run_experiment(_experiment(tmp_path, [first, second, PRE]), out_dir=tmp_path / "o", log=lambda _: None)
     with pytest.raises(ConfigError, match="names no run of this experiment"):
         E.run_experiment(_experiment(tmp_path, [IMAGE, PV]), out_dir=tmp_path / "o", log=lambda _: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_selected_run_whose_base_is_neither_trained_nor_selected_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="starts from run pre-s0, which is neither trained nor selected"):
+        E.run_experiment(_experiment(tmp_path, [PRE, IMAGE, PV]), out_dir=tmp_path / "o", only="pv-*", log=lambda _: None)
 
 
 def test_shipped_warm_start_pairs_every_continuation_with_its_seeds_pre_run():

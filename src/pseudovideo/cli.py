@@ -366,9 +366,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """Runs an experiment grid (skipping finished runs, resuming interrupted ones) and writes its tables."""
     from pseudovideo.experiments import run_experiment
 
+    if args.jobs is not None:
+        _require_positive(args.jobs, "--jobs")
     # run_experiment prints the plan, the results table and the paths of what it wrote (once).
     run_experiment(args.config, scale=args.scale, out_dir=args.out, only=args.only, overrides=args.overrides, log=print,
-                   trust_code=args.trust_code)
+                   trust_code=args.trust_code, jobs=args.jobs, launcher=args.launcher, allow_mixed=args.allow_mixed,
+                   unrecorded_commit=args.unrecorded_commit)
     return 0
 
 
@@ -495,6 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--out", type=Path, default=Path("runs/experiments"))
     experiment.add_argument("--only", default=None, help="glob over run names, e.g. 'cvivit-*' or '*-s0'")
     _add_trust_argument(experiment)
+    experiment.add_argument("--jobs", type=int, default=None, metavar="N",
+                            help="runs at once: local worker processes with cores/N torch threads each, logs in "
+                                 "FOLDER/logs/RUN.log (default 1: in this process); with submitit, Slurm jobs in "
+                                 "flight (default: all ready runs)")
+    experiment.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                            help="submitit: each run a Slurm job (pip install 'pseudovideo[submitit]'), sized by the "
+                                 "experiment's slurm: section and slurm.KEY=VALUE overrides")
+    experiment.add_argument("--allow-mixed", action="store_true",
+                            help="tabulate runs made by different code (git commits), marked in the tables")
+    experiment.add_argument("--unrecorded-commit", default=None, metavar="COMMIT",
+                            help="the commit of runs made before commits were recorded (shown as stated)")
     experiment.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the main job: image model vs its video counterpart on pseudo videos")
@@ -532,11 +546,12 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     from pseudovideo.checkpoint import CheckpointError, RunLockedError
     from pseudovideo.evaluation import NonFiniteMetricError
+    from pseudovideo.scheduler import RunsFailedError
     from pseudovideo.training import TrainingDivergedError
 
     return (
         ConfigError, UsageError, ValueError, OSError, CheckpointError, RunLockedError, TrainingDivergedError,
-        NonFiniteMetricError, Image.DecompressionBombError,
+        NonFiniteMetricError, Image.DecompressionBombError, RunsFailedError,
     )
 
 

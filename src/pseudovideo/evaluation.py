@@ -43,6 +43,7 @@ from pseudovideo.probe import ProbeSkipped, probe_metrics
 from pseudovideo.pictures import frame_labels, picture_upscale, save_image_grid, save_labelled_grid, save_side_by_side
 from pseudovideo.runs import keep_previous, load_run, load_run_config, read_train_summary
 from pseudovideo.sampling_progress import SamplingProgress
+from pseudovideo.provenance import code_record
 from pseudovideo.tasks import (
     is_tokenizer as tokenizer_run,
     build_dataset_from_config,
@@ -76,7 +77,7 @@ def held_out_images(config: RunConfig, num_images: int) -> Tensor:
 
 def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
     """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
-    dataset = build_dataset_from_config(config, split=config.data.eval_split)
+    dataset = build_dataset_from_config(config, split=config.data.eval_split, spread=num_images)  # decodes those only
     return spread_images(dataset, num_images), dataset.split_description
 
 
@@ -357,7 +358,7 @@ def evaluate_run(
         protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
     _check_finite(results, run_dir, checkpoint)
     result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
-              "protocol": protocol, "train": read_train_summary(run_dir)}
+              "protocol": protocol, "train": read_train_summary(run_dir), "code": code_record()}
     if is_tokenizer:
         result["rate"] = rate.as_dict()
         result["codebook"] = codebook

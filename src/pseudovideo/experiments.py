@@ -40,7 +40,8 @@ variant, the grid values and the seed (``cvivit-T8-blur-s0``); run folders live 
 A run can start from the trained weights of an earlier run of the same experiment (a warm start): string
 values may hold ``{experiment_dir}`` (this scale's folder of run folders) and ``{seed}`` (the run's seed), e.g.
 ``model.lifted.base: "run:{experiment_dir}/ddpm-pre-s{seed}"`` with ``model.lifted.kind`` set (the base run
-does not exist yet when the configs are checked). The named run must be listed before the one that uses it.
+does not exist yet when the configs are checked). The runner reads these dependencies from the configs and
+starts a run only after the runs it names have finished, whatever their order in the file (a cycle is refused).
 
 Paired comparisons (run A minus run B trained with the same seed) are listed under ``differences``::
 
@@ -66,6 +67,15 @@ with one protocol, measures training FLOPs per image, and writes ``results.csv``
 ``results_summary.csv`` (mean and Student-t 95 % interval over seeds per variant),
 ``differences.csv``, ``results.md`` and PNG plots (``plot_<metric>.png``; ``plot_rd_<metric>.png``,
 metric against bits per image, when the runs' eval.json reports a rate) into the experiment folder.
+``jobs=N`` runs N runs at once in worker processes (logs in ``logs/RUN.log``), ``launcher="submitit"`` each
+run as a Slurm job, sized by the optional ``slurm:`` section (one mapping, or one per scale; keys and meanings in
+:data:`pseudovideo.launchers.SLURM_MEANINGS`)::
+
+    slurm:
+      paper: {partition: gpu, gpus_per_run: 1, cpus_per_run: 8, time_minutes: 720, mem_gb: 32}
+
+Every row records the code that made the run (git commit of the package's tree, dirty or not: see
+:mod:`pseudovideo.provenance`); tables refuse to mix runs of different code unless ``allow_mixed``.
 """
 
 from __future__ import annotations
@@ -87,7 +97,6 @@ import torch
 
 from pseudovideo.config import (
     ConfigError,
-    EvalConfig,
     RunConfig,
     build_config,
     check_name as _check_name,
@@ -95,15 +104,29 @@ from pseudovideo.config import (
     describe_diff,
     dict_diff,
     flatten_overrides,
-    load_config,
     read_yaml,
-    save_config,
 )
+from pseudovideo.dataset_cache import reuse_datasets
 from pseudovideo.distributed import resolve_device
 from pseudovideo.informativeness import INFO_COLUMNS, INFO_NOTE, INFO_TITLES, summary_numbers
 from pseudovideo.learned_runs import corruption_note
 from pseudovideo.marginals import first_order_marginals_note
-from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary, train_run
+from pseudovideo.launchers import choose_launcher, parse_slurm_section
+from pseudovideo.provenance import CODE_COLUMNS, check_stated_commit, run_code, table_code_lines
+from pseudovideo.runs import check_run_inputs, plan_run, read_train_summary
+from pseudovideo.scheduler import (
+    RunsFailedError,
+    RunTask,
+    check_bases_available,
+    dependency_order,
+    execute_run,
+    failure_message,
+    planned_code_rows,
+    prepare_feature_nets,
+    record_flops,
+    run_dependencies,
+    run_tasks,
+)
 from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
 from pseudovideo.trust import check_trusted
 
@@ -226,6 +249,7 @@ class ExperimentSpec:
     base: dict[str, Any]
     runs: list[Variant]
     differences: list[Difference] = field(default_factory=list)
+    slurm: dict[str, dict[str, Any]] = field(default_factory=dict)  # scale -> Slurm settings (--launcher submitit)
 
 
 @dataclass
@@ -267,7 +291,7 @@ class ExperimentResult:
     differences: list[dict[str, Any]] = field(default_factory=list)  # its rows
 
 
-_SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base", "runs", "differences")
+_SPEC_KEYS = ("name", "description", "metrics", "plot", "seeds", "scales", "base", "runs", "differences", "slurm")
 _DIFFERENCE_KEYS = ("name", "of", "minus", "match", "only_scales")
 _VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
 _PLOT_KEYS = ("x", "group_by", "panels", "kind")
@@ -399,7 +423,8 @@ def parse_experiment(data: dict[str, Any], source: str = "experiment") -> Experi
                               f"(names may repeat only with disjoint only_scales)")
     differences = _parse_differences(data.get("differences"), list(scales), source)
     return ExperimentSpec(name=name, description=description.strip(), metrics=list(metrics), plot=plot,
-                          seeds=seeds, scales=scales, base=base, runs=variants, differences=differences)
+                          seeds=seeds, scales=scales, base=base, runs=variants, differences=differences,
+                          slurm=parse_slurm_section(data.get("slurm"), list(scales), source))
 
 
 def _parse_selector(value: Any, where: str) -> dict[str, Any]:
@@ -485,25 +510,6 @@ def _fill_placeholders(text: str, folder: Path, seed: int) -> str:
     return text.replace("{experiment_dir}", json.dumps(str(folder))[1:-1]).replace("{seed}", str(seed))
 
 
-def _check_run_bases(spec: ExperimentSpec, runs: Sequence[ExperimentRun], folder: Path) -> None:
-    """A run started from another run of the experiment (``model.lifted.base: run:{experiment_dir}/NAME``) must
-    name a run listed before it (runs train in file order); ConfigError otherwise."""
-    order = {run.name: i for i, run in enumerate(runs)}
-    for i, run in enumerate(runs):
-        lifted = run.config.model.lifted
-        if run.config.model.family != "lifted" or not lifted.base.startswith("run:"):
-            continue
-        base = Path(lifted.base[len("run:"):])
-        if base.parent != folder:
-            continue
-        if base.name not in order:
-            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base={lifted.base} names no run of "
-                              f"this experiment; its runs: {', '.join(order)}")
-        if order[base.name] >= i:
-            raise ConfigError(f"experiment {spec.name}, run {run.name}: model.lifted.base names {base.name}, which comes "
-                              "later; runs train in file order, so list the base run's variant first")
-
-
 def expand_experiment(
     spec: ExperimentSpec, scale: str, out_dir: str | Path = "runs/experiments", overrides: Sequence[str] = ()
 ) -> list[ExperimentRun]:
@@ -549,7 +555,7 @@ def expand_experiment(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"experiment {spec.name}: run names collide: {', '.join(repeated)} (give the variants distinct names)")
-    _check_run_bases(spec, runs, folder)
+    run_dependencies(runs, folder, spec.name)  # every run: base names a run of this experiment, no cycle
     reference = config_to_dict(runs[0].config)["eval"]
     for run in runs[1:]:
         diff = dict_diff(reference, config_to_dict(run.config)["eval"], "eval")
@@ -816,8 +822,10 @@ def _run_label(run_name: str, seed: Any) -> str:
     return run_name[: -len(suffix)] if run_name.endswith(suffix) else run_name
 
 
-def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[str], extra_keys: Sequence[str]) -> dict[str, Any]:
-    """One results.csv row of a finished run (eval.json, train_summary.json, flops.json)."""
+def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[str], extra_keys: Sequence[str],
+                unrecorded: str | None = None) -> dict[str, Any]:
+    """One results.csv row of a finished run (eval.json, train_summary.json, flops.json); ``unrecorded``: the
+    stated commit of runs made before commits were recorded."""
     run_dir = run.config.run_dir
     result = json.loads((run_dir / "eval.json").read_text())
     summary = result.get("train") or read_train_summary(run_dir)
@@ -849,6 +857,7 @@ def _result_row(run: ExperimentRun, columns: Sequence[str], metrics: Sequence[st
         "train_seconds": summary.get("wall_time_s", ""),
     })
     row.update({k: "" if v is None else v for k, v in summary_numbers(summary.get("informativeness") or {}).items()})
+    row.update(run_code(summary, result, unrecorded))  # commit, dirty, evaluated_at, _code
     row["_label"] = _run_label(run.name, run.seed)
     row["_rate"] = rate.get("description", "")
     row["_skipped"] = result.get("skipped", {})
@@ -979,13 +988,15 @@ def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
 
 
 def _results_table(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
-                   optional: Sequence[str]) -> list[str]:
-    """The main results.md table: one line per variant (mean ± 95 % half-width over seeds)."""
+                   optional: Sequence[str], mixed: bool = False) -> list[str]:
+    """The main results.md table: one line per variant (mean ± 95 % half-width over seeds); with ``mixed``, a
+    last column names the code of each variant's runs."""
     rate = [c for c in (*MEASURED_COLUMNS, *INFO_COLUMNS) if c in optional]
     values = [*spec.metrics, *rate, "flops_per_image", "parameters", "train_images_per_s"]
     groups = aggregate_over_seeds(rows, [*group_columns, "_label"], values)
     header = [*group_columns, "seeds", *spec.metrics, *[{**MEASURED_TITLES, **INFO_TITLES}[c] for c in rate],
-              *(["loss terms"] if "loss_terms" in optional else []), "GFLOPs/image", "params (M)", "train img/s"]
+              *(["loss terms"] if "loss_terms" in optional else []), "GFLOPs/image", "params (M)", "train img/s",
+              *(["code"] if mixed else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(group_columns) + "---:|" * (len(header) - len(group_columns))]
     for group in groups:
         flops = group.get("flops_per_image")
@@ -998,22 +1009,27 @@ def _results_table(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], group_c
             cells.append(" / ".join(terms) or "-")
         cells += [f"{flops.mean / 1e9:.4g}" if flops else "-", f"{params.mean / 1e6:.3g}" if params else "-",
                   format_interval(group.get("train_images_per_s"), show_n=False)]
+        if mixed:
+            cells.append(" / ".join(dict.fromkeys(r["_code"] for r in rows if r["_label"] == group["_label"])))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], group_columns: Sequence[str],
               unfinished: Sequence[str], *, sizes: str = "", optional: Sequence[str] = (),
-              resolved: Sequence[DifferencePairs] = (), diff_rows: Sequence[dict[str, Any]] = ()) -> str:
+              resolved: Sequence[DifferencePairs] = (), diff_rows: Sequence[dict[str, Any]] = (),
+              code_lines: Sequence[str] = (), mixed: bool = False) -> str:
     lines = [f"# Experiment {spec.name} ({scale})", ""]
     if spec.description:
         lines += [spec.description, ""]
+    if code_lines:
+        lines += [*code_lines, ""]
     if sizes:
         lines += [f"Sizes as run (after every override): {sizes}.", ""]
     lines += [f"Mean ± half-width of the Student-t 95 % interval over seeds {spec.seeds[scale]} (no interval with one "
               "seed); GFLOPs/image: forward + backward of one training step per clean image (matmuls, convolutions, "
               "attention).", ""]
-    lines += _results_table(spec, rows, group_columns, optional)
+    lines += _results_table(spec, rows, group_columns, optional, mixed)
     skipped = {name: reason for row in rows for name, reason in row["_skipped"].items() if name in spec.metrics}
     lines += [f"\n{name}: skipped ({reason})" for name, reason in skipped.items()]
     rates = dict.fromkeys(f"{row['_label']}: {row['_rate']}" for row in rows if row["_rate"])
@@ -1135,13 +1151,16 @@ def _plot_rate_distortion(spec: ExperimentSpec, rows: Sequence[dict[str, Any]], 
     return _save_figure(fig, path)
 
 
-def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: str | Path) -> ExperimentResult:
+def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun], folder: str | Path, *,
+                  allow_mixed: bool = False, unrecorded_commit: str | None = None) -> ExperimentResult:
     """Writes the tables and plots of the finished runs among ``runs`` into ``folder``.
 
     results.csv (one row per run), results_summary.csv (per variant and quantity: mean, 95 % interval, n),
     differences.csv (the ``differences:`` of the experiment, when it has some at this scale), results.md,
     plot_<metric>.png and, when eval.json reports a rate, plot_rd_<metric>.png. Trains nothing; the
-    returned result's ``actions`` is empty.
+    returned result's ``actions`` is empty. Every row names the code that made it (commit, dirty, evaluated_at);
+    runs of different code raise ConfigError before anything is written, unless ``allow_mixed`` (then marked).
+    ``unrecorded_commit``: the commit of the runs made before commits were recorded (shown as stated).
     """
     folder = Path(folder)
     identity = _identity_columns(spec, runs)
@@ -1149,11 +1168,12 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     plot_keys = [spec.plot.x, *spec.plot.group_by, *([spec.plot.panels] if spec.plot.panels else [])]
     extra_keys = [k for k in dict.fromkeys(["model.family", "pseudo_video.num_frames", *plot_keys])
                   if k not in identity and k not in (*spec.metrics, *RESULT_COLUMNS) and _has_key(tree, k)]
-    header = [*identity[:-1], *extra_keys, "seed", *spec.metrics, *RESULT_COLUMNS]
+    header = [*identity[:-1], *extra_keys, "seed", *spec.metrics, *RESULT_COLUMNS, *CODE_COLUMNS]
     actions = {run.name: plan_run(run.config)[0] for run in runs}  # one read of each run folder
     finished = [run for run in runs if actions[run.name] == "skip"]
     unfinished = [run.name for run in runs if actions[run.name] != "skip"]
-    rows = [_result_row(run, header, spec.metrics, extra_keys) for run in finished]
+    rows = [_result_row(run, header, spec.metrics, extra_keys, unrecorded_commit) for run in finished]
+    code_lines, mixed = table_code_lines(rows, spec.name, allow_mixed=allow_mixed)
     optional = [c for c in OPTIONAL_COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
     after_metrics = header.index(spec.metrics[-1]) + 1
     header[after_metrics:after_metrics] = optional
@@ -1171,7 +1191,7 @@ def write_results(spec: ExperimentSpec, scale: str, runs: Sequence[ExperimentRun
     elif differences_path.is_file():
         differences_path.unlink()  # left by an earlier version of the experiment file
     markdown = _markdown(spec, scale, rows, group_columns, unfinished, sizes=describe_sizes(runs), optional=optional,
-                         resolved=resolved, diff_rows=diff_rows)
+                         resolved=resolved, diff_rows=diff_rows, code_lines=code_lines, mixed=mixed)
     md_path = folder / "results.md"
     md_path.write_text(markdown)
     plots = [p for metric in spec.metrics if (p := _plot(spec, rows, metric, folder / f"plot_{metric}.png")) is not None]
@@ -1194,26 +1214,6 @@ def _has_key(tree: dict[str, Any], key: str) -> bool:
 # The runner
 
 
-def _record_flops(run_dir: Path, device: torch.device, trust_code: bool) -> None:
-    """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
-    saved = load_config(run_dir / "config.yaml")
-    check_trusted(saved, trust_code=trust_code, source=str(run_dir / "config.yaml"))
-    flops = training_flops_per_image(saved, channels=saved.data.channels, device=device, trust_code=trust_code)
-    (run_dir / "flops.json").write_text(json.dumps({"flops_per_image": flops, "counted_on_batch": 2}, indent=1))
-
-
-def _finish_run(run: ExperimentRun, eval_config: EvalConfig, trust_code: bool) -> None:
-    """Evaluates a trained run with the experiment's eval section and records its FLOPs per image."""
-    from pseudovideo.evaluation import evaluate_run
-
-    run_dir = run.config.run_dir
-    saved = load_config(run_dir / "config.yaml")
-    evaluate_run(run_dir, eval_config, device=run.config.train.device, trust_code=trust_code)
-    if config_to_dict(saved.eval) != config_to_dict(eval_config):
-        save_config(dataclasses.replace(saved, eval=eval_config), run_dir / "config.yaml")
-    _record_flops(run_dir, resolve_device(run.config.train.device), trust_code)
-
-
 def run_experiment(
     path: str | Path,
     *,
@@ -1223,18 +1223,29 @@ def run_experiment(
     overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
     trust_code: bool = False,
+    jobs: int | None = None,
+    launcher: str = "local",
+    allow_mixed: bool = False,
+    unrecorded_commit: str | None = None,
 ) -> ExperimentResult:
     """Runs the experiment file ``path`` at ``scale`` into ``<out_dir>/<name>/<scale>/`` and tabulates it.
 
     ``only``: a glob over run names (``"cvivit-*"``, ``"*-s0"``); other runs are neither trained nor
     evaluated, but every finished run of the experiment is tabulated. ``overrides``: extra
-    ``key=value`` overrides for every run (e.g. ``train.device=cuda``), applied last.
-    Every config, run folder and dataset path is checked before the first run trains; a problem
-    raises ConfigError / FileNotFoundError naming the run and the key or path. A run whose model base is
-    user code (``python:``) is trained only with ``trust_code=True`` (``--trust-code``), else UntrustedCodeError.
+    ``key=value`` overrides for every run (e.g. ``train.device=cuda``), applied last; ``slurm.KEY=VALUE`` ones
+    set the Slurm settings instead. ``jobs``: runs at once (local: worker processes, default 1 = in this process;
+    submitit: jobs in flight, default all that are ready). ``launcher``: ``local`` or ``submitit`` (Slurm).
+    ``allow_mixed``: tabulate runs made by different code (marked); ``unrecorded_commit``: the commit of runs
+    made before commits were recorded. A run whose model base is user code (``python:``) is trained only with
+    ``trust_code=True`` (``--trust-code``), else UntrustedCodeError. Every config, run folder, dataset path,
+    dependency and the code of the finished runs is checked before the first run trains; a problem raises
+    ConfigError / FileNotFoundError naming the run and the key or path. Runs that fail in parallel raise RunsFailedError after the table is written.
+    With ``jobs`` > 1 from a Python script, call it under ``if __name__ == "__main__":`` (the spawned worker
+    processes import the script's main module, as with any ``multiprocessing`` spawn).
     """
     spec = load_experiment(path)
-    runs = expand_experiment(spec, scale, out_dir, overrides)
+    slurm = [text for text in overrides if text.startswith("slurm.")]
+    runs = expand_experiment(spec, scale, out_dir, [text for text in overrides if text not in slurm])
     selected = runs
     if only:
         selected = [run for run in runs if fnmatch.fnmatchcase(run.name, only)]
@@ -1242,30 +1253,37 @@ def run_experiment(
             raise ConfigError(f"--only {only!r} matches no run of {spec.name}; runs: {', '.join(r.name for r in runs)}")
     for run in selected:  # code named by the experiment file (or a run: base) runs only when trusted
         check_trusted(run.config, trust_code=trust_code, source=f"experiment file {path} (run {run.name})")
+    unrecorded = check_stated_commit(unrecorded_commit) if unrecorded_commit is not None else None
+    folder = Path(out_dir) / spec.name / scale
     _check_inputs(selected)
     plans = plan_runs(selected)
-    folder = Path(out_dir) / spec.name / scale
+    depends = run_dependencies(runs, folder, spec.name)
+    check_bases_available(plans, depends, runs)
+    order = dependency_order([plan.run.name for plan in plans], depends, spec.name)
+    plans = sorted(plans, key=lambda plan: order.index(plan.run.name))
+    table_code_lines(planned_code_rows(runs, plans, unrecorded), spec.name, allow_mixed=allow_mixed)
+    choice = choose_launcher(launcher, jobs, spec.slurm.get(scale, {}), slurm, folder, execute_run, spec.name)
     log(f"experiment {spec.name} ({scale}): {len(runs)} runs, {len(selected)} selected, folder {folder}")
     log(f"sizes (after every override): {describe_sizes(runs)}")
     for plan in plans:
         log(f"  {plan.run.name}: {plan.action} ({plan.reason})")
     eval_config = runs[0].config.eval
-    actions = {}
-    for i, plan in enumerate(plans, 1):
-        run = plan.run
-        actions[run.name] = plan.action
-        if plan.action == "skip":
-            if not (run.config.run_dir / "flops.json").is_file():
-                _record_flops(run.config.run_dir, resolve_device(run.config.train.device), trust_code)
-            continue
-        log(f"\n== [{i}/{len(plans)}] {run.name}: {plan.action}, {run.config.model.family}, "
-            f"T={run.config.pseudo_video.num_frames}, {run.config.train.steps} steps -> {run.config.run_dir}")
-        if plan.action in ("train", "resume"):
-            train_run(run.config, resume=plan.action == "resume", trust_code=trust_code)
-        _finish_run(run, eval_config, trust_code)
-    result = dataclasses.replace(write_results(spec, scale, runs, folder), actions=actions)
+    for plan in plans:
+        if plan.action == "skip" and not (plan.run.config.run_dir / "flops.json").is_file():
+            record_flops(plan.run.config.run_dir, resolve_device(plan.run.config.train.device), trust_code)
+    work = [plan for plan in plans if plan.action != "skip"]
+    tasks = [RunTask(plan.run.name, plan.run.config, plan.action, eval_config, threads=choice.threads, trust_code=trust_code,
+                     log_path=folder / "logs" / f"{plan.run.name}.log" if choice.logs else None) for plan in work]
+    with reuse_datasets():  # this process reads each dataset once (the runs too, when they run here)
+        if work:
+            prepare_feature_nets([plan.run.config for plan in work], eval_config, log)
+        failed = run_tasks(tasks, depends, choice.launcher, max_running=choice.max_running, log=log)
+    result = write_results(spec, scale, runs, folder, allow_mixed=allow_mixed, unrecorded_commit=unrecorded)
+    result = dataclasses.replace(result, actions={plan.run.name: plan.action for plan in plans})
     tables = [result.csv_path, result.summary_path, *([result.differences_path] if result.differences_path else []),
               result.markdown_path]
     log(f"\n{result.markdown}\nresults: {', '.join(str(p) for p in tables)}"
         + "".join(f"\nplot: {p}" for p in result.plot_paths))
+    if failed:
+        raise RunsFailedError(failure_message(failed, tasks, result.markdown_path))
     return result

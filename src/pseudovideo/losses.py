@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lpips
 import torch
 import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
 from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
+
+if TYPE_CHECKING:  # imported when used (an LPIPS loss is built)
+    import lpips
 
 __all__ = [
     "LPIPS_BACKBONE_FILES",
@@ -171,6 +174,8 @@ def _load_backbone(model: lpips.LPIPS, state_dict: dict[str, Tensor]) -> None:
 
 def _load_lpips_linear_layers(model: lpips.LPIPS, net: str) -> None:
     """Load the calibrated linear heads shipped inside the lpips package (weights/v0.1/<net>.pth)."""
+    import lpips
+
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing = set(state) - set(model.state_dict())
@@ -209,6 +214,8 @@ def build_perceptual_loss(
                       f"(a local file: loss.perceptual_weights=<path> in training, eval.lpips_weights=<path> in "
                       f"evaluation; source {url}).", UserWarning, stacklevel=2)
         return None
+
+    import lpips  # imported here, when there are weights to use: it imports torchvision's models
 
     state = load_state_dict_file(source, f"LPIPS-{net} backbone weights file {source}")
     with warnings.catch_warnings():

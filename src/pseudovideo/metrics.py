@@ -28,7 +28,6 @@ from einops import rearrange, repeat
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from pseudovideo.weights import find_weights, hub_cache_path, load_state_dict_file
 
@@ -97,6 +96,8 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     _check_image_pair(x, y)
     if min(x.shape[-2:]) < 6:
         raise ValueError(f"SSIM with an 11x11 window needs H, W >= 6, got {tuple(x.shape[-2:])}")
+    from torchmetrics.functional.image import structural_similarity_index_measure  # slow to import: when needed
+
     return structural_similarity_index_measure(
         _to_unit(x), _to_unit(y), gaussian_kernel=True, sigma=1.5, kernel_size=11, reduction="none", data_range=1.0
     )
@@ -144,6 +145,12 @@ def laplacian_pyramid(x: Tensor, num_levels: int) -> list[Tensor]:
     return laplacians + [gaussians[-1]]
 
 
+def _sorted_columns(x: Tensor) -> Tensor:
+    """``torch.sort(x, dim=0).values`` of x (M, n), sorted along contiguous rows of x.T: the same values in the same
+    layout (so the sums that follow are bit-identical), about 1.5x faster on CPU than sorting strided columns."""
+    return torch.sort(x.T.contiguous(), dim=1).values.T.contiguous()
+
+
 def sliced_wasserstein(
     a: Tensor,
     b: Tensor,
@@ -169,8 +176,8 @@ def sliced_wasserstein(
         n = min(chunk_size, num_projections - done)
         theta = torch.randn(a.shape[1], n, generator=generator)  # (D, n)
         theta = (theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)).to(a.device)
-        proj_a = torch.sort(a @ theta, dim=0).values  # (M, n)
-        proj_b = torch.sort(b @ theta, dim=0).values
+        proj_a = _sorted_columns(a @ theta)  # (M, n)
+        proj_b = _sorted_columns(b @ theta)
         total = total + (proj_a - proj_b).abs().mean(dim=0).double().sum()
         done += n
     return (total / num_projections).float()

@@ -115,17 +115,19 @@ def plan_run(config: RunConfig) -> tuple[str, str]:
     raise ConfigError(f"run folder {run_dir} holds a different run ({describe_diff(train_diff)}); delete it or choose another --out")
 
 
-def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = False) -> TrainResult:
+def train_run(config: RunConfig, *, resume: bool = False, trust_code: bool = False, check_inputs: bool = True) -> TrainResult:
     """Trains the run described by ``config`` into ``config.run_dir`` (resuming it exactly if asked).
 
     A ``python:`` model base (see :mod:`pseudovideo.trust`) is imported and run only with ``trust_code=True``;
     without it UntrustedCodeError is raised before any work. A run that cannot fit in memory is refused
     before anything is allocated (see :mod:`pseudovideo.memory`). A run folder that already holds checkpoints is
     refused unless resuming: with the command that continues it when only resumable keys (:data:`RESUMABLE_KEYS`)
-    differ, else with a free ``name=`` for the new run.
+    differ, else with a free ``name=`` for the new run. ``check_inputs=False`` skips :func:`check_run_inputs`, for a
+    caller that has checked them already (the experiment runner checks every run's data once before the first run).
     """
     check_trusted(config, trust_code=trust_code)
-    check_run_inputs(config)
+    if check_inputs:
+        check_run_inputs(config)
     check_training_memory(config, resolve_device(config.train.device, int(os.environ.get("LOCAL_RANK", "0"))))
     run_dir = config.run_dir
     changed = _non_resumable_diff(config)

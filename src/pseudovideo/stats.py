@@ -13,7 +13,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy import stats as scipy_stats
 
 __all__ = ["Interval", "mean_interval", "paired_difference", "format_interval"]
 
@@ -65,6 +64,8 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     if n == 1:
         return Interval(mean=mean, half_width=None, n=1, std=None, confidence=confidence)
     std = statistics.stdev(values)
+    from scipy import stats as scipy_stats  # imported here: a second of start-up for every process otherwise
+
     t = float(scipy_stats.t.ppf((1 + confidence) / 2, df=n - 1))
     return Interval(mean=mean, half_width=t * std / math.sqrt(n), n=n, std=std, confidence=confidence)
 

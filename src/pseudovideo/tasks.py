@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from pseudovideo.config import PseudoVideoConfig, RunConfig, model_kind
 from pseudovideo.corruptions import corruption_params
 from pseudovideo.data import ImageDataset, build_dataset
+from pseudovideo.dataset_cache import cached_dataset
 from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
 from pseudovideo.distributed import unwrap_model
 from pseudovideo.losses import (
@@ -53,11 +54,17 @@ DIFFUSION_FAMILIES = ("unet", "video_unet")  # and model.family lifted, by its b
 PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 
 
-def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
-    """The configured dataset split as images (C, H, W) in [-1, 1] (flips only for training)."""
+def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | None = None) -> ImageDataset:
+    """The configured dataset split as images (C, H, W) in [-1, 1] (flips only for training).
+
+    ``spread``: decode only that many images evenly spread over a split other than the training split (the images
+    ``spread_images(whole split, spread)`` picks, unless ``data.skip_bad_files`` drops files: then the whole split).
+    """
     data = config.data
-    return build_dataset(
-        data.dataset,
+    mixed_channels = data.channels is None and data.dataset.startswith("folder:")  # counted over the images read
+    if spread is not None and (split == data.train_split or data.skip_bad_files or mixed_channels):
+        spread = None  # a training subset or skipped bad files would move the spread: decode the whole split
+    arguments = dict(
         resolution=data.resolution,
         split=split,
         root=data.root,
@@ -65,9 +72,11 @@ def build_dataset_from_config(config: RunConfig, *, split: str) -> ImageDataset:
         random_flip=data.random_flip and split == data.train_split,
         download=data.download,
         skip_bad_files=data.skip_bad_files,
-        max_images=data.max_images if split == data.train_split else None,
+        max_images=data.max_images if split == data.train_split else spread,
         held_out_fraction=data.held_out_fraction,
     )
+    key = (data.dataset, *sorted(arguments.items()))
+    return cached_dataset(key, lambda: build_dataset(data.dataset, **arguments))
 
 
 def corruption_dicts(pv_config: PseudoVideoConfig) -> list[dict[str, Any]]:

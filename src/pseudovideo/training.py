@@ -66,6 +66,7 @@ from pseudovideo.distributed import (
 )
 from pseudovideo.loggers import ScalarLoggers
 from pseudovideo.models.layers import count_parameters
+from pseudovideo.provenance import code_identity, code_record
 
 __all__ = [
     "TrainingTask",
@@ -156,6 +157,7 @@ class TrainResult:
     model: nn.Module = field(repr=False)
     ema_model: nn.Module | None = field(default=None, repr=False)
     loss_terms: dict[str, Any] = field(default_factory=dict)
+    code: list[dict[str, Any]] = field(default_factory=list)  # provenance.code_record() of each training segment
 
     def summary(self) -> dict[str, Any]:
         """The JSON-serialisable part (what ``train_summary.json`` holds)."""
@@ -173,6 +175,8 @@ class TrainResult:
             "final_loss": self.final_loss,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "loss_terms": self.loss_terms,
+            "code": self.code[-1] if self.code else None,  # the code of this process (pseudovideo.provenance)
+            **({"code_history": self.code} if len(self.code) > 1 else {}),  # resumed at other code
         }
 
 
@@ -863,6 +867,7 @@ class _Engine:
         self.task, self.dataset, self.settings, self.run_dir, self.config_dict = task, dataset, settings, run_dir, config_dict
         self.checkpoints_dir = run_dir / "checkpoints"
         self.wall_start = time.perf_counter()
+        self.code = [code_record()]  # which code trains: git commit of the package's tree, dirty or not
         self.ctx = init_distributed(settings.device)
         self.device = self.ctx.device
         self.writer: Any | None = None
@@ -901,6 +906,8 @@ class _Engine:
         if state is not None:
             self.optimisation.load_state_dict(state, self.resume_path)
             self._restore_random_streams(state["rng"])
+            earlier = [c for c in state.get("code_history", []) if code_identity(c) != code_identity(self.code[0])]
+            self.code = [*earlier, *self.code]
             self._restore_learner(state)
         self._start_bookkeeping(resumed=state is not None)
         self.health = _LossHealth(settings.divergence_factor, state.get("loss_history") if state is not None else None)
@@ -1109,6 +1116,7 @@ class _Engine:
                 "rng": rng,
                 "world_size": self.ctx.world_size,
                 "loss_history": list(self.health.history),
+                "code_history": self.code,
             }
             if self.learner is not None:
                 train_state["learned_corruption"] = self.learner.state_dict()
@@ -1149,6 +1157,7 @@ class _Engine:
             model=self.model,
             ema_model=self.ema.module if self.ema else None,
             loss_terms=dict(getattr(self.task, "loss_terms", None) or {}),
+            code=self.code,
         )
         summary_path = self.run_dir / "train_summary.json"
         if ctx.is_main and self.csv_log is not None:
