@@ -156,3 +156,18 @@ def test_impossible_learned_settings_are_refused_in_one_line(overrides: list[str
     with pytest.raises(ConfigError, match=expected) as err:
         build_config({}, overrides)
     assert "\n" not in str(err.value)
+
+
+def test_every_builder_labels_its_frames_for_pictures() -> None:
+    """Pictures label each column with what the frame is: levels, the controls' nature, a learned schedule's levels."""
+    learned = _learned(mixture=True)
+    labels = learned.frame_labels()
+    assert len(labels) == learned.num_frames and labels[-1].endswith("clean")
+    assert all("(one, drawn)" in label for label in labels[:-1])
+    first = labels[0].splitlines()
+    assert first[0] == "t=0" and first[1] == f"blur {float(learned.levels[0, 0]):.3g}"
+    corruptions = [{"name": "blur", "max_level": 2.0}]
+    noise = build_pseudo_video_builder(corruptions, num_frames=4, construction="noise_frames").frame_labels()
+    shuffled = build_pseudo_video_builder(corruptions, num_frames=4, construction="shuffled").frame_labels()
+    assert [label.splitlines()[1] for label in noise] == ["pure noise"] * 3 + ["clean"]
+    assert [label.splitlines()[1] for label in shuffled] == ["shuffled order"] * 3 + ["clean"]

@@ -191,6 +191,16 @@ class LearnedPseudoVideos(nn.Module):
         found = self._mixture_from(self.mixture_logits)
         return None if found is None else found.detach()
 
+    def frame_labels(self) -> list[str]:
+        """One label per frame for pictures: the levels of the current schedule (a per-image policy: the levels it
+        starts from; a mixture: one operator per frame, drawn), the last frame ``"clean"``."""
+        from pseudovideo.pictures import frame_labels  # pictures pulls in PIL and torchvision: only when drawing
+
+        names = [op.name for op in self.operators]
+        labels = frame_labels(self.num_frames, self.levels, names)
+        return [label + "\n(one, drawn)" if self.has_mixture and t < self.num_frames - 1 else label
+                for t, label in enumerate(labels)]
+
     def image_levels(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Levels (B or 1, T, K) and mixture probabilities (B or 1, T-1, K) (or None) for images (B, C, H, W)."""
         if self.policy is None:

@@ -136,10 +136,12 @@ def save_video_grid(
                               title=title, upscale=upscale)
 
 
-def frame_labels(num_frames: int, levels: Tensor | None = None, names: Sequence[str] = (), *, copies: bool = False) -> list[str]:
+def frame_labels(num_frames: int, levels: Tensor | None = None, names: Sequence[str] = (), *, copies: bool = False,
+                 note: str | None = None) -> list[str]:
     """Column labels of a pseudo video's T frames: ``"t=0"`` plus one ``"blur 2"`` line per operator, the last
-    ``"t=T-1" / "clean"`` (T = 1: ``"clean image"``). ``levels`` (T, K) are the builder's levels of the K operators ``names``; ``copies``
-    labels the frames of the clean-copies control."""
+    ``"t=T-1" / "clean"`` (T = 1: ``"clean image"``). ``levels`` (T, K) are the builder's levels of the K operators
+    ``names``; ``copies`` labels the frames of the clean-copies control; ``note`` is written under every corrupted
+    frame instead of its levels (e.g. ``"noise"`` for the noise-frames control)."""
     if levels is not None and tuple(levels.shape) != (num_frames, len(names)):
         raise ValueError(f"levels must have shape (T={num_frames}, K={len(names)}), got {tuple(levels.shape)}")
     if num_frames == 1:  # an image model's one frame
@@ -151,6 +153,8 @@ def frame_labels(num_frames: int, levels: Tensor | None = None, names: Sequence[
             lines.append("clean")
         elif copies:
             lines.append("copy")
+        elif note is not None:
+            lines.append(note)
         elif levels is not None:
             lines += [f"{name} {float(level):.3g}" for name, level in zip(names, levels[t])]
         labels.append("\n".join(lines))

@@ -114,7 +114,8 @@ class PseudoVideoBuilder:
         from pseudovideo.pictures import frame_labels  # pictures pulls in PIL and torchvision: only when drawing
 
         names = [op.name for op in self.operators]
-        return frame_labels(self.num_frames, self.levels, names, copies=self.construction == "copies")
+        note = {"noise_frames": "pure noise", "shuffled": "shuffled order"}.get(self.construction)
+        return frame_labels(self.num_frames, self.levels, names, copies=self.construction == "copies", note=note)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Build pseudo videos from images x (B, C, H, W); returns (B, T, C, H, W) with [:, -1] == x exactly."""
