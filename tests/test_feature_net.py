@@ -66,7 +66,7 @@ def test_cfd_and_ckd_see_a_contrast_change_that_swd_cannot(digits, digits_net) -
 
 def test_the_pooled_features_have_no_dead_unit(digits, digits_net) -> None:
     features = classifier_features(digits[2], digits_net[0])
-    assert features.shape == (297, 256)
+    assert features.shape == (297, 448)
     assert dead_features(features) == 0 and features.std(0).min() > 1e-3
     constant = torch.cat([features[:, :5], torch.full((297, 2), 0.7)], dim=1)
     assert dead_features(constant) == 2
@@ -126,7 +126,7 @@ def test_features_resize_images_to_the_side_the_net_was_trained_at(tmp_path: Pat
     model, accuracy = train_feature_net(digits[0][:64], digits[1][:64], 10, seed=0, steps=2, flips=False, recipe=SMALL)
     net = save_feature_net(model, accuracy, tmp_path / "n.safetensors", {"resolution": "8"})
     big = torch.nn.functional.interpolate(digits[2][:20], size=16, mode="nearest")  # (20, 1, 16, 16)
-    assert net.features(big).shape == (20, 256)
+    assert net.features(big).shape == (20, 448)
     resized = torch.nn.functional.interpolate(big, size=8, mode="bilinear", antialias=True, align_corners=False)
     assert torch.allclose(net.features(big), classifier_features(resized, net.model), atol=1e-5)
     assert "resized from 16 to 8 px" in net.describe(evaluated_side=16)["resize"]
@@ -144,7 +144,9 @@ def test_missing_corrupt_old_or_mismatched_weights_files_are_named(tmp_path: Pat
     save_feature_net(model, accuracy, tmp_path / "grey.safetensors", {"resolution": "8"})
     with pytest.raises(ValueError, match=r"grey.safetensors.*channels"):
         load_feature_net(tmp_path / "grey.safetensors", {"resolution": "8", "channels": "3"})
-    from safetensors.torch import save_file  # a file of the old version is refused, never scored with
+    from safetensors.torch import (
+        save_file,  # a file of the old version is refused, never scored with
+    )
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "old.safetensors"), metadata={"version": "cfd-cnn-v1"})
     with pytest.raises(ValueError, match=r"old.safetensors.*cfd-cnn-v1"):

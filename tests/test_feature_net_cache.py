@@ -83,15 +83,17 @@ def test_a_folder_is_keyed_by_its_files_not_its_path(tmp_path: Path) -> None:
     _write_noise_folder(tmp_path / "one" / "data" / "test", count=4)
     shutil.copytree(tmp_path / "one", tmp_path / "two")
 
-    def key(where: str):
-        return feature_net_key(build_config(overrides=[f"data.dataset=folder:{tmp_path / where / 'data'}"]), channels=3)
+    def key(where: str, side: int = 8):
+        overrides = [f"data.dataset=folder:{tmp_path / where / 'data'}", f"data.resolution={side}"]
+        return feature_net_key(build_config(overrides=overrides), channels=3)
 
     assert key("one") == key("two") and key("one").split == "train" and key("one").resolution == 8
+    assert key("one", 16).resolution == 16 and key("one", 64).resolution == 32  # larger images are resized to 32
     assert key("one").flips and "-seed0-auto-" in key("one").filename
     (tmp_path / "two" / "data" / "train" / "a" / "extra.png").write_bytes((tmp_path / "one" / "data" / "train" / "a" / "001.png").read_bytes())
     assert key("two").fingerprint != key("one").fingerprint and key("two").filename != key("one").filename
-    digits = feature_net_key(build_config(overrides=["data.dataset=digits"]), channels=1)
-    assert (digits.resolution, digits.flips, digits.steps) == (8, False, "auto")
+    digits = feature_net_key(build_config(overrides=["data.dataset=digits", "data.resolution=16"]), channels=1)
+    assert (digits.resolution, digits.flips, digits.steps) == (16, False, "auto")
 
 
 _PREPARE = """
@@ -143,3 +145,23 @@ def test_results_of_the_old_feature_net_are_stale(tmp_path: Path) -> None:
     assert stale_feature_net(write({"psnr": 20.0, "cfd": 3.0}, old))
     assert not stale_feature_net(write({"psnr": 20.0}, {}))
     assert not stale_feature_net(write({"cfd": 3.0, "ckd": 0.1}, {"feature_net": {"version": FEATURE_NET_VERSION}}))
+    eval_json.write_text("{truncated")
+    assert stale_feature_net(eval_json)
+
+
+def test_a_finished_run_scored_by_the_old_net_is_evaluated_again(tmp_path: Path) -> None:
+    from pseudovideo.config import save_config
+    from pseudovideo.runs import plan_run
+
+    config = build_config(overrides=[f"out_dir={tmp_path}", "name=old", "train.steps=2", "eval.metrics=[psnr,cfd]"])
+    run_dir = config.run_dir  # the files of a finished, evaluated run, as training and evaluation write them
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "checkpoints" / "step_0000002").mkdir(parents=True)
+    (run_dir / "train_summary.json").write_text(json.dumps({"steps": 2}))
+    old = {"cfd": {"features": "128-d penultimate (global average pool) of a 3-conv CNN (cfd-cnn-v1)"}}
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": {"psnr": 20.0, "cfd": 3.0}, "protocol": old}))
+    action, reason = plan_run(config)
+    assert action == "evaluate" and FEATURE_NET_VERSION in reason
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": {"psnr": 20.0, "cfd": 3.0},
+                                                   "protocol": {"feature_net": {"version": FEATURE_NET_VERSION}}}))
+    assert plan_run(config)[0] == "skip"

@@ -267,7 +267,7 @@ class EvalConfig:
     feature_net: str | None = None  # cfd/ckd: explicit feature-net safetensors file (else cached in cache_dir / trained)
     feature_net_seed: int = 0  # cfd/ckd: seed of the feature net's training (part of its cache key)
     feature_net_steps: int | None = None  # cfd/ckd: the net's training steps; null: 5 epochs, at least 400 steps
-    feature_net_resolution: int | None = None  # cfd/ckd: side the net trains at; null: the data's own, at most 32
+    feature_net_resolution: int | None = None  # cfd/ckd: side the net trains at; null: data.resolution, at most 32
     feature_net_flips: bool | None = None  # cfd/ckd: random flips in the net's training; null: off for digits/mnist
     ckd_subsets: int = 100  # ckd: random subsets averaged (subset size min(1000, images))
     seed: int = 1234

@@ -151,7 +151,7 @@ MEANINGS: dict[str, str] = {
     "eval.feature_net_steps": "cfd/ckd: training steps of the feature net (part of its cache key); null: 5 epochs "
     "of its training images, at least 400 steps",
     "eval.feature_net_resolution": "cfd/ckd: image side the feature net trains at, evaluated images are resized to "
-    "it (part of its cache key); null: the data's own side, at most 32 (digits 8, MNIST 28, CIFAR-10 32)",
+    "it (part of its cache key); null: data.resolution, at most 32 (larger images are resized down to 32)",
     "eval.feature_net_flips": "cfd/ckd: random horizontal flips in the feature net's training (part of its cache "
     "key); null: on, except for digits and mnist",
     "eval.ckd_subsets": "ckd: random subsets the kernel distance is averaged over (subset size min(1000, images))",

@@ -305,33 +305,18 @@ class SplitSource:
     ``hashed``: the split is a hash-chosen part of a source without splits (it depends on held_out_fraction);
     ``labelled``: the split has class labels; ``fingerprint``: for folders, sha256 over the sorted relative paths
     and byte sizes of the split folder's image files (the same data extracted elsewhere has the same one), else
-    "" (the spec names the data); ``native_side``: the shorter side of the data's own images (a folder's first file).
+    "" (the spec names the data).
     """
 
     hashed: bool
     labelled: bool
     fingerprint: str
-    native_side: int
-
-
-NATIVE_SIDES = {"digits": 8, "cifar10": 32, "mnist": 28, "celeba": 178}
-
-
-def _first_image_side(files: Sequence[Path]) -> int:
-    """The shorter side of the first readable image among ``files`` (header only); 0 when none opens."""
-    for path in files[:100]:
-        try:
-            with Image.open(path) as image:
-                return min(image.size)
-        except (OSError, SyntaxError, ValueError):
-            continue
-    return 0
 
 
 def split_source(spec: str, root: str | None = None, split: str = "train", *, download: bool = False,
                  skip_bad_files: bool = False, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
                  fingerprint: bool = True) -> SplitSource:
-    """Cheap facts about ``split`` of a dataset spec (a file listing and one image header at most, no decoding);
+    """Cheap facts about ``split`` of a dataset spec (a file listing at most, no image is decoded);
     ``fingerprint=False`` skips the folder fingerprint (the file sizes). Labels are judged on the split's own files
     (``held_out_fraction`` picks a hashed split). Raises ValueError / FileNotFoundError for a bad spec or missing
     data, as :func:`check_dataset_spec` does.
@@ -350,13 +335,13 @@ def split_source(spec: str, root: str | None = None, split: str = "train", *, do
                 digest.update(f"{f[start:]}\0{os.path.getsize(f)}\n".encode())
         part = _hash_split(files, folder, split, held_out_fraction)[0] if hashed else files
         labelled = _folder_class_labels(folder, part)[0] is not None
-        return SplitSource(hashed, labelled, digest.hexdigest() if fingerprint else "", _first_image_side(files))
+        return SplitSource(hashed, labelled, digest.hexdigest() if fingerprint else "")
     if name == "mnist":
         data_root = _resolve_root(name, arg, root)
         source, hashed = (None, False) if download else _find_mnist_source(data_root, split)
         labelled = source is None or _idx_labels_beside(source) is not None
-        return SplitSource(hashed, labelled, "", NATIVE_SIDES[name])
-    return SplitSource(False, name != "celeba", "", NATIVE_SIDES[name])
+        return SplitSource(hashed, labelled, "")
+    return SplitSource(False, name != "celeba", "")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -77,7 +77,10 @@ def _training_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, 
 def stale_feature_net(eval_json: Path) -> bool:
     """Whether an eval.json holds cfd/ckd made by a feature net of another version than today's (e.g. the old
     ``cfd-cnn-v1``), whose values must not be mixed with new ones."""
-    result = json.loads(eval_json.read_text())
+    try:
+        result = json.loads(eval_json.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable: evaluate again
     if not {"cfd", "ckd"} & set(result.get("metrics", {})):
         return False
     return result.get("protocol", {}).get("feature_net", {}).get("version") != FEATURE_NET_VERSION
