@@ -80,14 +80,14 @@ class FeatureClassifier(nn.Module):
     on the last stage's global average (batch-normalised without affine parameters).
 
     ``features``: images -> (N, 448), the global averages of the three stages (64 + 128 + 256), each standardised
-    by its mean and standard deviation over the training images (``feature_mean`` / ``feature_std``, set by
-    ``fit_feature_statistics`` after training) and scaled to a root-mean-square of 1 per image and stage. Why all
-    stages: a classifier's last stage is nearly blind to additive noise (1.1x the real-vs-real CFD at 30 dB on
-    CIFAR-10), its first stage is not. Why per-image scaling: pooled ReLU features are heavy-tailed (a few
-    images reach 20x the median squared norm), and the cubic kernel of CKD would let those few images decide it
-    (real-vs-real CKD std 60x its mean); scaled, each stage's features lie on a sphere and (x.y/448 + 1)^3 is
-    bounded. Batch norm keeps every channel's pre-activation spread over the batch and every stage ends in a
-    residual sum, so features do not die (``dead_features`` counts them; the file records the count).
+    by its mean and standard deviation over the held-out training images (``feature_mean`` / ``feature_std``, set
+    by ``fit_feature_statistics`` after training) and scaled to a root-mean-square of 1 per image and stage. Why
+    all stages: a classifier's last stage is nearly blind to additive noise (1.1x the real-vs-real CFD at 30 dB on
+    CIFAR-10), its first stage is not. Why per-image scaling: pooled ReLU features are heavy-tailed (a few images
+    reach 20x the median squared norm), and the cubic kernel of CKD would let those few images decide it (the
+    real-vs-real CKD std was 2-35x its mean on CIFAR-10); scaled, each stage's features lie on a sphere and
+    (x.y/448 + 1)^3 is bounded. Batch norm keeps every channel's pre-activation spread over the batch and every stage
+    ends in a residual sum, so features do not die (``dead_features`` counts them; the file records the count).
     """
 
     def __init__(self, channels: int, num_classes: int) -> None:
