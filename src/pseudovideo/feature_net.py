@@ -337,7 +337,8 @@ class FeatureNet:
                 "file_sha256": self.file_sha256, "held_out_accuracy": self.accuracy,
                 "dead_features": int(meta.get("dead_features", -1)),
                 "features": f"{FEATURE_DIM}-d: the global averages of the 3 stages of a residual CNN "
-                f"({FEATURE_NET_VERSION}), each standardised over the training images and scaled to unit RMS per image",
+                f"({FEATURE_NET_VERSION}), each standardised over held-out training images and scaled to unit RMS "
+                "per image",
                 "resize": resize,
                 "trained_on": f"{meta.get('dataset')} {meta.get('split', 'train')} split minus every {HELD_OUT_EVERY}th image "
                 f"(held out for the accuracy), {meta.get('resolution')} px, {meta.get('steps')} steps "
