@@ -2,8 +2,9 @@
 
 Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels are not yielded),
 with ``R`` the requested resolution. Class labels, where the data has them (digits, CIFAR-10, MNIST in
-torchvision's layout, a folder with one sub-folder per class), are kept beside the images in ``.labels``
-for the classifier behind the ``cfd`` metric (see ``pseudovideo.feature_net``). Entry point: :func:`build_dataset`, driven by a spec string:
+torchvision's layout or as raw IDX files with their label files, a folder with one sub-folder per class), are kept
+beside the images in ``.labels`` for the classifier behind the ``cfd`` / ``ckd`` metrics (see
+``pseudovideo.feature_net``); :func:`split_source` tells whether a split has them without decoding it. Entry point: :func:`build_dataset`, driven by a spec string:
 
 - ``"digits"``: scikit-learn's bundled 8x8 handwritten digits, upsampled; needs no network or files.
 - ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
@@ -29,6 +30,7 @@ import struct
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,9 @@ __all__ = [
     "resize_center_crop",
     "list_image_files",
     "read_idx_images",
+    "read_idx_labels",
+    "SplitSource",
+    "split_source",
     "held_out_mask",
     "DEFAULT_HELD_OUT_FRACTION",
 ]
@@ -298,6 +303,52 @@ def check_dataset_spec(
     return name, arg
 
 
+@dataclass(frozen=True)
+class SplitSource:
+    """What a split is made of, found without decoding images (see :func:`split_source`).
+
+    ``hashed``: the split is a hash-chosen part of a source without splits (it depends on held_out_fraction);
+    ``labelled``: the split has class labels; ``fingerprint``: for folders, sha256 over the sorted relative paths
+    and byte sizes of the split folder's image files (the same data extracted elsewhere has the same one), else
+    "" (the spec names the data).
+    """
+
+    hashed: bool
+    labelled: bool
+    fingerprint: str
+
+
+def split_source(spec: str, root: str | None = None, split: str = "train", *, download: bool = False,
+                 skip_bad_files: bool = False, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+                 fingerprint: bool = True) -> SplitSource:
+    """Cheap facts about ``split`` of a dataset spec (a file listing at most, no image is decoded);
+    ``fingerprint=False`` skips the folder fingerprint (the file sizes). Labels are judged on the split's own files
+    (``held_out_fraction`` picks a hashed split). Raises ValueError / FileNotFoundError for a bad spec or missing
+    data, as :func:`check_dataset_spec` does.
+    """
+    name, arg = parse_dataset_spec(spec)
+    _check_split(name, split)
+    if name == "folder":
+        folder, hashed = _folder_split(Path(arg), split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the build reports skipped folders
+            files = list_image_files(folder, skip_unreadable=skip_bad_files)
+        digest = hashlib.sha256()
+        if fingerprint:
+            start = len(str(folder)) + 1  # str slicing: pathlib's relative_to is slow on 50k files
+            for f in map(str, files):
+                digest.update(f"{f[start:]}\0{os.path.getsize(f)}\n".encode())
+        part = _hash_split(files, folder, split, held_out_fraction)[0] if hashed else files
+        labelled = _folder_class_labels(folder, part)[0] is not None
+        return SplitSource(hashed, labelled, digest.hexdigest() if fingerprint else "")
+    if name == "mnist":
+        data_root = _resolve_root(name, arg, root)
+        source, hashed = (None, False) if download else _find_mnist_source(data_root, split)
+        labelled = source is None or _idx_labels_beside(source) is not None
+        return SplitSource(hashed, labelled, "")
+    return SplitSource(False, name != "celeba", "")
+
+
 # ----------------------------------------------------------------------------------------------
 # Builder
 # ----------------------------------------------------------------------------------------------
@@ -495,6 +546,23 @@ def read_idx_images(path: str | os.PathLike) -> Tensor:
     if len(data) - 16 != n * h * w:
         raise ValueError(f"IDX file {str(path)!r} is truncated: header says {n}x{h}x{w}, got {len(data) - 16} bytes")
     return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).reshape(n, h, w)  # (N, H, W)
+
+
+def read_idx_labels(path: str | os.PathLike) -> Tensor:
+    """Read an IDX label file (MNIST's raw format, optionally gzipped) into int64 ``(N,)``."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read IDX file {str(path)!r}: {err}") from err
+    if len(data) < 8 or data[:4] != bytes([0, 0, 8, 1]):
+        raise ValueError(f"IDX file {str(path)!r} is not a uint8 label file (magic {data[:4].hex()}, expected 00000801)")
+    (n,) = struct.unpack(">I", data[4:8])
+    if len(data) - 8 != n:
+        raise ValueError(f"IDX file {str(path)!r} is truncated: header says {n} labels, got {len(data) - 8} bytes")
+    return torch.frombuffer(bytearray(data[8:]), dtype=torch.uint8).long()  # (N,)
 
 
 def _to_signed_unit(image: Tensor) -> Tensor:
@@ -704,8 +772,8 @@ def _find_mnist_source(root: Path, split: str) -> tuple[Path | None, bool]:
 def _load_mnist(
     root: Path, split: str, download: bool, held_out_fraction: float
 ) -> tuple[Tensor, Tensor | None, list[str] | None, str]:
-    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (unlabelled)
-    -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
+    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (labelled when the label
+    file lies beside them) -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
 
     With only one split file present (e.g. the test split shipped alone), ``split`` is a deterministic
     part of it: the held-out ``held_out_fraction`` (by index hash) for evaluation, the rest for training.
@@ -719,12 +787,24 @@ def _load_mnist(
         description = f"MNIST's official {split!r} split"
         return pixels.unsqueeze(1).contiguous(), ds.targets.long(), [str(d) for d in range(10)], description
     pixels = read_idx_images(source)  # (N, 28, 28)
+    label_file = _idx_labels_beside(source)
+    labels = read_idx_labels(label_file) if label_file is not None else None
+    if labels is not None and labels.shape[0] != pixels.shape[0]:
+        raise ValueError(f"IDX label file {str(label_file)!r} holds {labels.shape[0]} labels for {pixels.shape[0]} images")
     description = f"MNIST's official {split!r} split ({source.name})"
     if hashed:
         chosen, description = _hash_part([str(i) for i in range(len(pixels))], split, held_out_fraction,
                                           f"MNIST file {source.name} (the only split present; image index)")
         pixels = pixels[torch.tensor(chosen)]
-    return pixels.unsqueeze(1).contiguous(), None, None, description  # (N, 1, 28, 28)
+        labels = None if labels is None else labels[torch.tensor(chosen)]
+    classes = None if labels is None else [str(d) for d in range(10)]
+    return pixels.unsqueeze(1).contiguous(), labels, classes, description  # (N, 1, 28, 28), (N,)
+
+
+def _idx_labels_beside(images_file: Path) -> Path | None:
+    """The IDX label file beside an IDX image file (``t10k-images-idx3-ubyte.gz`` -> ``t10k-labels-idx1-ubyte[.gz]``)."""
+    stem = images_file.name.replace("-images-idx3-ubyte", "-labels-idx1-ubyte").removesuffix(".gz")
+    return next((p for p in (images_file.parent / stem, images_file.parent / f"{stem}.gz") if p.is_file()), None)
 
 
 def _check_celeba_files(root: Path) -> None:
