@@ -9,7 +9,7 @@ import pytest
 
 from pseudovideo.cli import main
 from pseudovideo.config import load_config
-from pseudovideo.runs import first_free_name, keep_previous
+from pseudovideo.training.runs import first_free_name, keep_previous
 from test_train_cli import TINY
 
 TINY_VQVAE = ["model.vqvae.base_channels=8", "model.vqvae.codebook_size=16", "model.vqvae.codebook_dim=4",
@@ -132,7 +132,7 @@ def test_eval_of_a_missing_folder_or_a_folder_of_runs(tmp_path: Path, capsys) ->
 
 def test_evaluate_run_from_python_keeps_the_earlier_result(tmp_path: Path) -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.evaluation import evaluate_run
+    from pseudovideo.evaluation.evaluate import evaluate_run
 
     assert main(["train", "--no-eval", f"out_dir={tmp_path}", "name=py", *TINY, *TINY_VQVAE]) == 0
     first = evaluate_run(tmp_path / "py", build_config(overrides=["eval.num_images=8", "eval.metrics=[psnr]"]).eval)
@@ -150,7 +150,7 @@ def test_shipped_digits_baselines_are_image_models(name: str) -> None:
 
 def test_eval_note_of_a_video_run_lists_its_corruptions() -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.tasks import describe_pseudo_video
+    from pseudovideo.training.tasks import describe_pseudo_video
 
     note = describe_pseudo_video(build_config(overrides=["pseudo_video.num_frames=5"]).pseudo_video)
     assert note == "T=5, higher_order, blur(linear, max 2.0)+noise(linear, max 0.2)"

@@ -13,12 +13,12 @@ import torch
 
 from _tokenizer_helpers import smooth_video, train_steps
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.evaluation import evaluate_run
+from pseudovideo.evaluation.evaluate import evaluate_run
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.quantizer import CodeUsage, VectorQuantizer
 from pseudovideo.models.vqvae import VQVAE
-from pseudovideo.runs import train_run
-from pseudovideo.tasks import build_model
+from pseudovideo.training.runs import train_run
+from pseudovideo.training.tasks import build_model
 
 
 def _fingerprint(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[float], float, int, float]:
@@ -213,7 +213,7 @@ def test_eval_reports_codebook_usage_and_warns_when_low(tmp_path: Path) -> None:
 
 
 def test_experiment_tables_carry_codebook_columns(tmp_path: Path) -> None:
-    import pseudovideo.experiments as E
+    import pseudovideo.experiments.runner as E
     from test_experiments import _read_csv, fake_finished, pair_experiment
 
     data = pair_experiment()

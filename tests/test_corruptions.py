@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pseudovideo.corruptions import (
+from pseudovideo.pseudo_video.corruptions import (
     Compose,
     Downsample,
     GaussianBlur,

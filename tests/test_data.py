@@ -1,4 +1,4 @@
-"""Tests for pseudovideo.data: embedded digits, torchvision CIFAR-10/MNIST/CelebA loaders, image folders."""
+"""Tests for pseudovideo.data.images: embedded digits, torchvision CIFAR-10/MNIST/CelebA loaders, image folders."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pseudovideo.data import (
+from pseudovideo.data.images import (
     build_dataset,
     check_dataset_spec,
     list_image_files,

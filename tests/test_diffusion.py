@@ -8,7 +8,7 @@ import pytest
 import torch
 from _unet_helpers import TINY_UNET, randomize
 
-from pseudovideo.diffusion import (
+from pseudovideo.diffusion.process import (
     GaussianDiffusion,
     beta_schedule,
     cosine_alpha_bar,

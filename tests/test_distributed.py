@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pseudovideo.checkpoint import load_checkpoint
-from pseudovideo.distributed import (
+from pseudovideo.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
     init_distributed,
@@ -25,7 +25,7 @@ from pseudovideo.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from pseudovideo.training import train
+from pseudovideo.training.engine import train
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -116,7 +116,7 @@ def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_p
 def test_cvivit_seeing_single_frames_trains_under_ddp(tmp_path, frames):
     # With one frame C-ViViT's tubelet layers get no gradient; DDP must be told, or its second step fails.
     from pseudovideo.config import build_config
-    from pseudovideo.tasks import build_task
+    from pseudovideo.training.tasks import build_task
 
     config = build_config(None, [
         "model.family=cvivit", "data.resolution=8", "model.cvivit.dim=16", "model.cvivit.heads=2",

@@ -12,8 +12,8 @@ from PIL import Image
 from pseudovideo import metrics as M
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.data import build_dataset, spread_images
-from pseudovideo.feature_net import (
+from pseudovideo.data.images import build_dataset, spread_images
+from pseudovideo.evaluation.feature_net import (
     UnlabelledDatasetError,
     classifier_features,
     file_sha256,

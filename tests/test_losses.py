@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from pseudovideo.losses import (
+from pseudovideo.training.losses import (
     LPIPS_BACKBONE_FILES,
     PerceptualLoss,
     adaptive_gan_weight,

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from pseudovideo.config import build_config
-from pseudovideo.evaluation import evaluate_run
-from pseudovideo.probe import (
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.evaluation.probe import (
     PROBE_TRAIN_IMAGES,
     ProbeSkipped,
     frozen_features,
@@ -20,9 +20,9 @@ from pseudovideo.probe import (
     random_weights_model,
     unlabelled_reason,
 )
-from pseudovideo.runs import check_run_inputs, load_run, train_run
-from pseudovideo.tasks import build_task
-from pseudovideo.training import seeded
+from pseudovideo.training.runs import check_run_inputs, load_run, train_run
+from pseudovideo.training.tasks import build_task
+from pseudovideo.training.engine import seeded
 
 # -- the classifier ------------------------------------------------------------------------------------------------
 

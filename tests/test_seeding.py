@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pseudovideo.cli import main
-from pseudovideo.runs import load_run
-from pseudovideo.training import seeded
+from pseudovideo.training.runs import load_run
+from pseudovideo.training.engine import seeded
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 FAMILIES = {

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from _unet_helpers import TINY_UNET, randomize
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.models.unet import TEMPORAL_LAYERS, TEMPORAL_MIXERS, TemporalAttention, TemporalConv, image_unet, video_unet
-from pseudovideo.tasks import build_task
+from pseudovideo.training.tasks import build_task
 
 SETTINGS = list(itertools.product(TEMPORAL_LAYERS, TEMPORAL_MIXERS))
 # three levels, so that "full resolution", "low resolution" and "one per level" differ

@@ -25,8 +25,8 @@ from _train_script import (
 from safetensors.torch import load_file
 
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
-from pseudovideo.distributed import DistributedContext
-from pseudovideo.training import (
+from pseudovideo.training.distributed import DistributedContext
+from pseudovideo.training.engine import (
     ModelEMA,
     _ScalarMeter,
     TrainingDivergedError,

@@ -24,10 +24,10 @@ import yaml
 import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.evaluation import evaluate_run
-from pseudovideo.runs import load_run, train_run
-from pseudovideo.tasks import build_model
-from pseudovideo.trust import UntrustedCodeError
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.training.runs import load_run, train_run
+from pseudovideo.training.tasks import build_model
+from pseudovideo.interop.trust import UntrustedCodeError
 from test_hostile_inputs import _assert_one_line_error, _run
 
 SRC = Path(pseudovideo.__file__).resolve().parents[1]  # the package this process tests, for the subprocesses
