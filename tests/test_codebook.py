@@ -18,7 +18,7 @@ from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.quantizer import CodeUsage, VectorQuantizer
 from pseudovideo.models.vqvae import VQVAE
 from pseudovideo.training.runs import train_run
-from pseudovideo.training.tasks import build_model
+from pseudovideo.factory.models import build_model
 
 
 def _fingerprint(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[float], float, int, float]:

@@ -17,7 +17,7 @@ from pseudovideo.config import build_config
 from pseudovideo.data.images import spread_images
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.evaluation.evaluate import held_out_set
-from pseudovideo.training.tasks import build_dataset_from_config
+from pseudovideo.factory.datasets import build_dataset_from_config
 
 
 def _folder(tmp_path: Path, count: int = 40) -> Path:

@@ -167,7 +167,8 @@ def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys: pytest.C
 def test_image_unet_on_every_frame_is_level_conditioned_and_samples_clean() -> None:
     """The data-control's diffusion arm: the UNet learns each frame's level and is sampled at level 0."""
     from pseudovideo.config import build_config
-    from pseudovideo.training.tasks import AtLevel, build_model, build_task, frame_levels, sampling_model
+    from pseudovideo.training.tasks import AtLevel, build_task, frame_levels, sampling_model
+    from pseudovideo.factory.models import build_model
 
     overrides = [*TINY, *UNET, "model.family=unet", "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"]
     config = build_config(overrides=overrides)

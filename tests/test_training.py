@@ -32,11 +32,11 @@ from pseudovideo.training.engine import (
     TrainingDivergedError,
     batch_indices,
     epoch_permutation,
-    load_trained_model,
     lr_at_step,
     resolve_precision,
     train,
 )
+from pseudovideo.factory.run_folder import load_trained_model
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCRIPT = TESTS_DIR / "_train_script.py"

@@ -79,7 +79,7 @@ def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     """An unnamed run gets the first free folder out_dir/run, run-2, ... so that no earlier result is replaced."""
     import dataclasses
 
-    from pseudovideo.training.runs import first_free_name
+    from pseudovideo.factory.run_folder import first_free_name
 
     if _name_given(args):
         return config
@@ -91,7 +91,7 @@ def _fresh_run_name(config: RunConfig, args: argparse.Namespace) -> RunConfig:
 def _output_folder(config: RunConfig, args: argparse.Namespace, command: str) -> Path:
     """Where ``show`` / ``diagnose`` write: ``--out``, else OUT_DIR/COMMAND/NAME (the first free NAME, run-2, ...,
     for an unnamed config), never into a trained run's folder."""
-    from pseudovideo.training.runs import first_free_name
+    from pseudovideo.factory.run_folder import first_free_name
 
     if args.out is not None:
         return Path(args.out)
@@ -101,7 +101,7 @@ def _output_folder(config: RunConfig, args: argparse.Namespace, command: str) ->
 
 def _keep_previous(path: Path) -> None:
     """Keeps an earlier result file under a numbered name instead of replacing it, and says so."""
-    from pseudovideo.training.runs import keep_previous
+    from pseudovideo.factory.run_folder import keep_previous
 
     kept = keep_previous(path)
     if kept is not None:
@@ -138,7 +138,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Writes a PNG grid and an animated GIF of pseudo videos for a dataset and a construction."""
     from pseudovideo.data.images import spread_images
     from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
-    from pseudovideo.training.tasks import build_dataset_from_config, build_pseudo_video_builder
+    from pseudovideo.factory.datasets import build_dataset_from_config
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
 
     _require_positive(args.n, "--n")
     config = _config_from_args(args)
@@ -167,9 +168,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import dataclasses
 
     from pseudovideo.data.images import spread_images
-    from pseudovideo.pseudo_video.diagnose import DIAGNOSE_CONSTRUCTIONS, diagnose_constructions, diagnosed_section
+    from pseudovideo.evaluation.diagnose import DIAGNOSE_CONSTRUCTIONS, diagnose_constructions, diagnosed_section
     from pseudovideo.pseudo_video.informativeness import plot_informativeness
-    from pseudovideo.training.tasks import build_dataset_from_config
+    from pseudovideo.factory.datasets import build_dataset_from_config
 
     _require_positive(args.n_images, "--n-images")
     config = _config_from_args(args)
@@ -197,7 +198,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_search_corruptions(args: argparse.Namespace) -> int:
     """Searches a pseudo-video corruption before training and writes it as a config fragment (and safetensors)."""
-    from pseudovideo.pseudo_video.learned.search import write_search
+    from pseudovideo.training.corruption_search import write_search
 
     config = _config_from_args(args)
     out = _output_folder(config, args, "search-corruptions")
@@ -214,7 +215,8 @@ def cmd_search_corruptions(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a run (or resumes one exactly with --resume RUN_DIR), then evaluates it."""
     from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
-    from pseudovideo.training.runs import load_run_config, train_run
+    from pseudovideo.factory.run_folder import load_run_config
+    from pseudovideo.training.runs import train_run
 
     if args.resume is not None:
         # The saved config is the base; a config file and overrides may change e.g. train.steps.
@@ -262,7 +264,7 @@ def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (importe
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluates a trained run; ``eval.*`` overrides change the protocol (e.g. eval.num_images=10000)."""
     from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
-    from pseudovideo.training.runs import load_run_config
+    from pseudovideo.factory.run_folder import load_run_config
 
     base = load_run_config(args.run_dir)
     bad = [o for o in args.overrides if not o.startswith("eval.")]
@@ -281,8 +283,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.training.distributed import resolve_device
     from pseudovideo.evaluation.evaluate import generate_videos, save_generated_grid
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
-    from pseudovideo.training.runs import load_run
-    from pseudovideo.training.tasks import is_tokenizer
+    from pseudovideo.factory.models import load_run
+    from pseudovideo.factory.models import is_tokenizer
 
     _require_positive(args.n, "--n")
     _require_positive(args.batch_size, "--batch-size")
@@ -311,7 +313,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Writes a run's image denoiser in another library's format (diffusers UNet2DModel + scheduler)."""
-    from pseudovideo.interop.export import ExportError, export_run
+    from pseudovideo.interop.export import ExportError
+    from pseudovideo.factory.models import export_run
 
     try:
         out = export_run(args.run_dir, args.out, use_ema=not args.raw_weights, drop_temporal=args.drop_temporal,
@@ -353,7 +356,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_feature_net(args: argparse.Namespace) -> int:
     """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
     from pseudovideo.evaluation.feature_net import prepare_feature_net
-    from pseudovideo.training.tasks import build_dataset_from_config
+    from pseudovideo.factory.datasets import build_dataset_from_config
 
     config = _config_from_args(args)
     channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
@@ -417,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EPILOG,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
-    from pseudovideo import __version__
+    from pseudovideo._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -39,21 +39,17 @@ from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, classifie
 from pseudovideo.training.learned_runs import run_builder
 from pseudovideo.training.losses import build_perceptual_loss
 from pseudovideo.models.quantizer import CodeUsage
-from pseudovideo.evaluation.probe import ProbeSkipped, probe_metrics
+from pseudovideo.factory.datasets import ProbeSkipped
+from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.pictures import frame_labels, picture_upscale, save_image_grid, save_labelled_grid, save_side_by_side
-from pseudovideo.training.runs import keep_previous, load_run, load_run_config, read_train_summary
+from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
+from pseudovideo.factory.models import load_run
 from pseudovideo.evaluation.sampling_progress import SamplingProgress
 from pseudovideo.training.provenance import code_record
-from pseudovideo.training.tasks import (
-    is_tokenizer as tokenizer_run,
-    build_dataset_from_config,
-    build_diffusion,
-    build_pseudo_video_builder,
-    describe_pseudo_video,
-    diffusion_sample_kwargs,
-    model_frames,
-    sampling_model,
-)
+from pseudovideo.factory.models import is_tokenizer as tokenizer_run, build_diffusion, model_frames
+from pseudovideo.factory.datasets import build_dataset_from_config
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder, describe_pseudo_video
+from pseudovideo.training.tasks import diffusion_sample_kwargs, sampling_model
 from pseudovideo.training.engine import autocast, resolve_precision
 
 LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook

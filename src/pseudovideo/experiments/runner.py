@@ -110,10 +110,11 @@ from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.training.distributed import resolve_device
 from pseudovideo.pseudo_video.informativeness import INFO_COLUMNS, INFO_NOTE, INFO_TITLES, summary_numbers
 from pseudovideo.training.learned_runs import corruption_note
-from pseudovideo.pseudo_video.marginals import first_order_marginals_note
+from pseudovideo.experiments.tables import first_order_marginals_note
 from pseudovideo.experiments.launchers import choose_launcher, parse_slurm_section
 from pseudovideo.training.provenance import CODE_COLUMNS, check_stated_commit, run_code, table_code_lines
-from pseudovideo.training.runs import check_run_inputs, plan_run, read_train_summary
+from pseudovideo.training.runs import check_run_inputs, plan_run
+from pseudovideo.factory.run_folder import read_train_summary
 from pseudovideo.experiments.scheduler import (
     RunsFailedError,
     RunTask,
@@ -746,7 +747,8 @@ def training_flops_per_image(
     ``channels`` defaults to ``data.channels``, else the dataset's own (read from the eval split).
     ``trust_code``: see :func:`~pseudovideo.training.tasks.build_model`.
     """
-    from pseudovideo.training.tasks import build_dataset_from_config, build_task
+    from pseudovideo.factory.datasets import build_dataset_from_config
+    from pseudovideo.training.tasks import build_task
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 from pseudovideo.config import ConfigError, EvalConfig, RunConfig, config_to_dict, load_config, save_config
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.training.provenance import code_record, run_code
-from pseudovideo.training.runs import plan_run, read_train_summary, train_run
+from pseudovideo.training.runs import plan_run, train_run
+from pseudovideo.factory.run_folder import read_train_summary
 from pseudovideo.interop.trust import check_trusted
 
 __all__ = [
@@ -199,7 +200,7 @@ def prepare_feature_nets(configs: Sequence[RunConfig], eval_config: EvalConfig, 
     if "cfd" not in eval_config.metrics:
         return
     from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, prepare_feature_net
-    from pseudovideo.training.tasks import build_dataset_from_config
+    from pseudovideo.factory.datasets import build_dataset_from_config
 
     seen = set()
     for config in configs:

@@ -47,7 +47,6 @@ from pseudovideo.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
     run_lock,
     save_checkpoint,
 )
@@ -74,7 +73,6 @@ __all__ = [
     "TrainingDivergedError",
     "ModelEMA",
     "train",
-    "load_trained_model",
     "lr_at_step",
     "epoch_permutation",
     "batch_indices",
@@ -1037,7 +1035,8 @@ class _Engine:
         opt.scaler.update()
         opt.scheduler.step()
         if self.learner is not None:  # the corruption ascends on the gradient the same backward left in it
-            self.learner.step(step, self.ctx)
+            all_reduce_gradients(self.learner.learned, self.ctx)  # one corruption for every rank
+            self.learner.step(step)
         return loss, {"loss": loss}, {"loss": loss, **scalars}, lr_used
 
     def _discriminator_update(self, step: int, losses: dict[str, Tensor], logged: dict[str, Any]) -> None:
@@ -1203,27 +1202,3 @@ def train(
         raise TrainingInterrupted(_interrupted_text(Path(run_dir), step, settings.steps)) from None
     finally:
         engine.close()
-
-
-def load_trained_model(
-    run_dir: str | Path,
-    model: nn.Module,
-    *,
-    use_ema: bool = True,
-    checkpoint: str | Path | int | None = None,
-) -> nn.Module:
-    """Loads a run's trained weights into ``model`` (in place) for evaluation or sampling; returns it in eval mode.
-
-    ``checkpoint``: None = newest intact checkpoint, an int = that step, or a folder path / name.
-    With ``use_ema`` the EMA weights are used when the checkpoint has them (a warning otherwise).
-    Raises FileNotFoundError when the run has no such checkpoint, CheckpointError when it is corrupt.
-    """
-    path = resolve_checkpoint(run_dir, checkpoint)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    if use_ema and not (path / EMA).is_file():
-        warnings.warn(f"checkpoint {path} has no EMA weights (train.ema_decay was 0); loading the raw model", stacklevel=2)
-        use_ema = False
-    weights = {"ema": model} if use_ema else {"model": model}
-    # The newest checkpoint was verified while resolving it; a named one is verified here.
-    load_checkpoint(path, **weights, map_location=device, verify=checkpoint is not None, read_state=False)
-    return model.eval()

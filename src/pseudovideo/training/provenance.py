@@ -58,7 +58,7 @@ def code_record() -> dict[str, Any]:
     ``{"commit": 40-hex or None, "dirty": bool or None, "changes_sha256": hex or None, "version": str,
     "source": package folder}``; ``commit`` is None outside a git tree (an installed wheel).
     """
-    from pseudovideo import __version__
+    from pseudovideo._version import __version__
 
     record: dict[str, Any] = {"commit": None, "dirty": None, "changes_sha256": None, "version": __version__,
                               "source": str(PACKAGE_DIR)}
