@@ -17,7 +17,7 @@ from pseudovideo.factory.datasets import ProbeSkipped, unlabelled_reason
 from pseudovideo.training.runs import check_run_inputs, train_run
 from pseudovideo.factory.models import load_run
 from pseudovideo.training.tasks import build_task
-from pseudovideo.training.engine import seeded
+from pseudovideo.training.randomness import seeded
 
 # -- the classifier ------------------------------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "build_diffusion": "pseudovideo.factory.models",
     "build_task": "pseudovideo.training.tasks",
     "train": "pseudovideo.training.engine",
-    "TrainResult": "pseudovideo.training.engine",
+    "TrainResult": "pseudovideo.training.result",
     "train_run": "pseudovideo.training.runs",
     "load_run": "pseudovideo.factory.models",
     "load_run_config": "pseudovideo.factory.run_folder",
@@ -129,5 +129,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.factory.models import build_diffusion, build_model
     from pseudovideo.training.tasks import build_task
     from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as pseudo_video_builder_from_config
-    from pseudovideo.training.engine import TrainResult, train
+    from pseudovideo.training.result import TrainResult
+    from pseudovideo.training.engine import train
     from pseudovideo.interop.trust import UntrustedCodeError

@@ -550,7 +550,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from pseudovideo.checkpoint import CheckpointError, RunLockedError
     from pseudovideo.evaluation.evaluate import NonFiniteMetricError
     from pseudovideo.experiments.scheduler import RunsFailedError
-    from pseudovideo.training.engine import TrainingDivergedError
+    from pseudovideo.training.health import TrainingDivergedError
 
     return (
         ConfigError, UsageError, ValueError, OSError, CheckpointError, RunLockedError, TrainingDivergedError,

@@ -50,7 +50,7 @@ from pseudovideo.factory.models import is_tokenizer as tokenizer_run, build_diff
 from pseudovideo.factory.datasets import build_dataset_from_config
 from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder, describe_pseudo_video
 from pseudovideo.training.tasks import diffusion_sample_kwargs, sampling_model
-from pseudovideo.training.engine import autocast, resolve_precision
+from pseudovideo.training.precision import autocast, resolve_precision
 
 LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook
 

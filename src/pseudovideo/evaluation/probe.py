@@ -225,7 +225,7 @@ def random_weights_model(config: RunConfig, channels: int, device: torch.device)
     Bases that cannot be built fresh (``python:``, ``diffusers:``) raise ProbeSkipped.
     """
     from pseudovideo.factory.models import build_model
-    from pseudovideo.training.engine import seeded
+    from pseudovideo.training.randomness import seeded
 
     if config.model.family == "lifted" and config.model.lifted.base.startswith(("python:", "diffusers:")):
         raise ProbeSkipped(f"probe_random: model.lifted.base={config.model.lifted.base} has no untrained version here")

@@ -45,7 +45,7 @@ from pseudovideo.pseudo_video.learned.search import (
     operator_grid,
     scale_corruptions,
 )
-from pseudovideo.training.engine import seeded
+from pseudovideo.training.randomness import seeded
 
 __all__ = ["grid_points", "initial_learned", "informativeness_search", "random_search", "search_corruption",
            "search_images", "write_search"]

@@ -25,7 +25,7 @@ from pseudovideo.config import ConfigError
 __all__ = ["CODE_COLUMNS", "code_record", "code_identity", "code_label", "stated_record", "check_stated_commit",
            "run_code", "table_code_lines"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the pseudovideo package, this module being in training/
 
 
 def _git(*args: str) -> str | None:

@@ -29,7 +29,9 @@ from pseudovideo.factory.datasets import build_dataset_from_config, unlabelled_r
 from pseudovideo.factory.run_folder import first_free_name, read_train_summary
 from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
 from pseudovideo.training.tasks import build_task
-from pseudovideo.training.engine import TrainResult, seeded, train
+from pseudovideo.training.result import TrainResult
+from pseudovideo.training.randomness import seeded
+from pseudovideo.training.engine import train
 from pseudovideo.interop.trust import check_trusted
 
 
