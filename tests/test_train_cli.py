@@ -220,7 +220,7 @@ def test_eval_json_records_the_split_actually_used(tmp_path: Path) -> None:
 
 
 def test_train_summary_states_the_loss_terms(tmp_path: Path) -> None:
-    from pseudovideo.experiments.runner import describe_loss_terms
+    from pseudovideo.experiments.tables import describe_loss_terms
 
     config = _write_config(tmp_path, "terms", [])
     overrides = [*TINY, *TOKENIZERS["cvivit"], "loss.gan_weight=0.1", "loss.gan_start_step=2",

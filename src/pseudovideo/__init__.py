@@ -73,15 +73,15 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "load_run_config": "pseudovideo.factory.run_folder",
     "evaluate_run": "pseudovideo.evaluation.evaluate",
     # metrics on your own tensors (N, C, H, W) in [-1, 1]
-    "psnr": "pseudovideo.metrics",
-    "ssim": "pseudovideo.metrics",
-    "sliced_wasserstein_distance": "pseudovideo.metrics",
-    "InceptionFeatureStats": "pseudovideo.metrics",
-    "build_inception": "pseudovideo.metrics",
-    "resolve_inception_weights": "pseudovideo.metrics",
-    "inception_features": "pseudovideo.metrics",
-    "frechet_distance": "pseudovideo.metrics",
-    "fid_kid": "pseudovideo.metrics",
+    "psnr": "pseudovideo.metrics.image",
+    "ssim": "pseudovideo.metrics.image",
+    "sliced_wasserstein_distance": "pseudovideo.metrics.image",
+    "InceptionFeatureStats": "pseudovideo.metrics.inception",
+    "build_inception": "pseudovideo.metrics.inception",
+    "resolve_inception_weights": "pseudovideo.metrics.inception",
+    "inception_features": "pseudovideo.metrics.inception",
+    "frechet_distance": "pseudovideo.metrics.inception",
+    "fid_kid": "pseudovideo.metrics.inception",
 }
 
 __all__ = ["__version__", *_EXPORTS]

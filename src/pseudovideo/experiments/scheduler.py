@@ -81,7 +81,7 @@ def _run_references(tree: Any) -> Iterator[str]:
 def run_dependencies(runs: Sequence[Any], folder: Path, experiment: str = "experiment") -> dict[str, list[str]]:
     """Run name -> names of the runs of ``folder`` it starts from (``run:`` values of its config naming them).
 
-    ``runs`` are :class:`~pseudovideo.experiments.runner.ExperimentRun` objects. Raises ConfigError when a config names a
+    ``runs`` are :class:`~pseudovideo.experiments.grid.ExperimentRun` objects. Raises ConfigError when a config names a
     run folder of this experiment that no run has, or when runs depend on each other in a cycle.
     """
     names = [run.name for run in runs]
@@ -123,7 +123,7 @@ def dependency_order(names: Sequence[str], depends: dict[str, list[str]], experi
 
 def record_flops(run_dir: Path, device: Any, trust_code: bool = False) -> None:
     """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
-    from pseudovideo.experiments.runner import training_flops_per_image
+    from pseudovideo.experiments.flops import training_flops_per_image
 
     saved = load_config(run_dir / "config.yaml")
     check_trusted(saved, trust_code=trust_code, source=str(run_dir / "config.yaml"))

@@ -8,7 +8,7 @@ folder plus the untracked files in it), so two runs from the same edited tree co
 differently edited trees do not. An installed wheel (no git tree) records the package version instead.
 
 Training writes the record into ``train_summary.json`` (``code``), evaluation into ``eval.json`` (``code``);
-experiment tables read them back (:mod:`pseudovideo.experiments.runner`) and refuse to mix commits silently.
+experiment tables read them back (:mod:`pseudovideo.experiments.tables`) and refuse to mix commits silently.
 """
 
 from __future__ import annotations
