@@ -72,7 +72,7 @@ def test_skipped_metrics_with_one_reason_are_said_once() -> None:
 
 
 def test_preview_images_are_spread_over_the_data() -> None:
-    from pseudovideo.data.images import TensorImageDataset
+    from pseudovideo.data.datasets import TensorImageDataset
     from pseudovideo.training.previews import _preview_images
 
     count = 80  # like a class-sorted folder: the first 8 items would all be one class

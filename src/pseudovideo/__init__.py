@@ -58,8 +58,8 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "save_config": "pseudovideo.config",
     "UntrustedCodeError": "pseudovideo.interop.trust",
     # data
-    "ImageDataset": "pseudovideo.data.images",
-    "TensorImageDataset": "pseudovideo.data.images",
+    "ImageDataset": "pseudovideo.data.datasets",
+    "TensorImageDataset": "pseudovideo.data.datasets",
     "build_dataset": "pseudovideo.data.images",
     # training, runs, evaluation
     "pseudo_video_builder_from_config": ("pseudovideo.factory.pseudo_videos", "build_pseudo_video_builder"),
@@ -107,7 +107,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.pseudo_video.corruptions import (
         Compose, Corruption, Downsample, GaussianBlur, GaussianNoise, PatchMask, build_corruption,
     )
-    from pseudovideo.data.images import ImageDataset, TensorImageDataset, build_dataset
+    from pseudovideo.data.datasets import ImageDataset, TensorImageDataset
+    from pseudovideo.data.images import build_dataset
     from pseudovideo.diffusion.process import GaussianDiffusion, beta_schedule
     from pseudovideo.training.corruption_search import search_corruption
     from pseudovideo.evaluation.evaluate import evaluate_run

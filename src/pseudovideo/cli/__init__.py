@@ -136,7 +136,7 @@ def _generator(seed: int):
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Writes a PNG grid and an animated GIF of pseudo videos for a dataset and a construction."""
-    from pseudovideo.data.images import spread_images
+    from pseudovideo.data.datasets import spread_images
     from pseudovideo.pictures import picture_upscale, save_video_gif, save_video_grid
     from pseudovideo.factory.datasets import build_dataset_from_config
     from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
@@ -167,7 +167,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """Fits the best linear predictor of the clean frame from the last k frames (paper section 4.1)."""
     import dataclasses
 
-    from pseudovideo.data.images import spread_images
+    from pseudovideo.data.datasets import spread_images
     from pseudovideo.evaluation.diagnose import DIAGNOSE_CONSTRUCTIONS, diagnose_constructions, diagnosed_section
     from pseudovideo.pseudo_video.informativeness import plot_informativeness
     from pseudovideo.factory.datasets import build_dataset_from_config

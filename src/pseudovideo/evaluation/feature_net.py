@@ -255,7 +255,8 @@ def feature_net_key(config: "RunConfig", channels: int) -> FeatureNetKey:
 
 def _labelled_training_split(config: "RunConfig") -> tuple[Tensor, Tensor, int]:
     """The whole training split (no max_images subset, no flips): images (N, C, H, W), labels (N,), class count."""
-    from pseudovideo.data.images import build_dataset, spread_images
+    from pseudovideo.data.images import build_dataset
+    from pseudovideo.data.datasets import spread_images
 
     data = config.data
     dataset = build_dataset(data.dataset, resolution=data.resolution, split=data.train_split, root=data.root,

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from pseudovideo.config import RunConfig
 from pseudovideo.data.cache import cached_dataset
-from pseudovideo.data.images import ImageDataset, build_dataset, spread_images
+from pseudovideo.data.datasets import ImageDataset, spread_images
+from pseudovideo.data.images import build_dataset
 
 __all__ = ["ProbeSkipped", "build_dataset_from_config", "labelled_images", "unlabelled_reason"]
 

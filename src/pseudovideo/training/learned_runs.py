@@ -165,7 +165,7 @@ def run_builder(config: RunConfig, run_dir: str | Path, checkpoint_folder: str |
 
 def summary_informativeness(dataset: Any, builder: Any, seed: int) -> dict[str, Any]:
     """The informativeness numbers of ``builder`` on SUMMARY_IMAGES training images spread over ``dataset``."""
-    from pseudovideo.data.images import spread_subset
+    from pseudovideo.data.datasets import spread_subset
     from pseudovideo.pseudo_video.informativeness import measure_informativeness
 
     indices = spread_subset(len(dataset), SUMMARY_IMAGES).tolist()

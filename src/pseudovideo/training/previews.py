@@ -25,7 +25,7 @@ _PREVIEW_STEP = 2**31 - 1  # augmentation seed stream of the preview images (no 
 
 def _preview_images(dataset: Dataset, settings: TrainConfig, device: torch.device) -> Tensor:
     """The clean images every preview draws (N, C, H, W): the same items each time, spread over the data."""
-    from pseudovideo.data.images import spread_subset
+    from pseudovideo.data.datasets import spread_subset
 
     count = min(PREVIEW_IMAGES, len(dataset), settings.batch_size)
     fetcher = _BatchFetcher(dataset, settings.seed)
