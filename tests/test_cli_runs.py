@@ -46,7 +46,8 @@ def test_train_without_config_trains_the_image_baseline_in_fresh_folders(tmp_pat
 
 
 def test_train_without_config_keeps_frames_of_video_families_and_explicit_frames() -> None:
-    from pseudovideo.cli import _train_defaults, build_parser
+    from pseudovideo.cli.commands import _train_defaults
+    from pseudovideo.cli.parser import build_parser
 
     def defaults(*overrides: str) -> list[str]:
         return _train_defaults(build_parser().parse_args(["train", *overrides]))
