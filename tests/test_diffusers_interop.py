@@ -12,7 +12,7 @@ import torch
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.factory.models import export_run
-from pseudovideo.diffusion.process import beta_schedule
+from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.models.lift import LiftedNet
 from pseudovideo.models.unet import image_unet
 from pseudovideo.factory.models import load_run

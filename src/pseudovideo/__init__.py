@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "image_unet": "pseudovideo.models.unet",
     "video_unet": "pseudovideo.models.unet",
     "GaussianDiffusion": "pseudovideo.diffusion.process",
-    "beta_schedule": "pseudovideo.diffusion.process",
+    "beta_schedule": "pseudovideo.diffusion.betas",
     # config
     "RunConfig": "pseudovideo.config",
     "ConfigError": "pseudovideo.config",
@@ -109,7 +109,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     )
     from pseudovideo.data.datasets import ImageDataset, TensorImageDataset
     from pseudovideo.data.images import build_dataset
-    from pseudovideo.diffusion.process import GaussianDiffusion, beta_schedule
+    from pseudovideo.diffusion.process import GaussianDiffusion
+    from pseudovideo.diffusion.betas import beta_schedule
     from pseudovideo.training.corruption_search import search_corruption
     from pseudovideo.evaluation.evaluate import evaluate_run
     from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain

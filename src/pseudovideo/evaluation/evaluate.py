@@ -33,7 +33,7 @@ from pseudovideo import metrics as M
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data.datasets import spread_images, spread_subset
-from pseudovideo.diffusion.process import ddim_timesteps
+from pseudovideo.diffusion.samplers import ddim_timesteps
 from pseudovideo.training.distributed import resolve_device
 from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.training.learned_runs import run_builder

@@ -34,7 +34,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from pseudovideo.config import RunConfig, model_kind
-from pseudovideo.diffusion.process import beta_schedule
+from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.models.lift import LiftedNet
 from pseudovideo.models.unet import Downsample, UNet, UNetBlock, is_temporal_key
 
