@@ -174,7 +174,8 @@ def cmd_search_corruptions(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a run (or resumes one exactly with --resume RUN_DIR), then evaluates it."""
-    from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
+    from pseudovideo.evaluation.evaluate import evaluate_run
+    from pseudovideo.evaluation.report import format_eval_markdown
     from pseudovideo.factory.run_folder import load_run_config
     from pseudovideo.training.runs import train_run
 
@@ -223,7 +224,8 @@ def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (importe
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluates a trained run; ``eval.*`` overrides change the protocol (e.g. eval.num_images=10000)."""
-    from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
+    from pseudovideo.evaluation.evaluate import evaluate_run
+    from pseudovideo.evaluation.report import format_eval_markdown
     from pseudovideo.factory.run_folder import load_run_config
 
     base = load_run_config(args.run_dir)
@@ -241,7 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
     from pseudovideo.training.distributed import resolve_device
-    from pseudovideo.evaluation.evaluate import generate_videos, save_generated_grid
+    from pseudovideo.evaluation.inference import generate_videos
+    from pseudovideo.evaluation.report import save_generated_grid
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
     from pseudovideo.factory.models import load_run
     from pseudovideo.factory.models import is_tokenizer
