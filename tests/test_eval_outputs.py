@@ -15,6 +15,7 @@ from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
 from pseudovideo.evaluation.report import format_eval_markdown
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 

@@ -38,14 +38,14 @@ from pseudovideo.evaluation.inference import _batches, generate_videos, held_out
 from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.evaluation.report import _task_description, format_eval_markdown, save_generated_grid, save_reconstruction_grid
 from pseudovideo.factory.datasets import ProbeSkipped
-from pseudovideo.factory.models import load_run, model_frames
 from pseudovideo.factory.models import is_tokenizer as tokenizer_run
+from pseudovideo.factory.models import load_run, model_frames
 from pseudovideo.factory.pseudo_videos import describe_pseudo_video
 from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
 from pseudovideo.models.quantizer import CodeUsage
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side
-from pseudovideo.training.learned_runs import run_builder
 from pseudovideo.training.distributed import resolve_device
+from pseudovideo.training.learned_runs import run_builder
 from pseudovideo.training.losses import build_perceptual_loss
 from pseudovideo.training.provenance import code_record
 

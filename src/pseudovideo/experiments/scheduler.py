@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from pseudovideo.config import ConfigError, EvalConfig, RunConfig, config_to_dict, load_config, save_config
 from pseudovideo.data.cache import reuse_datasets
-from pseudovideo.training.provenance import code_record, run_code
-from pseudovideo.training.runs import plan_run, train_run
 from pseudovideo.factory.run_folder import read_train_summary
 from pseudovideo.interop.trust import check_trusted
+from pseudovideo.training.provenance import code_record, run_code
+from pseudovideo.training.runs import plan_run, train_run
 
 __all__ = [
     "RunTask",

@@ -23,16 +23,16 @@ from pseudovideo.config import (
     load_config,
 )
 from pseudovideo.data.images import check_dataset_spec
-from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
-from pseudovideo.training.memory import check_training_memory
 from pseudovideo.factory.datasets import build_dataset_from_config, unlabelled_reason
 from pseudovideo.factory.run_folder import first_free_name, read_train_summary
-from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
-from pseudovideo.training.tasks import build_task
-from pseudovideo.training.result import TrainResult
-from pseudovideo.training.randomness import seeded
-from pseudovideo.training.engine import train
 from pseudovideo.interop.trust import check_trusted
+from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
+from pseudovideo.training.engine import train
+from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
+from pseudovideo.training.memory import check_training_memory
+from pseudovideo.training.randomness import seeded
+from pseudovideo.training.result import TrainResult
+from pseudovideo.training.tasks import build_task
 
 
 def check_run_inputs(config: RunConfig) -> None:
