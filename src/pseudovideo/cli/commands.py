@@ -317,14 +317,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_feature_net(args: argparse.Namespace) -> int:
-    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
-    from pseudovideo.evaluation.feature_net import prepare_feature_net
+    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd / ckd metrics compare."""
+    from pseudovideo.factory.feature_net import prepare_feature_net
     from pseudovideo.factory.datasets import build_dataset_from_config
 
     config = _config_from_args(args)
     channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
     net = prepare_feature_net(config, channels, retrain=args.retrain)
-    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
+    print(f"feature net: {net.path}\nfile sha256: {net.file_sha256}\nweights sha256: {net.sha256}\n"
+          f"held-out accuracy: {net.accuracy:.4f}\ndead features: {net.metadata.get('dead_features')}\n"
+          f"side: {net.resolution} px, {net.metadata.get('steps')} steps")
     return 0
 
 

@@ -355,8 +355,12 @@ def validate_config(config: RunConfig) -> None:
     _require(config.eval.batch_size >= 1, f"eval.batch_size: expected >= 1, got {config.eval.batch_size}")
     for metric in config.eval.metrics:
         _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {quote(metric)}; valid: {', '.join(EVAL_METRICS)}")
-    _require(config.eval.feature_net_steps >= 1,
-             f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
+    ev = config.eval
+    _require(ev.feature_net_steps is None or ev.feature_net_steps >= 1,
+             f"eval.feature_net_steps: expected null or an integer >= 1, got {ev.feature_net_steps}")
+    _require(ev.feature_net_resolution is None or ev.feature_net_resolution >= 8,
+             f"eval.feature_net_resolution: expected null or an integer >= 8, got {ev.feature_net_resolution}")
+    _require(ev.ckd_subsets >= 1, f"eval.ckd_subsets: expected an integer >= 1, got {ev.ckd_subsets}")
 
 
 # Codebook options of a VQ section that FSQ (which has no codebook) does not use; the VQVAE's codebook_dim stays

@@ -8,10 +8,11 @@
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
-are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
-trained on the dataset's labelled training split (``pseudovideo.evaluation.feature_net``, cached, trained on first use);
-it is skipped with the reason for unlabelled datasets. ``probe`` is the linear-probe accuracy of the model's frozen
-features of the clean frame, beside the same architecture with random weights (``probe_random``; see
+are absent; SWD, PSNR and SSIM need none. CFD and CKD (classifier Fréchet and kernel distances, not FID/KID)
+use a small residual classifier trained on the dataset's labelled training split (``pseudovideo.metrics.feature_net``,
+cached, trained on first use: ``pseudovideo.factory.feature_net``); they are skipped with the reason for unlabelled
+datasets. ``probe`` is the linear-probe accuracy of the model's frozen features of the clean frame, beside the same
+architecture with random weights (``probe_random``; see
 ``pseudovideo.evaluation.probe``). Tokenizers also report their codebook usage and perplexity over the evaluation's codes,
 with a warning under ``LOW_CODEBOOK_USAGE``.
 """
@@ -33,11 +34,11 @@ from pseudovideo import metrics as M
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data.datasets import spread_subset
-from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_set, reconstruct_clean_frames
 from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.evaluation.report import _task_description, format_eval_markdown, save_generated_grid, save_reconstruction_grid
 from pseudovideo.factory.datasets import ProbeSkipped
+from pseudovideo.factory.feature_net import UnlabelledDatasetError, prepare_feature_net
 from pseudovideo.factory.models import is_tokenizer as tokenizer_run
 from pseudovideo.factory.models import load_run, model_frames
 from pseudovideo.factory.pseudo_videos import describe_pseudo_video
@@ -92,23 +93,37 @@ def _distribution_metrics(
             results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
 
 
-def _classifier_frechet_distance(
+def _classifier_distances(
     real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
     results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
 ) -> None:
-    """``cfd``: Fréchet distance of real vs fake (N, C, H, W) in the dataset-trained classifier's features."""
-    if "cfd" not in eval_config.metrics:
+    """``cfd`` / ``ckd``: Fréchet and unbiased kernel distance of real vs fake (N, C, H, W) in the features of the
+    dataset-trained classifier (resized to its side first); skipped with the reason for an unlabelled dataset."""
+    wanted = {"cfd", "ckd"} & set(eval_config.metrics)
+    if not wanted:
         return
     try:
         net = prepare_feature_net(dataclasses.replace(config, eval=eval_config), real.shape[1])
     except UnlabelledDatasetError as err:
-        skipped["cfd"] = str(err)
+        skipped.update({name: str(err) for name in sorted(wanted)})
         return
-    model = net.model.to(device)
-    real_features = classifier_features(real, model, eval_config.batch_size)  # (N, 128)
-    fake_features = classifier_features(fake, model, eval_config.batch_size)
-    results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
-    protocol["cfd"] = net.describe()
+    net.model.to(device)
+    real_features = net.features(real, eval_config.batch_size)  # (N, 256)
+    fake_features = net.features(fake, eval_config.batch_size)
+    protocol["feature_net"] = net.describe(evaluated_side=real.shape[-1])
+    if "cfd" in wanted:
+        results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
+        protocol["cfd"] = (f"Fréchet distance of Gaussian fits (unbiased covariance) of the feature_net features of "
+                           f"{real.shape[0]} real and {fake.shape[0]} evaluated images")
+    if "ckd" in wanted:
+        generator = torch.Generator().manual_seed(eval_config.seed)
+        mean, std, size = M.feature_kernel_distance(real_features, fake_features, subsets=eval_config.ckd_subsets,
+                                                    generator=generator)
+        results["ckd"], results["ckd_std"] = mean, std
+        rounds = "one subset: the whole sets, std 0" if size == real.shape[0] == fake.shape[0] else (
+            f"{eval_config.ckd_subsets} random subsets of {size} per set, mean and std over subsets")
+        protocol["ckd"] = (f"unbiased MMD^2 (KID's estimator) with the kernel (x.y/{real_features.shape[1]} + 1)^3 "
+                           f"in the feature_net features; {rounds}")
 
 
 def _codebook_entry(usage: CodeUsage, num_inputs: int) -> dict[str, Any]:
@@ -219,7 +234,7 @@ def evaluate_run(
     }
     fake, extra = _evaluate_tokenizer(ev, checkpoint) if is_tokenizer else (_evaluate_diffusion(ev), {})
     _distribution_metrics(real, fake, config, eval_config, dev, ev.results, ev.skipped, split_description)
-    _classifier_frechet_distance(real, fake, config, eval_config, dev, ev.results, ev.skipped, ev.protocol)
+    _classifier_distances(real, fake, config, eval_config, dev, ev.results, ev.skipped, ev.protocol)
     _linear_probe(model, config, eval_config, channels, dev, ev.results, ev.skipped, ev.protocol)
     _describe_distribution_metrics(ev, fake)
     _check_finite(ev.results, run_dir, checkpoint)

@@ -195,11 +195,11 @@ def execute_run(task: RunTask) -> dict[str, Any]:
 
 
 def prepare_feature_nets(configs: Sequence[RunConfig], eval_config: EvalConfig, log: Callable[[str], None]) -> None:
-    """Trains (or finds) the feature net behind ``cfd`` once per distinct data section, before any run starts, so
-    that no run (and no parallel worker) trains its own."""
-    if "cfd" not in eval_config.metrics:
+    """Trains (or finds) the feature net behind ``cfd`` / ``ckd`` once per distinct data section, before any run
+    starts, so that no run (and no parallel worker) trains its own."""
+    if not {"cfd", "ckd"} & set(eval_config.metrics):
         return
-    from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, prepare_feature_net
+    from pseudovideo.factory.feature_net import UnlabelledDatasetError, prepare_feature_net
     from pseudovideo.factory.datasets import build_dataset_from_config
 
     seen = set()
