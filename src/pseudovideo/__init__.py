@@ -104,33 +104,44 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.config import ConfigError, RunConfig, build_config, config_to_dict, load_config, save_config
-    from pseudovideo.pseudo_video.corruptions import (
-        Compose, Corruption, Downsample, GaussianBlur, GaussianNoise, PatchMask, build_corruption,
-    )
     from pseudovideo.data.datasets import ImageDataset, TensorImageDataset
     from pseudovideo.data.images import build_dataset
-    from pseudovideo.diffusion.process import GaussianDiffusion
     from pseudovideo.diffusion.betas import beta_schedule
-    from pseudovideo.training.corruption_search import search_corruption
+    from pseudovideo.diffusion.process import GaussianDiffusion
     from pseudovideo.evaluation.evaluate import evaluate_run
-    from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain
-    from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos, load_learned, save_learned
-    from pseudovideo.metrics import (
-        InceptionFeatureStats, build_inception, fid_kid, frechet_distance, inception_features, psnr, resolve_inception_weights,
-        sliced_wasserstein_distance, ssim,
+    from pseudovideo.factory.models import build_diffusion, build_model, load_run
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as pseudo_video_builder_from_config
+    from pseudovideo.factory.run_folder import load_run_config
+    from pseudovideo.interop.trust import UntrustedCodeError
+    from pseudovideo.metrics.image import psnr, sliced_wasserstein_distance, ssim
+    from pseudovideo.metrics.inception import (
+        InceptionFeatureStats,
+        build_inception,
+        fid_kid,
+        frechet_distance,
+        inception_features,
+        resolve_inception_weights,
     )
     from pseudovideo.models.cvivit import CViViT
+    from pseudovideo.models.lift import LiftError, lift
     from pseudovideo.models.tokenizer import TokenizerOutput, VideoTokenizer
     from pseudovideo.models.unet import UNet, image_unet, video_unet
     from pseudovideo.models.vqvae import VQVAE
     from pseudovideo.pseudo_video.builder import PseudoVideoBuilder, build_pseudo_video_builder
-    from pseudovideo.factory.models import load_run
-    from pseudovideo.factory.run_folder import load_run_config
-    from pseudovideo.training.runs import train_run
+    from pseudovideo.pseudo_video.corruptions import (
+        Compose,
+        Corruption,
+        Downsample,
+        GaussianBlur,
+        GaussianNoise,
+        PatchMask,
+        build_corruption,
+    )
+    from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain
+    from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos, load_learned, save_learned
     from pseudovideo.pseudo_video.schedules import level_schedule
-    from pseudovideo.factory.models import build_diffusion, build_model
-    from pseudovideo.training.tasks import build_task
-    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as pseudo_video_builder_from_config
-    from pseudovideo.training.result import TrainResult
+    from pseudovideo.training.corruption_search import search_corruption
     from pseudovideo.training.engine import train
-    from pseudovideo.interop.trust import UntrustedCodeError
+    from pseudovideo.training.result import TrainResult
+    from pseudovideo.training.runs import train_run
+    from pseudovideo.training.tasks import build_task
