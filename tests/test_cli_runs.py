@@ -144,6 +144,23 @@ def test_evaluate_run_from_python_keeps_the_earlier_result(tmp_path: Path) -> No
     assert (tmp_path / "py" / "eval-1.md").is_file()
 
 
+TINY_VIDEO_UNET = ["model.family=video_unet", "pseudo_video.num_frames=3", "model.unet.base_channels=8",
+                   "model.unet.channel_mult=[1]", "model.unet.num_res_blocks=1", "model.unet.attention_resolutions=[]",
+                   "model.unet.num_heads=1", "diffusion.sample_steps=3", "eval.metrics=[swd]"]
+
+
+@pytest.mark.parametrize("family", ["vqvae", "video_unet"])
+def test_a_run_folder_evaluates_again_to_the_numbers_it_recorded(tmp_path: Path, family: str) -> None:
+    """A run folder read back (config.yaml, checkpoint, EMA weights) gives the model it was evaluated with."""
+    extra = TINY_VQVAE if family == "vqvae" else TINY_VIDEO_UNET
+    assert main(["train", f"out_dir={tmp_path}", "name=r", *TINY, *extra]) == 0
+    assert main(["eval", str(tmp_path / "r")]) == 0
+    first, again = (json.loads((tmp_path / "r" / name).read_text()) for name in ("eval-1.json", "eval.json"))
+    measured = [key for key in first["metrics"] if not key.endswith("_per_s")]  # throughput is wall-clock time
+    assert measured and {k: again["metrics"][k] for k in measured} == {k: first["metrics"][k] for k in measured}
+    assert again["protocol"]["checkpoint"] == first["protocol"]["checkpoint"]
+
+
 @pytest.mark.parametrize("name", ["digits_vqvae", "digits_ddpm"])
 def test_shipped_digits_baselines_are_image_models(name: str) -> None:
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
