@@ -52,7 +52,7 @@ bc.import_pseudovideo()
 
 from pseudovideo.config import build_config  # noqa: E402
 from pseudovideo.models.layers import count_parameters  # noqa: E402
-from pseudovideo.tasks import build_task  # noqa: E402
+from pseudovideo.training.tasks import build_task  # noqa: E402
 
 MODELS = ("cvivit", "video_unet", "unet", "vqvae")
 

@@ -24,7 +24,7 @@ import bench_common as bc
 
 bc.import_pseudovideo()
 
-from pseudovideo.pseudo_video import build_pseudo_video_builder  # noqa: E402
+from pseudovideo.pseudo_video.builder import build_pseudo_video_builder  # noqa: E402
 
 # name -> corruption specs (the levels of the shipped configs: blur sigma 2 px, noise std 0.2); downsample
 # levels are made whole octaves per T by ``specs_for`` (first_order refuses levels whose blocks do not nest)

@@ -30,7 +30,7 @@ import bench_common as bc
 bc.import_pseudovideo()
 
 from pseudovideo.config import build_config  # noqa: E402
-from pseudovideo.tasks import build_task  # noqa: E402
+from pseudovideo.training.tasks import build_task  # noqa: E402
 
 SETTINGS = (
     ("image UNet", None, None),

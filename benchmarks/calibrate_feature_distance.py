@@ -30,10 +30,12 @@ from torch import Tensor
 
 from pseudovideo import metrics as M
 from pseudovideo.config import build_config
-from pseudovideo.corruptions import build_corruption
-from pseudovideo.data import build_dataset, resize_center_crop, spread_images
-from pseudovideo.feature_net import FEATURE_DIM, FeatureNet, dead_features, resize_to
-from pseudovideo.feature_net_cache import prepare_feature_net
+from pseudovideo.pseudo_video.corruptions import build_corruption
+from pseudovideo.data.images import build_dataset
+from pseudovideo.data.decoding import resize_center_crop
+from pseudovideo.data.datasets import spread_images
+from pseudovideo.metrics.feature_net import FEATURE_DIM, FeatureNet, dead_features, resize_to
+from pseudovideo.factory.feature_net import prepare_feature_net
 
 CALIBRATION_IMAGES = 1000
 

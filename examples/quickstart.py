@@ -23,7 +23,7 @@ from pseudovideo import build_config, build_dataset, evaluate_run, load_run, pse
 from pseudovideo.config import ConfigError
 from pseudovideo.data import spread_images
 from pseudovideo.pictures import save_side_by_side, save_video_grid
-from pseudovideo.runs import plan_run
+from pseudovideo.training.runs import plan_run
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--tiny", action="store_true", help="a few steps and tiny models (a smoke test)")

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deterministic", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from pseudovideo.training import train
+    from pseudovideo.training.engine import train
 
     task = TinyTask(deterministic=args.deterministic, sleep=args.sleep)
     settings = tiny_settings(

@@ -11,8 +11,8 @@ import pytest
 
 import pseudovideo
 from pseudovideo.config import CViViTConfig, RunConfig, UNetConfig, VQVAEConfig
-from pseudovideo.diffusion import GaussianDiffusion
-from pseudovideo.tasks import diffusion_sample_kwargs
+from pseudovideo.diffusion.process import GaussianDiffusion
+from pseudovideo.training.tasks import diffusion_sample_kwargs
 
 
 def test_every_public_name_imports() -> None:
@@ -25,7 +25,7 @@ def test_every_public_name_imports() -> None:
 
 def test_public_names_are_the_defining_objects() -> None:
     from pseudovideo.models.cvivit import CViViT
-    from pseudovideo.runs import train_run
+    from pseudovideo.training.runs import train_run
 
     assert pseudovideo.CViViT is CViViT and pseudovideo.train_run is train_run
 

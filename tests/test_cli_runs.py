@@ -9,7 +9,8 @@ import pytest
 
 from pseudovideo.cli import main
 from pseudovideo.config import load_config
-from pseudovideo.runs import first_free_name, keep_previous
+from pseudovideo.factory.run_folder import first_free_name, keep_previous
+
 from test_train_cli import TINY
 
 TINY_VQVAE = ["model.vqvae.base_channels=8", "model.vqvae.codebook_size=16", "model.vqvae.codebook_dim=4",
@@ -46,7 +47,8 @@ def test_train_without_config_trains_the_image_baseline_in_fresh_folders(tmp_pat
 
 
 def test_train_without_config_keeps_frames_of_video_families_and_explicit_frames() -> None:
-    from pseudovideo.cli import _train_defaults, build_parser
+    from pseudovideo.cli.commands import _train_defaults
+    from pseudovideo.cli.parser import build_parser
 
     def defaults(*overrides: str) -> list[str]:
         return _train_defaults(build_parser().parse_args(["train", *overrides]))
@@ -132,7 +134,7 @@ def test_eval_of_a_missing_folder_or_a_folder_of_runs(tmp_path: Path, capsys) ->
 
 def test_evaluate_run_from_python_keeps_the_earlier_result(tmp_path: Path) -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.evaluation import evaluate_run
+    from pseudovideo.evaluation.evaluate import evaluate_run
 
     assert main(["train", "--no-eval", f"out_dir={tmp_path}", "name=py", *TINY, *TINY_VQVAE]) == 0
     first = evaluate_run(tmp_path / "py", build_config(overrides=["eval.num_images=8", "eval.metrics=[psnr]"]).eval)
@@ -140,6 +142,23 @@ def test_evaluate_run_from_python_keeps_the_earlier_result(tmp_path: Path) -> No
     assert json.loads((tmp_path / "py" / "eval-1.json").read_text()) == json.loads(json.dumps(first))
     assert json.loads((tmp_path / "py" / "eval.json").read_text())["protocol"]["num_images"] == 4
     assert (tmp_path / "py" / "eval-1.md").is_file()
+
+
+TINY_VIDEO_UNET = ["model.family=video_unet", "pseudo_video.num_frames=3", "model.unet.base_channels=8",
+                   "model.unet.channel_mult=[1]", "model.unet.num_res_blocks=1", "model.unet.attention_resolutions=[]",
+                   "model.unet.num_heads=1", "diffusion.sample_steps=3", "eval.metrics=[swd]"]
+
+
+@pytest.mark.parametrize("family", ["vqvae", "video_unet"])
+def test_a_run_folder_evaluates_again_to_the_numbers_it_recorded(tmp_path: Path, family: str) -> None:
+    """A run folder read back (config.yaml, checkpoint, EMA weights) gives the model it was evaluated with."""
+    extra = TINY_VQVAE if family == "vqvae" else TINY_VIDEO_UNET
+    assert main(["train", f"out_dir={tmp_path}", "name=r", *TINY, *extra]) == 0
+    assert main(["eval", str(tmp_path / "r")]) == 0
+    first, again = (json.loads((tmp_path / "r" / name).read_text()) for name in ("eval-1.json", "eval.json"))
+    measured = [key for key in first["metrics"] if not key.endswith("_per_s")]  # throughput is wall-clock time
+    assert measured and {k: again["metrics"][k] for k in measured} == {k: first["metrics"][k] for k in measured}
+    assert again["protocol"]["checkpoint"] == first["protocol"]["checkpoint"]
 
 
 @pytest.mark.parametrize("name", ["digits_vqvae", "digits_ddpm"])
@@ -150,7 +169,7 @@ def test_shipped_digits_baselines_are_image_models(name: str) -> None:
 
 def test_eval_note_of_a_video_run_lists_its_corruptions() -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.tasks import describe_pseudo_video
+    from pseudovideo.factory.pseudo_videos import describe_pseudo_video
 
     note = describe_pseudo_video(build_config(overrides=["pseudo_video.num_frames=5"]).pseudo_video)
     assert note == "T=5, higher_order, blur(linear, max 2.0)+noise(linear, max 0.2)"

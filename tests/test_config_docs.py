@@ -9,7 +9,7 @@ import pytest
 import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import RunConfig, config_to_dict, flatten_overrides
-from pseudovideo.config_docs import config_markdown, config_reference
+from pseudovideo.config.docs import config_markdown, config_reference
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 

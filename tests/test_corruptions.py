@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.special import ive
 
-from pseudovideo.corruptions import (
+from pseudovideo.pseudo_video.corruptions import (
     Compose,
     Downsample,
     GaussianBlur,
@@ -17,7 +18,6 @@ from pseudovideo.corruptions import (
     build_corruption,
     heat_blur_matrix,
 )
-from scipy.special import ive
 
 OPERATORS = {
     "blur": (GaussianBlur(), 1.5),

@@ -12,7 +12,7 @@ from pseudovideo import demo as demo_module
 from pseudovideo.cli import main
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.demo import DemoSettings, diffusion_configs, run_demo, tokenizer_configs
-from pseudovideo.tasks import build_task
+from pseudovideo.training.tasks import build_task
 
 
 def _settings(out: Path, **changes) -> DemoSettings:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pseudovideo.corruptions import Downsample, GaussianBlur, GaussianNoise, PatchMask
-from pseudovideo.differentiable import apply_differentiable, blur, corrupt, gumbel_choice, noise, relaxed_mask
+from pseudovideo.pseudo_video.corruptions import Downsample, GaussianBlur, GaussianNoise, PatchMask
+from pseudovideo.pseudo_video.learned.differentiable import apply_differentiable, blur, corrupt, gumbel_choice, noise, relaxed_mask
 
 
 def test_blur_is_differentiable_in_sigma_and_the_image_gradcheck() -> None:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_script import FlipDataset, TinyTask, tiny_settings
 from safetensors.torch import load_file
 from torch import nn
 
 from pseudovideo.checkpoint import load_checkpoint
-from pseudovideo.distributed import (
+from pseudovideo.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
     init_distributed,
@@ -25,7 +24,9 @@ from pseudovideo.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from pseudovideo.training import train
+from pseudovideo.training.engine import train
+
+from _train_script import FlipDataset, TinyTask, tiny_settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -75,7 +76,7 @@ def _free_port() -> int:
 
 def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_path, monkeypatch):
     steps, batch = 4, 4
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS_DIR))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent / "src"), str(TESTS_DIR)]))  # this checkout's code
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     command = [
@@ -116,7 +117,7 @@ def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_p
 def test_cvivit_seeing_single_frames_trains_under_ddp(tmp_path, frames):
     # With one frame C-ViViT's tubelet layers get no gradient; DDP must be told, or its second step fails.
     from pseudovideo.config import build_config
-    from pseudovideo.tasks import build_task
+    from pseudovideo.training.tasks import build_task
 
     config = build_config(None, [
         "model.family=cvivit", "data.resolution=8", "model.cvivit.dim=16", "model.cvivit.heads=2",

@@ -13,7 +13,9 @@ from PIL import Image
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.evaluation import evaluate_run, format_eval_markdown
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.evaluation.report import format_eval_markdown
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 
@@ -72,8 +74,8 @@ def test_skipped_metrics_with_one_reason_are_said_once() -> None:
 
 
 def test_preview_images_are_spread_over_the_data() -> None:
-    from pseudovideo.data import TensorImageDataset
-    from pseudovideo.training import _preview_images
+    from pseudovideo.data.datasets import TensorImageDataset
+    from pseudovideo.training.previews import _preview_images
 
     count = 80  # like a class-sorted folder: the first 8 items would all be one class
     values = torch.arange(count, dtype=torch.uint8)[:, None, None, None].expand(count, 1, 4, 4).contiguous()
@@ -88,7 +90,7 @@ def test_reconstruction_examples_are_spread_over_the_evaluated_images() -> None:
     images are all one class), and picking them leaves the reconstructions, and so the metrics, unchanged."""
     from types import SimpleNamespace
 
-    from pseudovideo.evaluation import reconstruct_clean_frames
+    from pseudovideo.evaluation.inference import reconstruct_clean_frames
 
     class PerfectTokenizer(torch.nn.Module):  # reconstructs every frame exactly: what comes out is what went in
         def forward(self, video: torch.Tensor) -> SimpleNamespace:

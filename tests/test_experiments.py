@@ -16,10 +16,10 @@ import yaml
 from torch import nn
 
 from pseudovideo import experiments as E
-from pseudovideo import scheduler as S
-from pseudovideo.config import ConfigError, build_config, config_to_dict, save_config
-from pseudovideo.runs import train_run
-from pseudovideo.stats import Interval, format_interval, mean_interval
+from pseudovideo.config import ConfigError, build_config, config_to_dict, flatten_overrides, save_config
+from pseudovideo.evaluation.stats import Interval, format_interval, mean_interval
+from pseudovideo.experiments import scheduler as S
+from pseudovideo.training.runs import train_run
 
 T975_2 = 4.30265  # t_{0.975, 2} from a printed table
 
@@ -211,7 +211,7 @@ def test_count_flops_of_a_convolution() -> None:
 
 
 def test_training_flops_per_image_scales_with_the_frames_seen() -> None:
-    tiny = [f"{k}={json.dumps(v)}" for k, v in E.flatten_overrides(TINY_SCALE).items()]
+    tiny = [f"{k}={json.dumps(v)}" for k, v in flatten_overrides(TINY_SCALE).items()]
     image = build_config(overrides=[*tiny, "model.family=vqvae", "pseudo_video.num_frames=1"])
     frames = build_config(overrides=[*tiny, "model.family=vqvae", "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"])
     per_image = E.training_flops_per_image(image, channels=1)

@@ -12,8 +12,10 @@ from PIL import Image
 from pseudovideo import metrics as M
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.data import build_dataset, spread_images
-from pseudovideo.feature_net import (
+from pseudovideo.data.datasets import spread_images
+from pseudovideo.data.images import build_dataset
+from pseudovideo.factory.feature_net import UnlabelledDatasetError, prepare_feature_net
+from pseudovideo.metrics.feature_net import (
     FEATURE_NET_VERSION,
     TrainingRecipe,
     augment,
@@ -25,7 +27,6 @@ from pseudovideo.feature_net import (
     train_feature_net,
     weights_sha256,
 )
-from pseudovideo.feature_net_cache import UnlabelledDatasetError, prepare_feature_net
 
 SMALL = TrainingRecipe(batch_size=16)
 

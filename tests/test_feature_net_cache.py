@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 
 from pseudovideo.config import build_config
-from pseudovideo.data import build_dataset
-from pseudovideo.evaluation import held_out_images
-from pseudovideo.feature_net import FEATURE_NET_VERSION
-from pseudovideo.feature_net_cache import (
+from pseudovideo.data.images import build_dataset
+from pseudovideo.evaluation.inference import held_out_images
+from pseudovideo.factory.feature_net import (
     _labelled_training_split,
     cache_lock,
     feature_net_key,
     feature_net_skip_reason,
 )
-from pseudovideo.runs import stale_feature_net
+from pseudovideo.metrics.feature_net import FEATURE_NET_VERSION
+from pseudovideo.training.runs import stale_feature_net
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_a_folder_is_keyed_by_its_files_not_its_path(tmp_path: Path) -> None:
 _PREPARE = """
 import sys
 from pseudovideo.config import build_config
-from pseudovideo.feature_net_cache import prepare_feature_net
+from pseudovideo.factory.feature_net import prepare_feature_net
 config = build_config(overrides=["data.dataset=digits", "eval.feature_net_steps=3", f"eval.cache_dir={sys.argv[1]}"])
 net = prepare_feature_net(config, 1, log=lambda line: print(line, flush=True))
 print("sha256", net.sha256, flush=True)
@@ -151,7 +151,7 @@ def test_results_of_the_old_feature_net_are_stale(tmp_path: Path) -> None:
 
 def test_a_finished_run_scored_by_the_old_net_is_evaluated_again(tmp_path: Path) -> None:
     from pseudovideo.config import save_config
-    from pseudovideo.runs import plan_run
+    from pseudovideo.training.runs import plan_run
 
     config = build_config(overrides=[f"out_dir={tmp_path}", "name=old", "train.steps=2", "eval.metrics=[psnr,cfd]"])
     run_dir = config.run_dir  # the files of a finished, evaluated run, as training and evaluation write them

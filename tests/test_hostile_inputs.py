@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from pseudovideo.cli import main
-from pseudovideo.data import list_image_files
+from pseudovideo.data.folders import list_image_files
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 NUM_GOOD = 8
@@ -329,7 +330,7 @@ def test_a_key_set_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_an_impossible_size_is_refused_before_allocating(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.memory import estimate_training_memory
+    from pseudovideo.training.memory import estimate_training_memory
 
     line = _assert_one_line_error(capsys, ["train", "data.resolution=100000", f"out_dir={tmp_path / 'runs'}"],
                                   "data.resolution=100000", "train.batch_size=32", "memory")

@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.evaluation import evaluate_run
-from pseudovideo.informativeness import measure_informativeness
-from pseudovideo.learned_corruptions import load_learned
-from pseudovideo.learned_runs import LEARNED_FILE, run_builder
-from pseudovideo.pseudo_video import build_pseudo_video_builder
-from pseudovideo.runs import load_run_config, train_run
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.factory.run_folder import load_run_config
+from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
+from pseudovideo.pseudo_video.informativeness import measure_informativeness
+from pseudovideo.pseudo_video.learned.corruption import load_learned
+from pseudovideo.training.learned_runs import LEARNED_FILE, run_builder
+from pseudovideo.training.runs import train_run
 
 TINY = {
     "data": {"resolution": 8, "max_images": 64},
@@ -89,7 +90,7 @@ def test_the_controls_train_with_every_family(tmp_path: Path, family: str) -> No
 
 
 def test_informativeness_numbers_tell_the_controls_apart() -> None:
-    from pseudovideo.data import build_dataset
+    from pseudovideo.data.images import build_dataset
 
     dataset = build_dataset("digits", resolution=16, split="train", max_images=300)
     images = torch.stack([dataset.load(i) for i in range(len(dataset))])

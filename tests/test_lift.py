@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pseudovideo
-from pseudovideo.lifting import LiftedNet, LiftedTokenizer, LiftError, find_blocks, lift
+from pseudovideo.models.lift import LiftedNet, LiftedTokenizer, LiftError, find_blocks, lift
 from pseudovideo.models.unet import image_unet
 from pseudovideo.models.vqvae import VQVAE
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from pseudovideo.config import build_config
-from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
-from pseudovideo.losses import adaptive_gan_weight, frame_weights, hinge_g_loss, reconstruction_loss
-from pseudovideo.tasks import AtLevel, build_task, frame_levels
+from pseudovideo.diffusion.betas import beta_schedule
+from pseudovideo.diffusion.process import GaussianDiffusion
+from pseudovideo.training.losses import adaptive_gan_weight, frame_weights, hinge_g_loss, reconstruction_loss
+from pseudovideo.training.tasks import AtLevel, build_task, frame_levels
 
 TINY = ["data.dataset=digits", "data.resolution=16", "data.channels=1", "pseudo_video.construction=higher_order",
         "pseudo_video.corruptions=[{name: blur, max_level: 1.5}, {name: noise, max_level: 0.2}]"]

@@ -11,7 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from pseudovideo.losses import (
+from pseudovideo.models.discriminator import PatchGANDiscriminator
+from pseudovideo.training.losses import (
     LPIPS_BACKBONE_FILES,
     PerceptualLoss,
     adaptive_gan_weight,
@@ -22,7 +23,6 @@ from pseudovideo.losses import (
     hinge_g_loss,
     reconstruction_loss,
 )
-from pseudovideo.models.discriminator import PatchGANDiscriminator
 
 # ---------------------------------------------------------------------------------------------- reconstruction
 

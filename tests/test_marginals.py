@@ -6,7 +6,7 @@ the same residual mean and the same centre of mass, within 3 %, at every level. 
 test images (unpacked from ../shared once per session, tests/conftest.py) and seeded dead-leaves
 images (occluding discs with power-law radii: edges at every scale, like natural images). For blur then
 noise the match is more than the total variance: the first-order noise is white with the target variance
-at every DCT frequency, as in the higher-order frames (pseudovideo.exact_composition).
+at every DCT frequency, as in the higher-order frames (pseudovideo.pseudo_video.exact_composition).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pseudovideo.corruptions import CORRUPTIONS, _dct_matrix
-from pseudovideo.experiments import expand_experiment, load_experiment
-from pseudovideo.marginals import marginal_mismatch
-from pseudovideo.pseudo_video import build_pseudo_video_builder
+from pseudovideo.experiments.grid import expand_experiment
+from pseudovideo.experiments.spec import load_experiment
+from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
+from pseudovideo.pseudo_video.corruptions import CORRUPTIONS, _dct_matrix
+from pseudovideo.pseudo_video.marginals import marginal_mismatch
 
 T = 18
 TOLERANCE = 0.03

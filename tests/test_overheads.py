@@ -14,10 +14,11 @@ from PIL import Image
 
 from pseudovideo import metrics as M
 from pseudovideo.config import build_config
-from pseudovideo.data import spread_images
-from pseudovideo.dataset_cache import reuse_datasets
-from pseudovideo.evaluation import held_out_set
-from pseudovideo.tasks import build_dataset_from_config
+from pseudovideo.data.cache import reuse_datasets
+from pseudovideo.data.datasets import spread_images
+from pseudovideo.evaluation.inference import held_out_set
+from pseudovideo.factory.datasets import build_dataset_from_config
+from pseudovideo.metrics.image import _sorted_columns
 
 
 def _folder(tmp_path: Path, count: int = 40) -> Path:
@@ -66,7 +67,7 @@ def test_swd_sorts_columns_exactly_as_before() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(300, 17, generator=generator)
     x[5:9, 3] = 0.25  # ties
-    sorted_columns = M._sorted_columns(x)
+    sorted_columns = _sorted_columns(x)
     reference = torch.sort(x, dim=0).values
     assert torch.equal(sorted_columns, reference) and sorted_columns.stride() == reference.stride()
     # so the distance is bit-identical to the one computed by sorting the strided columns
@@ -80,7 +81,7 @@ def test_swd_sorts_columns_exactly_as_before() -> None:
 
 def test_starting_an_experiment_imports_neither_scipy_nor_torchmetrics_nor_lpips() -> None:
     """Each of them costs seconds of start-up per process (each worker, each Slurm job); they load when used."""
-    code = ("import sys, pseudovideo.experiments, pseudovideo.evaluation, pseudovideo.cli; "
+    code = ("import sys, pseudovideo.experiments.runner, pseudovideo.evaluation.evaluate, pseudovideo.cli; "
             "print(sorted(m for m in ('scipy', 'torchmetrics', 'lpips') if m in sys.modules))")
     src = str(Path(__file__).resolve().parents[1] / "src")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

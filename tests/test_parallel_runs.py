@@ -13,8 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 from pseudovideo import experiments as E
-from pseudovideo import launchers
 from pseudovideo.config import ConfigError
+from pseudovideo.experiments import launchers
+from pseudovideo.experiments.scheduler import RunsFailedError
 
 from test_experiments import TINY_SCALE
 
@@ -157,7 +158,7 @@ def test_a_failed_run_fails_alone_and_its_dependents_do_not_start(tmp_path: Path
     data["scales"]["cpu-small"]["eval"]["metrics"] = ["psnr"]
     data["runs"][1]["overrides"]["train.lr"] = 1.0e30  # pre diverges: its loss becomes NaN
     (tmp_path / "par.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(E.RunsFailedError) as caught:
+    with pytest.raises(RunsFailedError) as caught:
         E.run_experiment(tmp_path / "par.yaml", out_dir=tmp_path / "out", jobs=2, log=lambda _: None)
     message, folder = str(caught.value), tmp_path / "out" / "par" / "cpu-small"
     assert "2 of 3 runs did not finish" in message and "\n" not in message

@@ -11,18 +11,13 @@ import torch
 from PIL import Image
 
 from pseudovideo.config import build_config
-from pseudovideo.evaluation import evaluate_run
-from pseudovideo.probe import (
-    PROBE_TRAIN_IMAGES,
-    ProbeSkipped,
-    frozen_features,
-    linear_probe,
-    random_weights_model,
-    unlabelled_reason,
-)
-from pseudovideo.runs import check_run_inputs, load_run, train_run
-from pseudovideo.tasks import build_task
-from pseudovideo.training import seeded
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.evaluation.probe import PROBE_TRAIN_IMAGES, frozen_features, linear_probe, random_weights_model
+from pseudovideo.factory.datasets import ProbeSkipped, unlabelled_reason
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.randomness import seeded
+from pseudovideo.training.runs import check_run_inputs, train_run
+from pseudovideo.training.tasks import build_task
 
 # -- the classifier ------------------------------------------------------------------------------------------------
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from pseudovideo import experiments as E
-from pseudovideo.config import ConfigError
-from pseudovideo.provenance import code_identity, run_code
+from pseudovideo.config import ConfigError, flatten_overrides
+from pseudovideo.training.provenance import code_identity, run_code
 
 from test_experiments import fake_finished, pair_experiment, train_calls, write_experiment  # noqa: F401 - fixture
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pseudovideo"
-RECORD = "import json; from pseudovideo.provenance import code_record; print(json.dumps(code_record()))"
+RECORD = "import json; from pseudovideo.training.provenance import code_record; print(json.dumps(code_record()))"
 
 
 def _record_of(src: Path, cwd: Path) -> dict:
@@ -54,7 +54,7 @@ def test_the_record_names_the_commit_of_the_package_tree_not_of_the_current_fold
     assert clean["commit"] == head and clean["dirty"] is False and clean["changes_sha256"] is None
     assert clean["source"] == str(repo / "src" / "pseudovideo")
 
-    config = repo / "src" / "pseudovideo" / "config.py"
+    config = repo / "src" / "pseudovideo" / "config" / "sections.py"
     config.write_text(config.read_text() + "\n# an edit\n")
     edited = _record_of(repo / "src", elsewhere)
     assert edited["commit"] == head and edited["dirty"] is True and edited["changes_sha256"]
@@ -76,7 +76,7 @@ def test_outside_git_the_record_holds_the_package_version(tmp_path: Path) -> Non
 
 
 def test_training_and_evaluation_record_the_code_and_the_table_shows_it(tmp_path: Path) -> None:
-    from pseudovideo.provenance import code_record
+    from pseudovideo.training.provenance import code_record
     from test_experiments import tiny_experiment
 
     data = tiny_experiment(seeds=[0])
@@ -170,13 +170,13 @@ def test_a_run_resumed_at_other_code_or_evaluated_at_other_code_says_so() -> Non
 
 
 def test_a_run_resumed_by_other_code_records_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pseudovideo import training
+    from pseudovideo.training import engine as training
     from pseudovideo.config import build_config
-    from pseudovideo.provenance import code_record
-    from pseudovideo.runs import train_run
+    from pseudovideo.training.provenance import code_record
+    from pseudovideo.training.runs import train_run
     from test_experiments import TINY_SCALE
 
-    tiny = [f"{k}={json.dumps(v)}" for k, v in E.flatten_overrides(TINY_SCALE).items()]
+    tiny = [f"{k}={json.dumps(v)}" for k, v in flatten_overrides(TINY_SCALE).items()]
     short = build_config(None, [*tiny, "model.family=vqvae", "pseudo_video.num_frames=1", f"out_dir={tmp_path}",
                                 "name=run", "train.steps=2"])
     train_run(short)

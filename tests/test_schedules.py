@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pseudovideo.schedules import level_schedule
+from pseudovideo.pseudo_video.schedules import level_schedule
 
 
 def test_linear_matches_hand_computed() -> None:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from pseudovideo.cli import main
-from pseudovideo.runs import load_run
-from pseudovideo.training import seeded
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.randomness import seeded
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 FAMILIES = {

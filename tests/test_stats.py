@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pseudovideo.stats import Interval, format_interval, mean_interval, paired_difference
+from pseudovideo.evaluation.stats import Interval, format_interval, mean_interval, paired_difference
 
 # Quantiles t_{0.975, df} from a printed table.
 T975 = {1: 12.7062, 2: 4.30265, 4: 2.77645}

@@ -15,27 +15,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
+from pseudovideo.factory.run_folder import load_trained_model
+from pseudovideo.training.batches import batch_indices, epoch_permutation
+from pseudovideo.training.distributed import DistributedContext
+from pseudovideo.training.ema import ModelEMA
+from pseudovideo.training.engine import train
+from pseudovideo.training.health import TrainingDivergedError
+from pseudovideo.training.loggers import _ScalarMeter
+from pseudovideo.training.optimisation import lr_at_step
+from pseudovideo.training.precision import resolve_precision
+
 from _train_script import (
     FlipDataset,
     Interrupted,
     TinyAutoencoder,
     TinyTask,
     tiny_settings,
-)
-from safetensors.torch import load_file
-
-from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
-from pseudovideo.distributed import DistributedContext
-from pseudovideo.training import (
-    ModelEMA,
-    _ScalarMeter,
-    TrainingDivergedError,
-    batch_indices,
-    epoch_permutation,
-    load_trained_model,
-    lr_at_step,
-    resolve_precision,
-    train,
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -210,7 +208,7 @@ def _script(run_dir: Path, *args: str) -> list[str]:
 
 
 def _script_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS_DIR))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent / "src"), str(TESTS_DIR)]))  # this checkout's code
     env.pop("WORLD_SIZE", None)
     return env
 

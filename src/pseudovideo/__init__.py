@@ -14,31 +14,31 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pseudovideo._version import __version__
 
 # public name -> module that defines it (or (module, name there) for a renamed export)
 _EXPORTS: dict[str, str | tuple[str, str]] = {
     # pseudo videos
-    "PseudoVideoBuilder": "pseudovideo.pseudo_video",
-    "build_pseudo_video_builder": "pseudovideo.pseudo_video",
-    "Corruption": "pseudovideo.corruptions",
-    "GaussianBlur": "pseudovideo.corruptions",
-    "GaussianNoise": "pseudovideo.corruptions",
-    "Downsample": "pseudovideo.corruptions",
-    "PatchMask": "pseudovideo.corruptions",
-    "Compose": "pseudovideo.corruptions",
-    "build_corruption": "pseudovideo.corruptions",
-    "level_schedule": "pseudovideo.schedules",
+    "PseudoVideoBuilder": "pseudovideo.pseudo_video.builder",
+    "build_pseudo_video_builder": "pseudovideo.pseudo_video.builder",
+    "Corruption": "pseudovideo.pseudo_video.corruptions",
+    "GaussianBlur": "pseudovideo.pseudo_video.corruptions",
+    "GaussianNoise": "pseudovideo.pseudo_video.corruptions",
+    "Downsample": "pseudovideo.pseudo_video.corruptions",
+    "PatchMask": "pseudovideo.pseudo_video.corruptions",
+    "Compose": "pseudovideo.pseudo_video.corruptions",
+    "build_corruption": "pseudovideo.pseudo_video.corruptions",
+    "level_schedule": "pseudovideo.pseudo_video.schedules",
     # learned corruptions and how informative a pseudo video is
-    "LearnedPseudoVideos": "pseudovideo.learned_corruptions",
-    "save_learned": "pseudovideo.learned_corruptions",
-    "load_learned": "pseudovideo.learned_corruptions",
-    "search_corruption": "pseudovideo.corruption_search",
-    "measure_informativeness": "pseudovideo.informativeness",
-    "ridge_gain": "pseudovideo.informativeness",
+    "LearnedPseudoVideos": "pseudovideo.pseudo_video.learned.corruption",
+    "save_learned": "pseudovideo.pseudo_video.learned.corruption",
+    "load_learned": "pseudovideo.pseudo_video.learned.corruption",
+    "search_corruption": "pseudovideo.training.corruption_search",
+    "measure_informativeness": "pseudovideo.pseudo_video.informativeness",
+    "ridge_gain": "pseudovideo.pseudo_video.informativeness",
     # lifting any image model to its video counterpart
-    "lift": "pseudovideo.lifting",
-    "LiftError": "pseudovideo.lifting",
+    "lift": "pseudovideo.models.lift",
+    "LiftError": "pseudovideo.models.lift",
     # models
     "VideoTokenizer": "pseudovideo.models.tokenizer",
     "TokenizerOutput": "pseudovideo.models.tokenizer",
@@ -47,8 +47,8 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "UNet": "pseudovideo.models.unet",
     "image_unet": "pseudovideo.models.unet",
     "video_unet": "pseudovideo.models.unet",
-    "GaussianDiffusion": "pseudovideo.diffusion",
-    "beta_schedule": "pseudovideo.diffusion",
+    "GaussianDiffusion": "pseudovideo.diffusion.process",
+    "beta_schedule": "pseudovideo.diffusion.betas",
     # config
     "RunConfig": "pseudovideo.config",
     "ConfigError": "pseudovideo.config",
@@ -56,32 +56,32 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "config_to_dict": "pseudovideo.config",
     "load_config": "pseudovideo.config",
     "save_config": "pseudovideo.config",
-    "UntrustedCodeError": "pseudovideo.trust",
+    "UntrustedCodeError": "pseudovideo.interop.trust",
     # data
-    "ImageDataset": "pseudovideo.data",
-    "TensorImageDataset": "pseudovideo.data",
-    "build_dataset": "pseudovideo.data",
+    "ImageDataset": "pseudovideo.data.datasets",
+    "TensorImageDataset": "pseudovideo.data.datasets",
+    "build_dataset": "pseudovideo.data.images",
     # training, runs, evaluation
-    "pseudo_video_builder_from_config": ("pseudovideo.tasks", "build_pseudo_video_builder"),
-    "build_model": "pseudovideo.tasks",
-    "build_diffusion": "pseudovideo.tasks",
-    "build_task": "pseudovideo.tasks",
-    "train": "pseudovideo.training",
-    "TrainResult": "pseudovideo.training",
-    "train_run": "pseudovideo.runs",
-    "load_run": "pseudovideo.runs",
-    "load_run_config": "pseudovideo.runs",
-    "evaluate_run": "pseudovideo.evaluation",
+    "pseudo_video_builder_from_config": ("pseudovideo.factory.pseudo_videos", "build_pseudo_video_builder"),
+    "build_model": "pseudovideo.factory.models",
+    "build_diffusion": "pseudovideo.factory.models",
+    "build_task": "pseudovideo.training.tasks",
+    "train": "pseudovideo.training.engine",
+    "TrainResult": "pseudovideo.training.result",
+    "train_run": "pseudovideo.training.runs",
+    "load_run": "pseudovideo.factory.models",
+    "load_run_config": "pseudovideo.factory.run_folder",
+    "evaluate_run": "pseudovideo.evaluation.evaluate",
     # metrics on your own tensors (N, C, H, W) in [-1, 1]
-    "psnr": "pseudovideo.metrics",
-    "ssim": "pseudovideo.metrics",
-    "sliced_wasserstein_distance": "pseudovideo.metrics",
-    "InceptionFeatureStats": "pseudovideo.metrics",
-    "build_inception": "pseudovideo.metrics",
-    "resolve_inception_weights": "pseudovideo.metrics",
-    "inception_features": "pseudovideo.metrics",
-    "frechet_distance": "pseudovideo.metrics",
-    "fid_kid": "pseudovideo.metrics",
+    "psnr": "pseudovideo.metrics.image",
+    "ssim": "pseudovideo.metrics.image",
+    "sliced_wasserstein_distance": "pseudovideo.metrics.image",
+    "InceptionFeatureStats": "pseudovideo.metrics.inception",
+    "build_inception": "pseudovideo.metrics.inception",
+    "resolve_inception_weights": "pseudovideo.metrics.inception",
+    "inception_features": "pseudovideo.metrics.inception",
+    "frechet_distance": "pseudovideo.metrics.inception",
+    "fid_kid": "pseudovideo.metrics.inception",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -104,27 +104,44 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.config import ConfigError, RunConfig, build_config, config_to_dict, load_config, save_config
-    from pseudovideo.corruptions import (
-        Compose, Corruption, Downsample, GaussianBlur, GaussianNoise, PatchMask, build_corruption,
-    )
-    from pseudovideo.data import ImageDataset, TensorImageDataset, build_dataset
-    from pseudovideo.diffusion import GaussianDiffusion, beta_schedule
-    from pseudovideo.corruption_search import search_corruption
-    from pseudovideo.evaluation import evaluate_run
-    from pseudovideo.informativeness import measure_informativeness, ridge_gain
-    from pseudovideo.learned_corruptions import LearnedPseudoVideos, load_learned, save_learned
-    from pseudovideo.metrics import (
-        InceptionFeatureStats, build_inception, fid_kid, frechet_distance, inception_features, psnr, resolve_inception_weights,
-        sliced_wasserstein_distance, ssim,
+    from pseudovideo.data.datasets import ImageDataset, TensorImageDataset
+    from pseudovideo.data.images import build_dataset
+    from pseudovideo.diffusion.betas import beta_schedule
+    from pseudovideo.diffusion.process import GaussianDiffusion
+    from pseudovideo.evaluation.evaluate import evaluate_run
+    from pseudovideo.factory.models import build_diffusion, build_model, load_run
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as pseudo_video_builder_from_config
+    from pseudovideo.factory.run_folder import load_run_config
+    from pseudovideo.interop.trust import UntrustedCodeError
+    from pseudovideo.metrics.image import psnr, sliced_wasserstein_distance, ssim
+    from pseudovideo.metrics.inception import (
+        InceptionFeatureStats,
+        build_inception,
+        fid_kid,
+        frechet_distance,
+        inception_features,
+        resolve_inception_weights,
     )
     from pseudovideo.models.cvivit import CViViT
+    from pseudovideo.models.lift import LiftError, lift
     from pseudovideo.models.tokenizer import TokenizerOutput, VideoTokenizer
     from pseudovideo.models.unet import UNet, image_unet, video_unet
     from pseudovideo.models.vqvae import VQVAE
-    from pseudovideo.pseudo_video import PseudoVideoBuilder, build_pseudo_video_builder
-    from pseudovideo.runs import load_run, load_run_config, train_run
-    from pseudovideo.schedules import level_schedule
-    from pseudovideo.tasks import build_diffusion, build_model, build_task
-    from pseudovideo.tasks import build_pseudo_video_builder as pseudo_video_builder_from_config
-    from pseudovideo.training import TrainResult, train
-    from pseudovideo.trust import UntrustedCodeError
+    from pseudovideo.pseudo_video.builder import PseudoVideoBuilder, build_pseudo_video_builder
+    from pseudovideo.pseudo_video.corruptions import (
+        Compose,
+        Corruption,
+        Downsample,
+        GaussianBlur,
+        GaussianNoise,
+        PatchMask,
+        build_corruption,
+    )
+    from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain
+    from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos, load_learned, save_learned
+    from pseudovideo.pseudo_video.schedules import level_schedule
+    from pseudovideo.training.corruption_search import search_corruption
+    from pseudovideo.training.engine import train
+    from pseudovideo.training.result import TrainResult
+    from pseudovideo.training.runs import train_run
+    from pseudovideo.training.tasks import build_task
