@@ -98,7 +98,7 @@ class PseudoVideoConfig:
 class DataConfig:
     """Which images to train and evaluate on."""
 
-    dataset: str = "digits"  # digits | cifar10 | mnist | celeba | folder:PATH
+    dataset: str = "digits"  # digits | cifar10 | mnist | celeba | folder:PATH | sktime:NAME | series:PATH
     root: str | None = None  # local root for torchvision datasets (their own layout)
     resolution: int = 16
     channels: int | None = None  # 1 or 3 to convert; None keeps the dataset's own
@@ -112,6 +112,10 @@ class DataConfig:
     # without train/ + test/ sub-folders, MNIST with one split file): chosen by a hash of the relative
     # path (MNIST: index), the rest is the train split.
     held_out_fraction: float = 0.1
+    # 1-D signals (sktime:NAME, series:PATH; pseudovideo.data.signals): samples (C, L).
+    length: int | None = None  # L: every series (or window) resampled to it; required for signals
+    window: int | None = None  # cut each series into windows of this many samples (a series stays in its split)
+    stride: int | None = None  # samples between window starts; null: the window (no overlap)
 
 
 @dataclass
@@ -290,7 +294,7 @@ class TrainConfig:
 
 
 # cfd: classifier Fréchet distance; probe: linear-probe accuracy of frozen features (pseudovideo.evaluation.probe)
-EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "probe")
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "probe", "mse", "snr")
 
 
 @dataclass
@@ -616,12 +620,17 @@ def validate_config(config: RunConfig) -> None:
         if corruption.name == "mask":
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
+    from pseudovideo.config.modality import sample_size, spatial_dims, validate_modality  # torch-free
+
+    problems = validate_modality(data, config)
+    _require(not problems, problems[0] if problems else "")
     if pv.construction == "first_order":
-        _validate_first_order_downsample(pv, data.resolution)
+        _validate_first_order_downsample(pv, sample_size(data))
     from pseudovideo.config.learned import validate_learned  # torch-free; kept apart to keep this module short
 
     validate_learned(pv)
-    _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
+    _require(data.channels in (None, 1, 3) or spatial_dims(data) == 1,
+             f"data.channels: expected 1, 3 or null, got {data.channels}")
     _require(0 < data.held_out_fraction < 1,
              f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)

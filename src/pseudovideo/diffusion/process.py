@@ -169,11 +169,11 @@ def _model_device(model: Model) -> torch.device:
         return torch.device("cpu")
 
 
-def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
-    """Validates a video shape (B, T, C, H, W) of positive ints."""
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Validates a video shape (B, T, C, H, W) (or (B, T, C, L) for signals) of positive ints."""
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 5 or min(shape) < 1:
-        raise ValueError(f"expected a video shape (B, T, C, H, W) of positive ints, got {shape}")
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise ValueError(f"expected a video shape (B, T, C, H, W) or (B, T, C, L) of positive ints, got {shape}")
     return shape  # type: ignore[return-value]
 
 
@@ -279,8 +279,8 @@ class GaussianDiffusion(nn.Module):
         uniform). Returns (scalar loss, detached stats: "mse" (unweighted), "mse_first_frame",
         "mse_last_frame", "t_mean").
         """
-        if x0.ndim != 5:
-            raise ValueError(f"expected x0 of shape (B, T, C, H, W), got {tuple(x0.shape)}")
+        if x0.ndim not in (4, 5):
+            raise ValueError(f"expected x0 of shape (B, T, C, H, W) or (B, T, C, L), got {tuple(x0.shape)}")
         batch, num_frames = x0.shape[:2]
         weights = self.normalise_frame_weights(frame_weights, num_frames, x0.device)
         gen_device = generator.device if generator is not None else x0.device
@@ -291,11 +291,12 @@ class GaussianDiffusion(nn.Module):
         if output.shape != x0.shape:
             raise ValueError(f"model output shape {tuple(output.shape)} differs from the input {tuple(x0.shape)}")
         error = (output.float() - self.target(x0, noise, t).float()).square()
-        per_frame = error.mean(dim=(0, 2, 3, 4))  # (T,)
+        sample_dims = tuple(range(2, error.ndim))  # (2, 3, 4) for images, (2, 3) for signals
+        per_frame = error.mean(dim=(0, *sample_dims))  # (T,)
         weighted = per_frame
         if sample_weights is not None:
             sample_weights = sample_weights.to(device=error.device, dtype=error.dtype)
-            weighted = (sample_weights[:, None] * error.mean(dim=(2, 3, 4))).sum(dim=0) / sample_weights.sum()  # (T,)
+            weighted = (sample_weights[:, None] * error.mean(dim=sample_dims)).sum(dim=0) / sample_weights.sum()  # (T,)
         loss = (weights * weighted).sum()
         stats = {
             "mse": per_frame.mean().detach(),
@@ -514,15 +515,15 @@ class GaussianDiffusion(nn.Module):
         weight ``guidance_weight`` (Ho et al. 2022). ``steps`` is ignored by the DDPM sampler.
         """
         _check_choice("guidance", guidance, GUIDANCE_MODES)
-        if x_known.ndim != 5:
-            raise ValueError(f"expected x_known of shape (B, K, C, H, W), got {tuple(x_known.shape)}")
-        batch, num_known, channels, height, width = x_known.shape
+        if x_known.ndim not in (4, 5):
+            raise ValueError(f"expected x_known of shape (B, K, C, H, W) or (B, K, C, L), got {tuple(x_known.shape)}")
+        batch, num_known, channels, *sizes = x_known.shape
         if not 1 <= num_known < num_frames:
             raise ValueError(f"need 1 <= K < num_frames known frames, got K={num_known}, num_frames={num_frames}")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         timesteps = self._timesteps(sampler, steps)
-        x = self._initial_noise((batch, num_frames, channels, height, width), x_T, generator, x_known.device, model)
+        x = self._initial_noise((batch, num_frames, channels, *sizes), x_T, generator, x_known.device, model)
         weight = float(guidance_weight) if guidance == "reconstruction" else 0.0
         return self._sample_loop(
             model, x, timesteps, sampler=sampler, eta=1.0 if sampler == "ddpm" else eta, clip=_clip_mode(clip_x0),
@@ -557,7 +558,7 @@ class GaussianDiffusion(nn.Module):
         ``frames_per_step`` more frames, until all T are fixed; the last stage produces the clean last frame.
         Returns (video (B, T, C, H, W), info dict naming the mode, sampler, guidance and number of stages).
         """
-        batch, num_frames, channels, height, width = _check_shape(shape)
+        batch, num_frames, channels, *sizes = _check_shape(shape)
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("guidance", guidance, GUIDANCE_MODES)
         _check_choice("first_stage", first_stage, ("full", "prefix"))
@@ -569,7 +570,7 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"eta must be >= 0, got {eta}")
         timesteps = self._timesteps(sampler, steps)
         clip = _clip_mode(clip_x0)
-        first_shape = (batch, num_frames if first_stage == "full" else first_frames, channels, height, width)
+        first_shape = (batch, num_frames if first_stage == "full" else first_frames, channels, *sizes)
         x_T = self._initial_noise(first_shape, None, generator, device, model)
         video = self._sample_loop(
             model, x_T, timesteps, sampler=sampler, eta=1.0 if sampler == "ddpm" else eta, clip=clip,

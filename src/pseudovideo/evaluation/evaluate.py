@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from pseudovideo import metrics as M
+from pseudovideo.config.modality import sample_protocol, sample_shape, unsupported_metric_reason
+from pseudovideo.metrics import signals as signal_metrics
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.data.images import spread_images, spread_subset
@@ -77,8 +79,21 @@ def held_out_images(config: RunConfig, num_images: int) -> Tensor:
 
 def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
     """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
+    return _held_out(config, num_images)[:2]
+
+
+def _held_out(config: RunConfig, num_images: int) -> tuple[Tensor, str, dict[str, Any] | None]:
+    """:func:`held_out_set` and the dataset's normalisation record (signals; None for images)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split, spread=num_images)  # decodes those only
-    return spread_images(dataset, num_images), dataset.split_description
+    return spread_images(dataset, num_images), dataset.split_description, getattr(dataset, "normalisation", None)
+
+
+def _check_normalisation(run_dir: Path, normalisation: dict[str, Any] | None) -> None:
+    """ValueError when the data's normalisation differs from the one the run was trained with (train_summary.json)."""
+    trained = read_train_summary(run_dir).get("normalisation")
+    if normalisation is not None and trained is not None and json.loads(json.dumps(normalisation)) != trained:
+        raise ValueError(f"the data of {run_dir} normalise differently now ({normalisation}) than when the run was "
+                         f"trained ({trained}): the dataset changed; evaluate on the data it was trained on")
 
 
 @torch.no_grad()
@@ -129,7 +144,7 @@ def generate_videos(
     """
     diffusion = build_diffusion(config).to(device)
     kwargs = diffusion_sample_kwargs(config)
-    res = config.data.resolution
+    shape = sample_shape(config.data)  # (R, R) images or (L,) signals
     generator = torch.Generator(device=device).manual_seed(seed)
     precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
     calls = None  # model calls per batch; autoregressive sampling: learned from the first batch
@@ -143,7 +158,7 @@ def generate_videos(
         for first in range(0, num_videos, batch_size):
             count = min(batch_size, num_videos - first)
             with autocast(precision, device):
-                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, *shape), generator=generator, **kwargs)
             videos.append(video.float().cpu())
             bar.batch_done(count)
     finally:
@@ -284,10 +299,14 @@ def evaluate_run(
     checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
     config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"],
                                        trust_code=trust_code)
-    wanted = set(eval_config.metrics)
     results: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    real, split_description = held_out_set(config, eval_config.num_images)  # (N, C, H, W)
+    # metrics the data's modality does not define (image metrics on signals) are skipped with the reason
+    skipped.update({m: r for m in eval_config.metrics if (r := unsupported_metric_reason(config.data, m)) is not None})
+    eval_config = dataclasses.replace(eval_config, metrics=[m for m in eval_config.metrics if m not in skipped])
+    wanted = set(eval_config.metrics)
+    real, split_description, normalisation = _held_out(config, eval_config.num_images)  # (N, C, H, W) or (N, C, L)
+    _check_normalisation(run_dir, normalisation)
     is_tokenizer = tokenizer_run(config)
     pictures = run_dir / "pictures"
     protocol: dict[str, Any] = {
@@ -296,7 +315,8 @@ def evaluate_run(
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "split": split_description,
         "num_images": int(real.shape[0]),
-        "resolution": config.data.resolution,
+        **sample_protocol(config.data),  # resolution, or a signal's length
+        **({"normalisation": normalisation} if normalisation is not None else {}),
         "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
@@ -314,6 +334,11 @@ def evaluate_run(
             results["psnr"] = float(M.psnr(fake, real).mean())
         if "ssim" in wanted:
             results["ssim"] = float(M.ssim(fake, real).mean())
+        if "mse" in wanted:
+            results["mse"] = float(signal_metrics.mse(fake, real).mean())
+        if "snr" in wanted:
+            results["snr"] = float(signal_metrics.snr(fake, real).mean())
+            protocol["snr"] = "10 log10(sum original^2 / sum error^2) per item in dB, in the data's [-1, 1] units, mean"
         if "lpips" in wanted:
             net = "alex" if config.data.resolution >= 31 else "vgg"
             lpips, reason = _with_warning_text(lambda: build_perceptual_loss(net, eval_config.lpips_weights))
@@ -334,6 +359,8 @@ def evaluate_run(
         videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed,
                                        device=dev, progress=config.train.progress, budget_s=read_train_summary(run_dir).get("wall_time_s"))
         fake = videos[:, -1].clamp(-1, 1)
+        skipped.update({m: "compares reconstructions with their originals; a diffusion run generates" for m in ("mse", "snr")
+                        if m in wanted})
         results["sampling_images_per_s"] = info.pop("images_per_s")
         protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
         if getattr(model, "num_levels", 0) > 0:
@@ -409,7 +436,7 @@ def save_generated_grid(videos: Tensor, config: RunConfig, path: Path, *, upscal
     """Generated pseudo videos (B, T, C, H, W), every frame drawn clamped to [-1, 1] alike; each column says
     which share of its pixels lie beyond [-1, 1] (frames the sampler does not clip may), so that a saturated
     corrupted frame reads as what it is."""
-    outside = (videos.abs() > 1).float().mean(dim=(0, 2, 3, 4))  # (T,)
+    outside = (videos.abs() > 1).float().mean(dim=(0, *range(2, videos.ndim)))  # (T,)
     labels = [f"{label}\nout {share:.0%}" for label, share in zip(_column_labels(config, videos.shape[1]), outside.tolist())]
     clip = config.diffusion.clip_x0
     title = (f"sampled with diffusion.clip_x0={clip}: {_CLIP_NOTE.get(clip, clip)}\n"

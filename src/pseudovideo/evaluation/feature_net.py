@@ -56,15 +56,18 @@ class FeatureClassifier(nn.Module):
     """Three 3x3 conv + ReLU stages (32, 64, 128 channels; the last two stride 2), global average pool, linear.
 
     ``features``: images (N, C, H, W) in [-1, 1] -> (N, 128) penultimate features; ``forward`` -> (N, classes) logits.
+    ``spatial_dims=1``: the same net with 3-tap 1-D convolutions, for signals (N, C, L).
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, spatial_dims: int = 2) -> None:
         super().__init__()
+        conv, pool = (nn.Conv1d, nn.AdaptiveAvgPool1d) if spatial_dims == 1 else (nn.Conv2d, nn.AdaptiveAvgPool2d)
+        self.spatial_dims = spatial_dims
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, FEATURE_DIM, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (N, 128)
+            conv(channels, 32, 3, padding=1), nn.ReLU(),
+            conv(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            conv(64, FEATURE_DIM, 3, stride=2, padding=1), nn.ReLU(),
+            pool(1), nn.Flatten(),  # (N, 128)
         )
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
@@ -146,15 +149,16 @@ def train_feature_net(
     out for the accuracy. Initialisation and batches come from ``seed`` alone (the global RNG is left untouched),
     so the same inputs and seed give bit-identical weights on the same machine and thread count.
     """
-    if images.ndim != 4 or labels.shape != (images.shape[0],):
-        raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if images.ndim not in (3, 4) or labels.shape != (images.shape[0],):
+        raise ValueError(f"expected images (N, C, H, W) or signals (N, C, L) and labels (N,), got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
     held_out = _held_out_mask(images.shape[0])
     train_x, train_y = images[~held_out].float().cpu(), labels[~held_out].long().cpu()
     if train_x.shape[0] < 2 or train_y.unique().numel() < 2:
         raise ValueError(f"a classifier needs at least 2 training images of 2 classes, got {train_x.shape[0]} images")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FeatureClassifier(images.shape[1], num_classes)
+        model = FeatureClassifier(images.shape[1], num_classes, spatial_dims=images.ndim - 2)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
@@ -194,7 +198,8 @@ def save_feature_net(model: FeatureClassifier, accuracy: float, path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**metadata, "accuracy": repr(float(accuracy)), "num_classes": str(model.head.out_features),
-            "channels": str(model.body[0].in_channels), "version": FEATURE_NET_VERSION}
+            "channels": str(model.body[0].in_channels), "version": FEATURE_NET_VERSION,
+            **({"spatial_dims": "1"} if model.spatial_dims == 1 else {})}  # signals' 1-D net (images' files unchanged)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: a crash never leaves a half-written cache file
@@ -215,7 +220,7 @@ def load_feature_net(path: str | Path, expected: dict[str, str] | None = None) -
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
-        model = FeatureClassifier(int(meta["channels"]), int(meta["num_classes"]))
+        model = FeatureClassifier(int(meta["channels"]), int(meta["num_classes"]), int(meta.get("spatial_dims", "2")))
         model.load_state_dict(state)
         accuracy = float(meta["accuracy"])
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError) as err:
@@ -247,23 +252,27 @@ def feature_net_key(config: "RunConfig", channels: int) -> FeatureNetKey:
     """The cache key of a run config's feature net: dataset (a folder by its resolved path), resolution, ``channels``
     and the eval.feature_net_seed / eval.feature_net_steps keys. data.max_images plays no part: the net always
     trains on the whole training split, so runs on subsets are scored by the same net."""
-    ev, dataset = config.eval, config.data.dataset
+    from pseudovideo.config.modality import sample_size
+    from pseudovideo.data.modality import data_cache_name  # a signal dataset with its windows
+
+    ev, dataset = config.eval, data_cache_name(config.data)
     if dataset.startswith("folder:"):  # one net per real folder, whatever relative path or symlink names it
         dataset = f"folder:{Path(dataset.removeprefix('folder:')).expanduser().resolve()}"
-    return FeatureNetKey(dataset, config.data.resolution, channels, ev.feature_net_seed, ev.feature_net_steps)
+    return FeatureNetKey(dataset, sample_size(config.data), channels, ev.feature_net_seed, ev.feature_net_steps)
 
 
 def _labelled_training_split(config: "RunConfig") -> tuple[Tensor, Tensor, int]:
     """The whole training split (no max_images subset, no flips): images (N, C, H, W), labels (N,), class count."""
-    from pseudovideo.data.images import build_dataset, spread_images
+    from pseudovideo.data.images import DEFAULT_HELD_OUT_FRACTION, spread_images
+    from pseudovideo.data.modality import build_split
 
     data = config.data
-    dataset = build_dataset(data.dataset, resolution=data.resolution, split=data.train_split, root=data.root,
-                            channels=data.channels, download=data.download, skip_bad_files=data.skip_bad_files)
+    dataset = build_split(data, data.train_split, held_out_fraction=DEFAULT_HELD_OUT_FRACTION)
     if dataset.labels is None or dataset.class_names is None:
         raise UnlabelledDatasetError(
             f"dataset {data.dataset!r} has no class labels (labels exist for digits, cifar10, mnist in torchvision's "
-            f"layout, and folder:PATH with one sub-folder per class), so the cfd feature classifier cannot be trained; "
+            f"layout, folder:PATH with one sub-folder per class, sktime classification sets and series:PATH with class "
+            f"sub-folders), so the cfd feature classifier cannot be trained; "
             f"give a trained one with eval.feature_net=PATH or drop cfd from eval.metrics")
     return spread_images(dataset, len(dataset)), dataset.labels, len(dataset.class_names)
 
@@ -277,7 +286,9 @@ def prepare_feature_net(
     trains anew even when the cache file exists. Raises UnlabelledDatasetError (a ValueError) when a net is
     needed but the dataset has no labels; FileNotFoundError / ValueError name a missing or unreadable file.
     """
-    expected = {"resolution": str(config.data.resolution), "channels": str(channels)}
+    from pseudovideo.config.modality import sample_size
+
+    expected = {"resolution": str(sample_size(config.data)), "channels": str(channels)}
     if config.eval.feature_net:
         return load_feature_net(config.eval.feature_net, expected)
     key = feature_net_key(config, channels)

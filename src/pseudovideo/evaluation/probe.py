@@ -103,12 +103,11 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
 def _labelled_images(config: RunConfig, split: str, count: int) -> tuple[Tensor, Tensor, int, str]:
     """``count`` images evenly spaced over ``split`` (N, C, H, W) in [-1, 1], their labels (N,), the class count
     and the split's description; ProbeSkipped when the dataset has no labels."""
-    from pseudovideo.data.images import build_dataset, spread_images
+    from pseudovideo.data.images import spread_images
+    from pseudovideo.data.modality import build_split
 
     data = config.data
-    dataset = build_dataset(data.dataset, resolution=data.resolution, split=split, root=data.root, channels=data.channels,
-                            download=data.download, skip_bad_files=data.skip_bad_files, max_images=count,
-                            held_out_fraction=data.held_out_fraction)
+    dataset = build_split(data, split, max_images=count)
     if dataset.labels is None or dataset.class_names is None:
         raise ProbeSkipped(
             f"dataset {data.dataset!r} has no class labels (labels exist for digits, cifar10, mnist in torchvision's "
@@ -231,7 +230,8 @@ def frozen_features(
         t = torch.full((b,), step, device=device, dtype=torch.long)
         x_t = diffusion.q_sample(video, t, noise)
         h = _captured(layer, False, lambda: sampling_model(model)(x_t, t))  # ((B T), C, h, w)
-        features.append(h.float().reshape(b, frames, *h.shape[1:])[:, -1].mean(dim=(-2, -1)).cpu())
+        clean = h.float().reshape(b, frames, *h.shape[1:])[:, -1]  # (B, C, *spatial): h w, or the length of signals
+        features.append(clean.mean(dim=tuple(range(2, clean.ndim))).cpu())  # (B, C)
     return torch.cat(features)  # (N, D)
 
 

@@ -106,6 +106,7 @@ from pseudovideo.config import (
     flatten_overrides,
     read_yaml,
 )
+from pseudovideo.config.modality import sample_shape
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.training.distributed import resolve_device
 from pseudovideo.pseudo_video.informativeness import INFO_COLUMNS, INFO_NOTE, INFO_TITLES, summary_numbers
@@ -761,8 +762,8 @@ def training_flops_per_image(
             task.discriminator.to(device).train()
         task.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
-        res = config.data.resolution
-        images = torch.rand(batch_size, channels, res, res, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
+        shape = sample_shape(config.data)  # (R, R) images or (L,) signals
+        images = torch.rand(batch_size, channels, *shape, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
         step = max(config.train.steps - 1, 0)
 
         def one_step() -> None:
@@ -974,7 +975,8 @@ def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
     of each variant (run names without their seed), e.g. ``train.steps: 300 (vqvae, cvivit), 150 (ddpm)``."""
     parts = []
     trees = [(run, config_to_dict(run.config)) for run in runs]
-    for key in SIZE_KEYS:
+    signals = any(run.config.data.length is not None for run in runs)  # 1-D signals: their length too
+    for key in (*SIZE_KEYS, "data.length") if signals else SIZE_KEYS:
         by_value: dict[str, list[str]] = {}
         for run, tree in trees:
             labels = by_value.setdefault(json.dumps(_lookup(tree, key)), [])

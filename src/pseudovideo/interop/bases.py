@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from torch import nn
 
 from pseudovideo.config import ConfigError, RunConfig, model_kind
+from pseudovideo.config.modality import sample_size
 from pseudovideo.models.lift import LiftedNet, LiftedTokenizer, LiftError, lift
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.interop.trust import refuse_untrusted
@@ -147,7 +148,7 @@ def build_base(config: RunConfig, channels: int, *, trust_code: bool = False) ->
         if model_kind(config.model) == "diffusion":
             check_diffusers_scheduler(rest, config)
     else:
-        net = _from_python(rest, channels, config.data.resolution, trust_code)
+        net = _from_python(rest, channels, sample_size(config.data), trust_code)  # the image side or signal length
     _check_base(net, config, channels)
     return net
 

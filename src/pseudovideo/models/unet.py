@@ -18,6 +18,9 @@ noise or v prediction). T = 1 is the image setting.
   every temporal layer starts at zero, so a fresh video UNet computes exactly the image UNet's function and
   :meth:`UNet.load_spatial_state_dict` can start it from a trained image UNet.
 
+``spatial_dims=1`` builds the same networks for 1-D signals (B, T, C, L): Conv1d instead of Conv2d, attention
+over the L positions, temporal layers at every position; the 1-D DDPM UNet and its video counterpart.
+
 Temporal layers live in sub-modules named ``temporal``: removing the keys containing ``.temporal.`` from a
 video UNet's state_dict leaves exactly the keys of the image UNet of the same configuration.
 """
@@ -33,7 +36,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from pseudovideo.models import layers
-from pseudovideo.models.layers import count_parameters, group_norm, maybe_checkpoint, multi_head_attention
+from pseudovideo.models.layers import conv_nd, count_parameters, group_norm, maybe_checkpoint, multi_head_attention
 
 __all__ = [
     "FRAME_POSITIONS",
@@ -72,22 +75,24 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, timestep embedding added in between, residual skip; ((B T), C, H, W) frames."""
+    """GroupNorm-SiLU-conv twice, timestep embedding added in between, residual skip; ((B T), C, H, W) frames
+    (((B T), C, L) with ``spatial_dims=1``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, spatial_dims: int = 2) -> None:
         super().__init__()
         self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv_nd(spatial_dims, in_channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_channels)
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.conv2 = _zero(conv_nd(spatial_dims, out_channels, out_channels, 3, padding=1))
+        self.skip = conv_nd(spatial_dims, in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x ((B T), C_in, H, W), emb ((B T), D) -> ((B T), C_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        e = self.emb(F.silu(emb))  # ((B T), C_out)
+        h = h + e.view(*e.shape, *([1] * (h.ndim - 2)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -103,11 +108,10 @@ class SpatialAttention(nn.Module):
         self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x ((B T), C, H, W) -> ((B T), C, H, W)."""
-        h, w = x.shape[-2:]
-        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # ((B T), H W, C)
+        """x ((B T), C, H, W) -> ((B T), C, H, W) (signals: ((B T), C, L), attention over the L positions)."""
+        tokens = rearrange(self.norm(x).flatten(2), "n c s -> n s c")  # ((B T), H W, C)
         out = self.proj(multi_head_attention(self.qkv(tokens), self.num_heads))  # ((B T), H W, C)
-        return x + rearrange(out, "n (h w) c -> n c h w", h=h, w=w)
+        return x + rearrange(out, "n s c -> n c s").reshape(x.shape)
 
 
 class TemporalAttention(nn.Module):
@@ -147,16 +151,16 @@ class TemporalAttention(nn.Module):
         return bias
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
-        h, w = x.shape[-2:]
-        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)  # ((B H W), T, C)
+        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W) (signals: ((B T), C, L))."""
+        positions = x.shape[2:].numel()  # H W (or L)
+        tokens = rearrange(x.flatten(2), "(b t) c s -> (b s) t c", t=num_frames)  # ((B H W), T, C)
         normed = self.norm(tokens)
         if self.frame_position == "learned":
             normed = normed + self.frame_embedding[:num_frames].to(normed.dtype)
         bias = self.attention_bias(num_frames, normed.dtype)  # (heads, T, T) or None
         out = multi_head_attention(self.qkv(normed), self.num_heads, attn_mask=bias, is_causal=self.causal and bias is None)
         tokens = tokens + self.proj(out)  # ((B H W), T, C)
-        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
+        return rearrange(tokens, "(b s) t c -> (b t) c s", s=positions).reshape(x.shape)
 
 
 class TemporalConv(nn.Module):
@@ -169,24 +173,27 @@ class TemporalConv(nn.Module):
     The convolution starts at zero, so the layer starts as the identity.
     """
 
-    def __init__(self, channels: int, max_frames: int, frame_position: str, causal: bool) -> None:
+    def __init__(self, channels: int, max_frames: int, frame_position: str, causal: bool, spatial_dims: int = 2) -> None:
         super().__init__()
         self.causal = causal
         self.frame_position = frame_position
+        self.spatial_dims = spatial_dims
         self.norm = group_norm(channels)
-        self.conv = _zero(nn.Conv3d(channels, channels, (3, 1, 1), padding=(0 if causal else 1, 0, 0)))
+        kernel, padding = (3, *[1] * spatial_dims), (0 if causal else 1, *[0] * spatial_dims)  # (3, 1, 1) for images
+        self.conv = _zero(conv_nd(spatial_dims + 1, channels, channels, kernel, padding=padding))
         if frame_position == "learned":
             self.frame_embedding = nn.Parameter(0.02 * torch.randn(max_frames, channels))
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
-        h = rearrange(self.norm(x), "(b t) c h w -> b c t h w", t=num_frames)  # (B, C, T, H, W)
+        h = rearrange(self.norm(x), "(b t) c ... -> b c t ...", t=num_frames)  # (B, C, T, H, W)
         if self.frame_position == "learned":
-            h = h + rearrange(self.frame_embedding[:num_frames].to(h.dtype), "t c -> c t 1 1")
+            embedding = rearrange(self.frame_embedding[:num_frames].to(h.dtype), "t c -> c t")
+            h = h + embedding.view(*embedding.shape, *([1] * self.spatial_dims))  # (C, T, 1, 1)
         h = F.silu(h)
         if self.causal:
-            h = F.pad(h, (0, 0, 0, 0, 2, 0))  # (B, C, T + 2, H, W): two zero frames before frame 0
-        return x + rearrange(self.conv(h), "b c t h w -> (b t) c h w")
+            h = F.pad(h, (0, 0) * self.spatial_dims + (2, 0))  # (B, C, T + 2, H, W): two zero frames before frame 0
+        return x + rearrange(self.conv(h), "b c t ... -> (b t) c ...")
 
 
 class UNetBlock(nn.Module):
@@ -211,11 +218,11 @@ class UNetBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 convolution: ((B T), C, H, W) -> ((B T), C, H/2, W/2)."""
+    """Stride-2 3x3 convolution: ((B T), C, H, W) -> ((B T), C, H/2, W/2) (signals: a 3-tap one, L -> L/2)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = conv_nd(spatial_dims, channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
         """Halves the resolution; emb and num_frames are unused (uniform block signature)."""
@@ -252,6 +259,7 @@ class UNet(nn.Module):
             [0, num_levels), the corruption level of each sample (0 = clean), embedded by a learned table
             and added to the timestep embedding. Used when an image UNet trains on every pseudo-video
             frame as a separate image; 0 (default) builds exactly the unconditional UNet.
+        spatial_dims: 2 for images (B, T, C, H, W); 1 for signals (B, T, C, L) (``resolution`` is then the length L).
     """
 
     def __init__(
@@ -271,8 +279,11 @@ class UNet(nn.Module):
         temporal_layers: str = "every_block",
         temporal_mixer: str = "attention",
         num_levels: int = 0,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"spatial_dims must be 1 (signals) or 2 (images), got {spatial_dims}")
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         _validate_config(
@@ -281,6 +292,7 @@ class UNet(nn.Module):
         )
         _validate_temporal_choices(temporal_layers, temporal_mixer)
         self.in_channels = in_channels
+        self.spatial_dims = spatial_dims
         self.base_channels = base_channels
         self.channel_mult = channel_mult
         self.resolution = resolution
@@ -303,15 +315,15 @@ class UNet(nn.Module):
             if mixer == "attention":
                 temp = TemporalAttention(c_out, num_heads, max_frames, frame_position, causal_temporal)
             elif mixer == "conv":
-                temp = TemporalConv(c_out, max_frames, frame_position, causal_temporal)
+                temp = TemporalConv(c_out, max_frames, frame_position, causal_temporal, spatial_dims)
             else:
                 temp = None
-            return UNetBlock(ResBlock(c_in, c_out, emb_dim, dropout), attn, temp)
+            return UNetBlock(ResBlock(c_in, c_out, emb_dim, dropout, spatial_dims), attn, temp)
 
         self.time_embed = nn.Sequential(
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.input_conv = conv_nd(spatial_dims, in_channels, base_channels, 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_channels = [base_channels]
@@ -323,7 +335,7 @@ class UNet(nn.Module):
                 ch = base_channels * mult
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
-                self.down.append(Downsample(ch))
+                self.down.append(Downsample(ch, spatial_dims))
                 skip_channels.append(ch)
                 res //= 2
 
@@ -338,10 +350,10 @@ class UNet(nn.Module):
                 self.up.append(block(c_in, base_channels * mult, res in attention_resolutions, place))
                 ch = base_channels * mult
             if level != 0:
-                self.up.append(Upsample(ch))
+                self.up.append(Upsample(ch, spatial_dims))
                 res *= 2
 
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(conv_nd(spatial_dims, ch, in_channels, 3, padding=1)))
         # Created last and only when asked, so an unconditional UNet draws the same initial weights as before.
         self.num_levels = int(num_levels)
         self.level_embed = nn.Embedding(self.num_levels, emb_dim) if self.num_levels > 0 else None
@@ -350,11 +362,12 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, level: Tensor | int | None = None) -> Tensor:
         """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W).
 
-        Images x (B, C, H, W) are taken as videos of T = 1 frame and give (B, C, H, W) back.
+        Images x (B, C, H, W) are taken as videos of T = 1 frame and give (B, C, H, W) back. With
+        ``spatial_dims=1`` the same holds for signals: videos (B, T, C, L), signals (B, C, L).
         ``level`` (B,) or a scalar: the corruption level of each sample, required by (and only accepted by)
         a level-conditioned UNet (``num_levels > 0``).
         """
-        if x.ndim == 4:  # an image batch: one frame per sample
+        if x.ndim == self.spatial_dims + 2:  # an image (or signal) batch: one frame per sample
             return self.forward(x[:, None], t, level)[:, 0]
         batch, num_frames = self._check_input(x)
         t = self._per_sample(t, batch, x.device, "timesteps t")
@@ -364,7 +377,7 @@ class UNet(nn.Module):
             emb = emb + level_emb
         emb = repeat(emb, "b d -> (b t) d", t=num_frames)  # ((B T), D): same timestep for every frame
 
-        h = self.input_conv(rearrange(x, "b t c h w -> (b t) c h w"))  # ((B T), C0, H, W)
+        h = self.input_conv(rearrange(x, "b t c ... -> (b t) c ..."))  # ((B T), C0, H, W)
         skips = [h]
         for layer in self.down:
             h = self._run(layer, h, emb, num_frames)
@@ -375,7 +388,7 @@ class UNet(nn.Module):
             if isinstance(layer, UNetBlock):
                 h = torch.cat([h, skips.pop()], dim=1)  # ((B T), C + C_skip, H', W')
             h = self._run(layer, h, emb, num_frames)
-        return rearrange(self.out(h), "(b t) c h w -> b t c h w", t=num_frames)
+        return rearrange(self.out(h), "(b t) c ... -> b t c ...", t=num_frames)
 
     @staticmethod
     def _per_sample(values: Tensor | int, batch: int, device: torch.device, what: str) -> Tensor:
@@ -408,15 +421,17 @@ class UNet(nn.Module):
 
     def _check_input(self, x: Tensor) -> tuple[int, int]:
         """Validates x (B, T, C, H, W) against the configuration; returns (B, T)."""
-        if x.ndim != 5:
-            raise ValueError(f"expected a video (B, T, C, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
-        batch, num_frames, channels, height, width = x.shape
+        if x.ndim != self.spatial_dims + 3:
+            shapes = "(B, T, C, H, W) or images (B, C, H, W)" if self.spatial_dims == 2 else "(B, T, C, L) or signals (B, C, L)"
+            raise ValueError(f"expected a video {shapes}, got shape {tuple(x.shape)}")
+        batch, num_frames, channels, *sizes = x.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels, got input of shape {tuple(x.shape)}")
-        if height % self.downsample_factor or width % self.downsample_factor:
+        if any(size % self.downsample_factor for size in sizes):
+            what = "height and width" if self.spatial_dims == 2 else "the length"
             raise ValueError(
-                f"height and width must be divisible by {self.downsample_factor} "
-                f"(2**(len(channel_mult)-1)), got {height}x{width}"
+                f"{what} must be divisible by {self.downsample_factor} "
+                f"(2**(len(channel_mult)-1)), got {'x'.join(map(str, sizes))}"
             )
         if num_frames < 1:
             raise ValueError(f"expected at least one frame, got T={num_frames}")

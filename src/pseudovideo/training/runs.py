@@ -26,7 +26,7 @@ from pseudovideo.config import (
     dict_diff,
     load_config,
 )
-from pseudovideo.data.images import check_dataset_spec
+from pseudovideo.data.modality import check_split
 from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
 from pseudovideo.training.memory import check_training_memory
 from pseudovideo.evaluation.probe import unlabelled_reason
@@ -41,8 +41,7 @@ def check_run_inputs(config: RunConfig) -> None:
     file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction,
-                           skip_bad_files=data.skip_bad_files)
+        check_split(data, split)  # image files or signal data, as the data's modality says
     net = config.eval.feature_net
     if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
         raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
@@ -197,6 +196,8 @@ def _record_corruption(config: RunConfig, dataset: Any, builder: Any, learner: A
     summary = read_train_summary(config.run_dir)
     summary["corruption"] = corruption_record(config, builder)
     summary["informativeness"] = summary_informativeness(dataset, builder, seed=config.eval.seed)
+    if getattr(dataset, "normalisation", None) is not None:  # signals: what evaluation must normalise with
+        summary["normalisation"] = dataset.normalisation
     path.write_text(json.dumps(summary, indent=1))
 
 

@@ -25,9 +25,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from pseudovideo.config import PseudoVideoConfig, RunConfig, model_kind
+from pseudovideo.config.modality import sample_size, spatial_dims
 from pseudovideo.pseudo_video.corruptions import corruption_params
-from pseudovideo.data.images import ImageDataset, build_dataset
+from pseudovideo.data.images import ImageDataset
 from pseudovideo.data.cache import cached_dataset
+from pseudovideo.data.modality import build_split
 from pseudovideo.diffusion.process import GaussianDiffusion, beta_schedule
 from pseudovideo.training.distributed import unwrap_model
 from pseudovideo.training.losses import (
@@ -46,6 +48,7 @@ from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
 from pseudovideo.models.tokenizer import VideoTokenizer
 from pseudovideo.models.unet import UNet, image_unet, video_unet
 from pseudovideo.models.vqvae import VQVAE
+from pseudovideo.models.vqvae1d import SignalVQVAE
 from pseudovideo.pseudo_video.builder import SCHEDULE_KEYS, PseudoVideoBuilder
 from pseudovideo.pseudo_video.builder import build_pseudo_video_builder as _build_builder
 
@@ -55,7 +58,7 @@ PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 
 
 def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | None = None) -> ImageDataset:
-    """The configured dataset split as images (C, H, W) in [-1, 1] (flips only for training).
+    """The configured dataset split as images (C, H, W) or signals (C, L) in [-1, 1] (flips only for training images).
 
     ``spread``: decode only that many images evenly spread over a split other than the training split (the images
     ``spread_images(whole split, spread)`` picks, unless ``data.skip_bad_files`` drops files: then the whole split).
@@ -64,19 +67,11 @@ def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | No
     mixed_channels = data.channels is None and data.dataset.startswith("folder:")  # counted over the images read
     if spread is not None and (split == data.train_split or data.skip_bad_files or mixed_channels):
         spread = None  # a training subset or skipped bad files would move the spread: decode the whole split
-    arguments = dict(
-        resolution=data.resolution,
-        split=split,
-        root=data.root,
-        channels=data.channels,
-        random_flip=data.random_flip and split == data.train_split,
-        download=data.download,
-        skip_bad_files=data.skip_bad_files,
-        max_images=data.max_images if split == data.train_split else spread,
-        held_out_fraction=data.held_out_fraction,
-    )
-    key = (data.dataset, *sorted(arguments.items()))
-    return cached_dataset(key, lambda: build_dataset(data.dataset, **arguments))
+    max_images = data.max_images if split == data.train_split else spread
+    random_flip = data.random_flip and split == data.train_split
+    key = (split, max_images, random_flip, *sorted(dataclasses.asdict(data).items()))
+    # images or signals, as the data's modality says (pseudovideo.data.modality)
+    return cached_dataset(key, lambda: build_split(data, split, max_images=max_images, random_flip=random_flip))
 
 
 def corruption_dicts(pv_config: PseudoVideoConfig) -> list[dict[str, Any]]:
@@ -138,16 +133,19 @@ def model_frames(config: RunConfig) -> int:
 
 
 def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -> nn.Module:
-    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``.
+    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``, or for signals
+    at ``data.length``: the data's modality (:mod:`pseudovideo.config.modality`) picks the 2-D or the 1-D network.
 
     A ``model.lifted.base: python:...`` base imports and calls user code: only with ``trust_code=True``, else
     :class:`~pseudovideo.interop.trust.UntrustedCodeError` before anything is imported (see :mod:`pseudovideo.interop.trust`).
     """
-    family, resolution = config.model.family, config.data.resolution
+    family, resolution, dims = config.model.family, sample_size(config.data), spatial_dims(config.data)
     if family == "lifted":
         from pseudovideo.interop.bases import build_lifted_model  # bases builds our families through this function
 
         return build_lifted_model(config, channels, model_frames(config), trust_code=trust_code)
+    if family == "vqvae" and dims == 1:
+        return SignalVQVAE(in_channels=channels, length=resolution, **_kwargs(config.model.vqvae))
     if family == "vqvae":
         return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
     if family == "cvivit":
@@ -157,8 +155,8 @@ def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -
     if family == "unet":
         for key in ("causal_temporal", "frame_position", "temporal_layers", "temporal_mixer"):
             del unet[key]  # options of the temporal layers it does not have
-        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), **unet)
-    return video_unet(in_channels=channels, resolution=resolution, **unet)
+        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), spatial_dims=dims, **unet)
+    return video_unet(in_channels=channels, resolution=resolution, spatial_dims=dims, **unet)
 
 
 def num_levels(config: RunConfig) -> int:
@@ -313,8 +311,8 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
 
 
 def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
-    """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample."""
-    return rearrange(video, "b t c h w -> (b t) 1 c h w") if frames_as_images else video
+    """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample (signals: (B, T, C, L))."""
+    return rearrange(video, "b t c ... -> (b t) 1 c ...") if frames_as_images else video
 
 
 class TokenizerTask:
@@ -406,7 +404,7 @@ class TokenizerTask:
 
     def _as_videos(self, video: Tensor) -> Tensor:
         """(B, T, C, H, W) itself, or frame-images (B*T, 1, C, H, W) back in their videos (B, T, C, H, W)."""
-        return rearrange(video, "(b t) 1 c h w -> b t c h w", t=self.frames_per_image) if self.frames_as_images else video
+        return rearrange(video, "(b t) 1 c ... -> b t c ...", t=self.frames_per_image) if self.frames_as_images else video
 
     def _clean_frames(self, video: Tensor) -> Tensor:
         """The clean last frame of each pseudo video: (B, T, C, H, W) or (B*T, 1, C, H, W) -> (B, C, H, W)."""
