@@ -107,7 +107,17 @@ def save_image_grid(images: Tensor, path: str | os.PathLike, *, nrow: int = 8, u
 
 def save_images(images: Tensor, directory: str | os.PathLike) -> list[Path]:
     """Save each image (N, C, H, W) in [-1, 1], C in (1, 3), as its own PNG ``00000.png``, ... at its own size
-    (no border, no upscaling), as outside metric tools expect; returns the paths."""
+    (no border, no upscaling), as outside metric tools expect; returns the paths. Signals (N, C, L) are saved as
+    float32 ``00000.npy`` files of shape (C, L) (what a ``series:PATH`` folder reads)."""
+    if images.ndim == 3:
+        import numpy as np
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / f"{i:05d}.npy" for i in range(images.shape[0])]
+        for path, signal in zip(paths, images.detach().float().cpu().numpy()):
+            np.save(path, signal)
+        return paths
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
     directory = Path(directory)

@@ -157,7 +157,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale, column_labels=builder.frame_labels())
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
-    print(f"pseudo-video grid (rows = images, columns = frames, last column clean): {grid}")
+    layout = ("rows = frames, last row clean; columns = signals" if images.ndim == 3  # line plots of signals
+              else "rows = images, columns = frames, last column clean")
+    print(f"pseudo-video grid ({layout}): {grid}")
     print(f"pseudo-video animation: {gif}")
     return 0
 
@@ -282,6 +284,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.evaluation.evaluate import generate_videos, save_generated_grid
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
     from pseudovideo.training.runs import load_run
+    from pseudovideo.config.modality import modality_name
     from pseudovideo.training.tasks import is_tokenizer
 
     _require_positive(args.n, "--n")
@@ -305,7 +308,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if videos.shape[1] > 1:
         print(f"pseudo videos: {save_generated_grid(videos[:16], config, out / 'pseudo_videos.png', upscale=upscale)}")
         print(f"animation: {save_video_gif(videos[:16], out / 'pseudo_videos.gif', upscale=upscale)}")
-    print(f"{len(images)} images in {out / 'images'}; sampling: {info}")
+    print(f"{len(images)} {modality_name(config.data)} in {out / 'images'}; sampling: {info}")
     return 0
 
 

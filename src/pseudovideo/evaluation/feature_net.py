@@ -118,13 +118,21 @@ class FeatureNet:
     accuracy: float
     metadata: dict[str, str]
 
+    @property
+    def _kind(self) -> str:
+        return "1-D CNN" if self.metadata.get("spatial_dims") == "1" else "CNN"
+
+    @property
+    def _unit(self) -> str:
+        return "samples" if self.metadata.get("spatial_dims") == "1" else "px"
+
     def describe(self) -> dict[str, str | float]:
         """Protocol entry for eval.json: which net produced the features."""
         return {"file": str(self.path), "weights_sha256": self.sha256, "file_sha256": self.file_sha256,
                 "held_out_accuracy": self.accuracy,
-                "features": f"{FEATURE_DIM}-d penultimate (global average pool) of a 3-conv CNN ({FEATURE_NET_VERSION})",
+                "features": f"{FEATURE_DIM}-d penultimate (global average pool) of a 3-conv {self._kind} ({FEATURE_NET_VERSION})",
                 "trained_on": f"{self.metadata.get('dataset')} train split minus every {HELD_OUT_EVERY}th image, "
-                f"{self.metadata.get('resolution')} px, {self.metadata.get('steps')} steps, seed {self.metadata.get('seed')}",
+                f"{self.metadata.get('resolution')} {self._unit}, {self.metadata.get('steps')} steps, seed {self.metadata.get('seed')}",
                 "note": "classifier Fréchet distance in this dataset-trained net's features; not FID, comparable "
                 "only between evaluations with the same weights_sha256"}
 
