@@ -154,7 +154,7 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[fl
     call allocates on top); exact on Linux, where the training engine's reset makes the mark start at the
     current RSS.
     """
-    from pseudovideo.training.engine import peak_memory_bytes, reset_peak_memory
+    from pseudovideo.training.memory import peak_memory_bytes, reset_peak_memory
 
     gc.collect()
     synchronize(device)

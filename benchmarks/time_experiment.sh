@@ -33,7 +33,7 @@ echo "machine: $(nproc) cores; $(uptime); old=$old ($(git rev-parse --short "$ol
 echo "== feature net (untimed, shared): $out/cache"
 PYTHONPATH=$here/src $py - "$config" "${overrides[@]}" "eval.cache_dir=$out/cache" <<'PY'
 import sys
-from pseudovideo.experiments.runner import expand_experiment, load_experiment
+from pseudovideo.experiments import expand_experiment, load_experiment
 from pseudovideo.experiments.scheduler import prepare_feature_nets
 runs = expand_experiment(load_experiment(sys.argv[1]), "cpu-small", "/tmp/unused", sys.argv[2:])
 prepare_feature_nets([run.config for run in runs], runs[0].config.eval, print)

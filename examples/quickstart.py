@@ -21,7 +21,7 @@ import torch
 
 from pseudovideo import build_config, build_dataset, evaluate_run, load_run, pseudo_video_builder_from_config, train_run
 from pseudovideo.config import ConfigError
-from pseudovideo.data.images import spread_images
+from pseudovideo.data import spread_images
 from pseudovideo.pictures import save_side_by_side, save_video_grid
 from pseudovideo.training.runs import plan_run
 

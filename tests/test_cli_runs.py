@@ -9,7 +9,7 @@ import pytest
 
 from pseudovideo.cli import main
 from pseudovideo.config import load_config
-from pseudovideo.training.runs import first_free_name, keep_previous
+from pseudovideo.factory.run_folder import first_free_name, keep_previous
 from test_train_cli import TINY
 
 TINY_VQVAE = ["model.vqvae.base_channels=8", "model.vqvae.codebook_size=16", "model.vqvae.codebook_dim=4",
@@ -46,7 +46,8 @@ def test_train_without_config_trains_the_image_baseline_in_fresh_folders(tmp_pat
 
 
 def test_train_without_config_keeps_frames_of_video_families_and_explicit_frames() -> None:
-    from pseudovideo.cli import _train_defaults, build_parser
+    from pseudovideo.cli.commands import _train_defaults
+    from pseudovideo.cli.parser import build_parser
 
     def defaults(*overrides: str) -> list[str]:
         return _train_defaults(build_parser().parse_args(["train", *overrides]))
@@ -150,7 +151,7 @@ def test_shipped_digits_baselines_are_image_models(name: str) -> None:
 
 def test_eval_note_of_a_video_run_lists_its_corruptions() -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.training.tasks import describe_pseudo_video
+    from pseudovideo.factory.pseudo_videos import describe_pseudo_video
 
     note = describe_pseudo_video(build_config(overrides=["pseudo_video.num_frames=5"]).pseudo_video)
     assert note == "T=5, higher_order, blur(linear, max 2.0)+noise(linear, max 0.2)"

@@ -18,7 +18,7 @@ from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.quantizer import CodeUsage, VectorQuantizer
 from pseudovideo.models.vqvae import VQVAE
 from pseudovideo.training.runs import train_run
-from pseudovideo.training.tasks import build_model
+from pseudovideo.factory.models import build_model
 
 
 def _fingerprint(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[float], float, int, float]:
@@ -213,7 +213,7 @@ def test_eval_reports_codebook_usage_and_warns_when_low(tmp_path: Path) -> None:
 
 
 def test_experiment_tables_carry_codebook_columns(tmp_path: Path) -> None:
-    import pseudovideo.experiments.runner as E
+    import pseudovideo.experiments as E
     from test_experiments import _read_csv, fake_finished, pair_experiment
 
     data = pair_experiment()

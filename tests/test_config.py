@@ -136,7 +136,7 @@ def test_shipped_configs_load(path: Path) -> None:
 
 
 def test_each_operator_gets_only_its_own_parameters_from_the_config() -> None:
-    from pseudovideo.training.tasks import build_pseudo_video_builder
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
 
     config = build_config(overrides=[
         "pseudo_video.corruptions=[{name: blur, max_level: 1.0}, {name: mask, max_level: 0.5, patch_size: 2, fill_value: 0.25}]",

@@ -11,11 +11,12 @@ import torch
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.interop.export import export_run
-from pseudovideo.diffusion.process import beta_schedule
+from pseudovideo.factory.models import export_run
+from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.models.lift import LiftedNet
 from pseudovideo.models.unet import image_unet
-from pseudovideo.training.runs import load_run, train_run
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.runs import train_run
 
 from _unet_helpers import randomize
 
@@ -159,7 +160,7 @@ def test_a_diffusers_base_is_checked_against_its_scheduler(tmp_path, capfd):
     the run's diffusion settings: a mismatch is refused naming the keys that match; loading prints no
     "install accelerate" warning."""
     from pseudovideo.config import ConfigError
-    from pseudovideo.training.tasks import build_model
+    from pseudovideo.factory.models import build_model
 
     pipeline = tmp_path / "pipeline"  # a diffusers pipeline's layout: unet/ beside scheduler/
     _small_diffusers_unet().save_pretrained(str(pipeline / "unet"))
@@ -186,7 +187,7 @@ def test_a_diffusers_base_is_checked_against_its_scheduler(tmp_path, capfd):
 
 def test_an_exported_run_lifts_with_its_own_scheduler_only(tmp_path):
     from pseudovideo.config import ConfigError
-    from pseudovideo.training.tasks import build_model
+    from pseudovideo.factory.models import build_model
 
     config = _config(tmp_path, "ddpm", "model.family=unet", "pseudo_video.num_frames=1", *UNET)
     train_run(config)

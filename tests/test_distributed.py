@@ -75,7 +75,7 @@ def _free_port() -> int:
 
 def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_path, monkeypatch):
     steps, batch = 4, 4
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS_DIR))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent / "src"), str(TESTS_DIR)]))  # this checkout's code
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     command = [

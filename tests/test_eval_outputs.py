@@ -72,8 +72,8 @@ def test_skipped_metrics_with_one_reason_are_said_once() -> None:
 
 
 def test_preview_images_are_spread_over_the_data() -> None:
-    from pseudovideo.data.images import TensorImageDataset
-    from pseudovideo.training.engine import _preview_images
+    from pseudovideo.data.datasets import TensorImageDataset
+    from pseudovideo.training.previews import _preview_images
 
     count = 80  # like a class-sorted folder: the first 8 items would all be one class
     values = torch.arange(count, dtype=torch.uint8)[:, None, None, None].expand(count, 1, 4, 4).contiguous()

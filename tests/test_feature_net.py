@@ -12,7 +12,8 @@ from PIL import Image
 from pseudovideo import metrics as M
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.data.images import build_dataset, spread_images
+from pseudovideo.data.images import build_dataset
+from pseudovideo.data.datasets import spread_images
 from pseudovideo.evaluation.feature_net import (
     UnlabelledDatasetError,
     classifier_features,

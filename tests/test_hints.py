@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from pseudovideo.cli import build_parser
+from pseudovideo.cli.parser import build_parser
 from pseudovideo.config import RunConfig, config_to_dict, flatten_overrides
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pseudovideo"

@@ -19,7 +19,7 @@ from pseudovideo.pseudo_video.learned.corruption import (
     save_learned,
 )
 from pseudovideo.pseudo_video.builder import NOISE_FRAMES_STD, PseudoVideoBuilder, build_pseudo_video_builder
-from pseudovideo.training.tasks import build_pseudo_video_builder as builder_from_config
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as builder_from_config
 
 BLUR_NOISE = [{"name": "blur", "max_level": 2.0}, {"name": "noise", "max_level": 0.3}]
 

@@ -18,7 +18,8 @@ from pseudovideo.pseudo_video.informativeness import measure_informativeness
 from pseudovideo.pseudo_video.learned.corruption import load_learned
 from pseudovideo.training.learned_runs import LEARNED_FILE, run_builder
 from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
-from pseudovideo.training.runs import load_run_config, train_run
+from pseudovideo.factory.run_folder import load_run_config
+from pseudovideo.training.runs import train_run
 
 TINY = {
     "data": {"resolution": 8, "max_images": 64},

@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from pseudovideo.pseudo_video.corruptions import CORRUPTIONS, _dct_matrix
-from pseudovideo.experiments.runner import expand_experiment, load_experiment
+from pseudovideo.experiments.grid import expand_experiment
+from pseudovideo.experiments.spec import load_experiment
 from pseudovideo.pseudo_video.marginals import marginal_mismatch
 from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
 

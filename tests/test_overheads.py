@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from pseudovideo import metrics as M
+from pseudovideo.metrics.image import _sorted_columns
 from pseudovideo.config import build_config
-from pseudovideo.data.images import spread_images
+from pseudovideo.data.datasets import spread_images
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.evaluation.evaluate import held_out_set
-from pseudovideo.training.tasks import build_dataset_from_config
+from pseudovideo.factory.datasets import build_dataset_from_config
 
 
 def _folder(tmp_path: Path, count: int = 40) -> Path:
@@ -66,7 +67,7 @@ def test_swd_sorts_columns_exactly_as_before() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(300, 17, generator=generator)
     x[5:9, 3] = 0.25  # ties
-    sorted_columns = M._sorted_columns(x)
+    sorted_columns = _sorted_columns(x)
     reference = torch.sort(x, dim=0).values
     assert torch.equal(sorted_columns, reference) and sorted_columns.stride() == reference.stride()
     # so the distance is bit-identical to the one computed by sorting the strided columns

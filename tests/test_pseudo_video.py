@@ -252,7 +252,8 @@ def test_config_style_specs_explicit_ignores_default_max_level_and_single_frame_
 @pytest.mark.parametrize("family", ["vqvae", "cvivit", "unet", "video_unet"])
 def test_copies_construction_trains_every_model_family(family: str) -> None:
     from pseudovideo.config import build_config
-    from pseudovideo.training.tasks import build_task, describe_pseudo_video
+    from pseudovideo.training.tasks import build_task
+    from pseudovideo.factory.pseudo_videos import describe_pseudo_video
     from test_train_cli import TINY, TOKENIZERS, UNET
 
     frames = {"vqvae": 1, "cvivit": 3, "unet": 1, "video_unet": 3}[family]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pseudovideo.cli import main
-from pseudovideo.training.runs import load_run
-from pseudovideo.training.engine import seeded
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.randomness import seeded
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 FAMILIES = {

@@ -14,7 +14,7 @@ from PIL import Image
 import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.data.images import held_out_mask
+from pseudovideo.data.splits import held_out_mask
 from pseudovideo.metrics.signals import mse, snr
 from pseudovideo.models.lift import LiftedTokenizer
 from pseudovideo.models.unet import image_unet, video_unet

@@ -167,7 +167,8 @@ def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys: pytest.C
 def test_image_unet_on_every_frame_is_level_conditioned_and_samples_clean() -> None:
     """The data-control's diffusion arm: the UNet learns each frame's level and is sampled at level 0."""
     from pseudovideo.config import build_config
-    from pseudovideo.training.tasks import AtLevel, build_model, build_task, frame_levels, sampling_model
+    from pseudovideo.training.tasks import AtLevel, build_task, frame_levels, sampling_model
+    from pseudovideo.factory.models import build_model
 
     overrides = [*TINY, *UNET, "model.family=unet", "pseudo_video.num_frames=3", "pseudo_video.frames_as_images=true"]
     config = build_config(overrides=overrides)
@@ -219,7 +220,7 @@ def test_eval_json_records_the_split_actually_used(tmp_path: Path) -> None:
 
 
 def test_train_summary_states_the_loss_terms(tmp_path: Path) -> None:
-    from pseudovideo.experiments.runner import describe_loss_terms
+    from pseudovideo.experiments.tables import describe_loss_terms
 
     config = _write_config(tmp_path, "terms", [])
     overrides = [*TINY, *TOKENIZERS["cvivit"], "loss.gan_weight=0.1", "loss.gan_start_step=2",

@@ -26,17 +26,14 @@ from safetensors.torch import load_file
 
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
 from pseudovideo.training.distributed import DistributedContext
-from pseudovideo.training.engine import (
-    ModelEMA,
-    _ScalarMeter,
-    TrainingDivergedError,
-    batch_indices,
-    epoch_permutation,
-    load_trained_model,
-    lr_at_step,
-    resolve_precision,
-    train,
-)
+from pseudovideo.training.ema import ModelEMA
+from pseudovideo.training.loggers import _ScalarMeter
+from pseudovideo.training.health import TrainingDivergedError
+from pseudovideo.training.batches import batch_indices, epoch_permutation
+from pseudovideo.training.optimisation import lr_at_step
+from pseudovideo.training.precision import resolve_precision
+from pseudovideo.training.engine import train
+from pseudovideo.factory.run_folder import load_trained_model
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCRIPT = TESTS_DIR / "_train_script.py"
@@ -210,7 +207,7 @@ def _script(run_dir: Path, *args: str) -> list[str]:
 
 
 def _script_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS_DIR))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent / "src"), str(TESTS_DIR)]))  # this checkout's code
     env.pop("WORLD_SIZE", None)
     return env
 

@@ -25,8 +25,9 @@ import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
-from pseudovideo.training.runs import load_run, train_run
-from pseudovideo.training.tasks import build_model
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.runs import train_run
+from pseudovideo.factory.models import build_model
 from pseudovideo.interop.trust import UntrustedCodeError
 from test_hostile_inputs import _assert_one_line_error, _run
 

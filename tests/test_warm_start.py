@@ -12,8 +12,8 @@ import yaml
 from pseudovideo import experiments as E
 from pseudovideo.experiments import scheduler as S
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.training.runs import load_run
-from pseudovideo.training.tasks import build_model
+from pseudovideo.factory.models import load_run
+from pseudovideo.factory.models import build_model
 
 from test_experiments import TINY_SCALE
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pseudovideo._version import __version__
 
 # public name -> module that defines it (or (module, name there) for a renamed export)
 _EXPORTS: dict[str, str | tuple[str, str]] = {
@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "LearnedPseudoVideos": "pseudovideo.pseudo_video.learned.corruption",
     "save_learned": "pseudovideo.pseudo_video.learned.corruption",
     "load_learned": "pseudovideo.pseudo_video.learned.corruption",
-    "search_corruption": "pseudovideo.pseudo_video.learned.search",
+    "search_corruption": "pseudovideo.training.corruption_search",
     "measure_informativeness": "pseudovideo.pseudo_video.informativeness",
     "ridge_gain": "pseudovideo.pseudo_video.informativeness",
     # lifting any image model to its video counterpart
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "image_unet": "pseudovideo.models.unet",
     "video_unet": "pseudovideo.models.unet",
     "GaussianDiffusion": "pseudovideo.diffusion.process",
-    "beta_schedule": "pseudovideo.diffusion.process",
+    "beta_schedule": "pseudovideo.diffusion.betas",
     # config
     "RunConfig": "pseudovideo.config",
     "ConfigError": "pseudovideo.config",
@@ -58,30 +58,30 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "save_config": "pseudovideo.config",
     "UntrustedCodeError": "pseudovideo.interop.trust",
     # data
-    "ImageDataset": "pseudovideo.data.images",
-    "TensorImageDataset": "pseudovideo.data.images",
+    "ImageDataset": "pseudovideo.data.datasets",
+    "TensorImageDataset": "pseudovideo.data.datasets",
     "build_dataset": "pseudovideo.data.images",
     # training, runs, evaluation
-    "pseudo_video_builder_from_config": ("pseudovideo.training.tasks", "build_pseudo_video_builder"),
-    "build_model": "pseudovideo.training.tasks",
-    "build_diffusion": "pseudovideo.training.tasks",
+    "pseudo_video_builder_from_config": ("pseudovideo.factory.pseudo_videos", "build_pseudo_video_builder"),
+    "build_model": "pseudovideo.factory.models",
+    "build_diffusion": "pseudovideo.factory.models",
     "build_task": "pseudovideo.training.tasks",
     "train": "pseudovideo.training.engine",
-    "TrainResult": "pseudovideo.training.engine",
+    "TrainResult": "pseudovideo.training.result",
     "train_run": "pseudovideo.training.runs",
-    "load_run": "pseudovideo.training.runs",
-    "load_run_config": "pseudovideo.training.runs",
+    "load_run": "pseudovideo.factory.models",
+    "load_run_config": "pseudovideo.factory.run_folder",
     "evaluate_run": "pseudovideo.evaluation.evaluate",
     # metrics on your own tensors (N, C, H, W) in [-1, 1]
-    "psnr": "pseudovideo.metrics",
-    "ssim": "pseudovideo.metrics",
-    "sliced_wasserstein_distance": "pseudovideo.metrics",
-    "InceptionFeatureStats": "pseudovideo.metrics",
-    "build_inception": "pseudovideo.metrics",
-    "resolve_inception_weights": "pseudovideo.metrics",
-    "inception_features": "pseudovideo.metrics",
-    "frechet_distance": "pseudovideo.metrics",
-    "fid_kid": "pseudovideo.metrics",
+    "psnr": "pseudovideo.metrics.image",
+    "ssim": "pseudovideo.metrics.image",
+    "sliced_wasserstein_distance": "pseudovideo.metrics.image",
+    "InceptionFeatureStats": "pseudovideo.metrics.inception",
+    "build_inception": "pseudovideo.metrics.inception",
+    "resolve_inception_weights": "pseudovideo.metrics.inception",
+    "inception_features": "pseudovideo.metrics.inception",
+    "frechet_distance": "pseudovideo.metrics.inception",
+    "fid_kid": "pseudovideo.metrics.inception",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -107,9 +107,11 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.pseudo_video.corruptions import (
         Compose, Corruption, Downsample, GaussianBlur, GaussianNoise, PatchMask, build_corruption,
     )
-    from pseudovideo.data.images import ImageDataset, TensorImageDataset, build_dataset
-    from pseudovideo.diffusion.process import GaussianDiffusion, beta_schedule
-    from pseudovideo.pseudo_video.learned.search import search_corruption
+    from pseudovideo.data.datasets import ImageDataset, TensorImageDataset
+    from pseudovideo.data.images import build_dataset
+    from pseudovideo.diffusion.process import GaussianDiffusion
+    from pseudovideo.diffusion.betas import beta_schedule
+    from pseudovideo.training.corruption_search import search_corruption
     from pseudovideo.evaluation.evaluate import evaluate_run
     from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain
     from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos, load_learned, save_learned
@@ -122,9 +124,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pseudovideo.models.unet import UNet, image_unet, video_unet
     from pseudovideo.models.vqvae import VQVAE
     from pseudovideo.pseudo_video.builder import PseudoVideoBuilder, build_pseudo_video_builder
-    from pseudovideo.training.runs import load_run, load_run_config, train_run
+    from pseudovideo.factory.models import load_run
+    from pseudovideo.factory.run_folder import load_run_config
+    from pseudovideo.training.runs import train_run
     from pseudovideo.pseudo_video.schedules import level_schedule
-    from pseudovideo.training.tasks import build_diffusion, build_model, build_task
-    from pseudovideo.training.tasks import build_pseudo_video_builder as pseudo_video_builder_from_config
-    from pseudovideo.training.engine import TrainResult, train
+    from pseudovideo.factory.models import build_diffusion, build_model
+    from pseudovideo.training.tasks import build_task
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as pseudo_video_builder_from_config
+    from pseudovideo.training.result import TrainResult
+    from pseudovideo.training.engine import train
     from pseudovideo.interop.trust import UntrustedCodeError

@@ -27,12 +27,11 @@ from pseudovideo.evaluation.evaluate import (
     reconstruct_clean_frames,
 )
 from pseudovideo.pictures import picture_upscale, plot_curves, read_csv_series, save_side_by_side, save_video_grid
-from pseudovideo.training.runs import load_run, plan_run, train_run
-from pseudovideo.training.tasks import (
-    build_dataset_from_config,
-    build_model,
-    build_pseudo_video_builder,
-)
+from pseudovideo.factory.models import load_run
+from pseudovideo.training.runs import plan_run, train_run
+from pseudovideo.factory.datasets import build_dataset_from_config
+from pseudovideo.factory.models import build_model
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
 
 FAMILIES = ("tokenizer", "diffusion", "both")
 

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pseudovideo.config import ConfigError
+from pseudovideo.config.sections import ConfigError
 
 #: operators whose level carries gradient (pseudovideo.pseudo_video.learned.differentiable); downsample keeps discrete octaves
 LEARNABLE_OPERATORS = ("blur", "noise", "mask")

@@ -36,7 +36,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pseudovideo.config.modality import SIGNAL_KINDS
-from pseudovideo.data.images import held_out_mask, spread_subset
+from pseudovideo.data.datasets import spread_subset
+from pseudovideo.data.splits import held_out_mask
 
 __all__ = [
     "SERIES_EXTENSIONS",

@@ -34,29 +34,25 @@ from pseudovideo.config.modality import sample_protocol, sample_shape, unsupport
 from pseudovideo.metrics import signals as signal_metrics
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
-from pseudovideo.data.images import spread_images, spread_subset
-from pseudovideo.diffusion.process import ddim_timesteps
+from pseudovideo.data.datasets import spread_images, spread_subset
+from pseudovideo.diffusion.samplers import ddim_timesteps
 from pseudovideo.training.distributed import resolve_device
 from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.training.learned_runs import run_builder
 from pseudovideo.training.losses import build_perceptual_loss
 from pseudovideo.models.quantizer import CodeUsage
-from pseudovideo.evaluation.probe import ProbeSkipped, probe_metrics
+from pseudovideo.factory.datasets import ProbeSkipped
+from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.pictures import frame_labels, picture_upscale, save_image_grid, save_labelled_grid, save_side_by_side
-from pseudovideo.training.runs import keep_previous, load_run, load_run_config, read_train_summary
+from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
+from pseudovideo.factory.models import load_run
 from pseudovideo.evaluation.sampling_progress import SamplingProgress
 from pseudovideo.training.provenance import code_record
-from pseudovideo.training.tasks import (
-    is_tokenizer as tokenizer_run,
-    build_dataset_from_config,
-    build_diffusion,
-    build_pseudo_video_builder,
-    describe_pseudo_video,
-    diffusion_sample_kwargs,
-    model_frames,
-    sampling_model,
-)
-from pseudovideo.training.engine import autocast, resolve_precision
+from pseudovideo.factory.models import is_tokenizer as tokenizer_run, build_diffusion, model_frames
+from pseudovideo.factory.datasets import build_dataset_from_config
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder, describe_pseudo_video
+from pseudovideo.training.tasks import diffusion_sample_kwargs, sampling_model
+from pseudovideo.training.precision import autocast, resolve_precision
 
 LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook
 

@@ -271,7 +271,8 @@ def feature_net_key(config: "RunConfig", channels: int) -> FeatureNetKey:
 
 def _labelled_training_split(config: "RunConfig") -> tuple[Tensor, Tensor, int]:
     """The whole training split (no max_images subset, no flips): images (N, C, H, W), labels (N,), class count."""
-    from pseudovideo.data.images import DEFAULT_HELD_OUT_FRACTION, spread_images
+    from pseudovideo.data.datasets import spread_images
+    from pseudovideo.data.splits import DEFAULT_HELD_OUT_FRACTION
     from pseudovideo.data.modality import build_split
 
     data = config.data

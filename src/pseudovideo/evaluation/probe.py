@@ -23,7 +23,7 @@ The recipe (``PROBE_VERSION``), fixed so that figures compare across runs:
   features score), reported in the protocol.
 
 A dataset without labels (CelebA, raw MNIST images, a folder without class sub-folders) skips the metric with its
-reason: :func:`unlabelled_reason` tells it before training (``check_run_inputs`` warns), evaluation records it.
+reason: :func:`pseudovideo.factory.datasets.unlabelled_reason` tells it before training (``check_run_inputs`` warns), evaluation records it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudovideo.config import ConfigError, EvalConfig, RunConfig, load_config
+from pseudovideo.factory.datasets import ProbeSkipped, labelled_images
 
 __all__ = [
     "PROBE_C",
@@ -47,12 +48,10 @@ __all__ = [
     "PROBE_NOISE_FRACTION",
     "PROBE_TRAIN_IMAGES",
     "PROBE_VERSION",
-    "ProbeSkipped",
     "frozen_features",
     "linear_probe",
     "probe_metrics",
     "random_weights_model",
-    "unlabelled_reason",
 ]
 
 PROBE_VERSION = "linear-probe-v1"  # bump when the recipe below changes
@@ -60,10 +59,6 @@ PROBE_TRAIN_IMAGES = 2000  # labelled training-split images the classifier is fi
 PROBE_C = 1.0  # inverse L2 regularisation strength of the logistic regression
 PROBE_MAX_ITER = 1000
 PROBE_NOISE_FRACTION = 0.1  # diffusion features at step t = round(0.1 x num_timesteps)
-
-
-class ProbeSkipped(ValueError):
-    """The probe cannot be computed for this run (no labels, no feature layer); the message says why."""
 
 
 # -- the classifier -------------------------------------------------------------------------------------------
@@ -98,39 +93,6 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
 
 
 # -- labelled images ------------------------------------------------------------------------------------------
-
-
-def _labelled_images(config: RunConfig, split: str, count: int) -> tuple[Tensor, Tensor, int, str]:
-    """``count`` images evenly spaced over ``split`` (N, C, H, W) in [-1, 1], their labels (N,), the class count
-    and the split's description; ProbeSkipped when the dataset has no labels."""
-    from pseudovideo.data.images import spread_images
-    from pseudovideo.data.modality import build_split
-
-    data = config.data
-    dataset = build_split(data, split, max_images=count)
-    if dataset.labels is None or dataset.class_names is None:
-        raise ProbeSkipped(
-            f"dataset {data.dataset!r} has no class labels (labels exist for digits, cifar10, mnist in torchvision's "
-            "layout and folder:PATH with one sub-folder per class), so no linear probe can be trained")
-    return spread_images(dataset, len(dataset)), dataset.labels, len(dataset.class_names), dataset.split_description
-
-
-@functools.lru_cache(maxsize=32)
-def _unlabelled_reason(data_key: tuple[Any, ...], count: int) -> str | None:
-    config = RunConfig(data=dataclasses.replace(RunConfig().data, **dict(data_key)))
-    try:
-        _labelled_images(config, config.data.eval_split, count)
-    except ProbeSkipped as err:
-        return str(err)
-    return None
-
-
-def unlabelled_reason(config: RunConfig) -> str | None:
-    """Why the probe of ``config`` will be skipped for want of labels (None when its evaluation images have them).
-
-    Reads the evaluation images (``eval.num_images`` of them), as evaluation will; cached per data section.
-    """
-    return _unlabelled_reason(tuple(sorted(dataclasses.asdict(config.data).items())), config.eval.num_images)
 
 
 # -- features -------------------------------------------------------------------------------------------------
@@ -206,7 +168,9 @@ def frozen_features(
     model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device
 ) -> Tensor:
     """The recipe's features (module docstring) of clean images (N, C, H, W) -> (N, D) float32 on the CPU."""
-    from pseudovideo.training.tasks import build_diffusion, build_pseudo_video_builder, is_tokenizer, model_frames, sampling_model
+    from pseudovideo.factory.models import build_diffusion, is_tokenizer, model_frames
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
+    from pseudovideo.training.tasks import sampling_model
 
     model = model.eval()
     tokenizer = is_tokenizer(config)
@@ -261,8 +225,8 @@ def random_weights_model(config: RunConfig, channels: int, device: torch.device)
 
     Bases that cannot be built fresh (``python:``, ``diffusers:``) raise ProbeSkipped.
     """
-    from pseudovideo.training.tasks import build_model
-    from pseudovideo.training.engine import seeded
+    from pseudovideo.factory.models import build_model
+    from pseudovideo.training.randomness import seeded
 
     if config.model.family == "lifted" and config.model.lifted.base.startswith(("python:", "diffusers:")):
         raise ProbeSkipped(f"probe_random: model.lifted.base={config.model.lifted.base} has no untrained version here")
@@ -279,7 +243,7 @@ def random_weights_model(config: RunConfig, channels: int, device: torch.device)
 
 
 def _describe_features(config: RunConfig, feature_dim: int) -> str:
-    from pseudovideo.training.tasks import is_tokenizer
+    from pseudovideo.factory.models import is_tokenizer
 
     if is_tokenizer(config):
         return (f"encoder output before quantization (the quantizer's {feature_dim}-d input tokens) at the clean "
@@ -299,10 +263,11 @@ def probe_metrics(
     Raises ProbeSkipped (the reason) when the probe cannot be computed; a missing random baseline is put in
     ``skipped["probe_random"]`` instead.
     """
-    from pseudovideo.training.tasks import describe_pseudo_video, model_frames
+    from pseudovideo.factory.pseudo_videos import describe_pseudo_video
+    from pseudovideo.factory.models import model_frames
 
-    train_x, train_y, num_classes, train_split = _labelled_images(config, config.data.train_split, PROBE_TRAIN_IMAGES)
-    test_x, test_y, _, test_split = _labelled_images(config, config.data.eval_split, eval_config.num_images)
+    train_x, train_y, num_classes, train_split = labelled_images(config, config.data.train_split, PROBE_TRAIN_IMAGES)
+    test_x, test_y, _, test_split = labelled_images(config, config.data.eval_split, eval_config.num_images)
 
     def score(net: nn.Module) -> dict[str, Any]:
         extract = functools.partial(frozen_features, net, config, batch_size=eval_config.batch_size,

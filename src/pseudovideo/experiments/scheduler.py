@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 from pseudovideo.config import ConfigError, EvalConfig, RunConfig, config_to_dict, load_config, save_config
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.training.provenance import code_record, run_code
-from pseudovideo.training.runs import plan_run, read_train_summary, train_run
+from pseudovideo.training.runs import plan_run, train_run
+from pseudovideo.factory.run_folder import read_train_summary
 from pseudovideo.interop.trust import check_trusted
 
 __all__ = [
@@ -80,7 +81,7 @@ def _run_references(tree: Any) -> Iterator[str]:
 def run_dependencies(runs: Sequence[Any], folder: Path, experiment: str = "experiment") -> dict[str, list[str]]:
     """Run name -> names of the runs of ``folder`` it starts from (``run:`` values of its config naming them).
 
-    ``runs`` are :class:`~pseudovideo.experiments.runner.ExperimentRun` objects. Raises ConfigError when a config names a
+    ``runs`` are :class:`~pseudovideo.experiments.grid.ExperimentRun` objects. Raises ConfigError when a config names a
     run folder of this experiment that no run has, or when runs depend on each other in a cycle.
     """
     names = [run.name for run in runs]
@@ -122,7 +123,7 @@ def dependency_order(names: Sequence[str], depends: dict[str, list[str]], experi
 
 def record_flops(run_dir: Path, device: Any, trust_code: bool = False) -> None:
     """Writes ``flops.json`` (training FLOPs per image) of a trained run from its saved config."""
-    from pseudovideo.experiments.runner import training_flops_per_image
+    from pseudovideo.experiments.flops import training_flops_per_image
 
     saved = load_config(run_dir / "config.yaml")
     check_trusted(saved, trust_code=trust_code, source=str(run_dir / "config.yaml"))
@@ -199,7 +200,7 @@ def prepare_feature_nets(configs: Sequence[RunConfig], eval_config: EvalConfig, 
     if "cfd" not in eval_config.metrics:
         return
     from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, prepare_feature_net
-    from pseudovideo.training.tasks import build_dataset_from_config
+    from pseudovideo.factory.datasets import build_dataset_from_config
 
     seen = set()
     for config in configs:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from pseudovideo.config import ConfigError, RunConfig
-from pseudovideo.diffusion.process import BETA_SCHEDULES, beta_schedule
+from pseudovideo.diffusion.betas import BETA_SCHEDULES, beta_schedule
 
 __all__ = ["check_diffusers_scheduler", "find_scheduler_config", "quiet_loading_kwargs"]
 

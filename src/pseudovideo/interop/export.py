@@ -33,12 +33,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from pseudovideo.config import RunConfig
-from pseudovideo.diffusion.process import beta_schedule
+from pseudovideo.config import RunConfig, model_kind
+from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.models.lift import LiftedNet
-from pseudovideo.models.unet import Downsample, UNet, UNetBlock, is_temporal_key
+from pseudovideo.models.unet_blocks import Downsample, UNetBlock
+from pseudovideo.models.unet import UNet, is_temporal_key
 
-__all__ = ["ExportError", "export_run", "unet_to_diffusers"]
+__all__ = ["ExportError", "check_export_folder", "export_model", "unet_to_diffusers"]
 
 SUPPORTED = (
     "diffusers export supports diffusion runs whose image model is our UNet (model.family unet; video_unet and "
@@ -199,7 +200,7 @@ def scheduler_config(config: RunConfig) -> dict[str, Any]:
             "clip_sample_range": 1.0, "variance_type": "fixed_small"}
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_export_folder(out: Path, overwrite: bool) -> None:
     """ExportError when ``out`` is a file, or a folder holding anything and ``overwrite`` is False."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"export folder {out} is a file; give a folder")
@@ -232,23 +233,13 @@ def _write_export(net: nn.Module, config: RunConfig, out: Path) -> None:
             out.rmdir()
 
 
-def export_run(
-    run_dir: str | Path, out: str | Path, *, use_ema: bool = True, drop_temporal: bool = False, overwrite: bool = False,
-    trust_code: bool = False,
-) -> Path:
-    """Writes the image denoiser of a diffusion run as a diffusers folder ``out``; returns it.
-
-    ``out`` must be new or empty unless ``overwrite``, which replaces only the files the export writes
-    (``config.json``, the weights, ``scheduler/scheduler_config.json``): the export never deletes a file.
-    ``trust_code``: see :func:`~pseudovideo.training.runs.load_run`.
-    """
-    from pseudovideo.training.runs import load_run
-    from pseudovideo.training.tasks import is_tokenizer
-
+def export_model(model: nn.Module, config: RunConfig, out: str | Path, *, drop_temporal: bool = False,
+                 source: str = "the run") -> Path:
+    """Writes the image denoiser of a trained diffusion ``model`` (built from ``config``) as a diffusers folder ``out``
+    (checked first with :func:`check_export_folder`); ExportError naming ``source`` for a tokenizer.
+    :func:`pseudovideo.factory.models.export_run` does it for a run folder."""
+    if model_kind(config.model) == "tokenizer":
+        raise ExportError(f"{source} is a tokenizer run ({config.model.family}). {SUPPORTED}")
     out = Path(out)
-    _check_out(out, overwrite)
-    config, model, _ = load_run(run_dir, use_ema=use_ema, trust_code=trust_code)
-    if is_tokenizer(config):
-        raise ExportError(f"{run_dir} is a tokenizer run ({config.model.family}). {SUPPORTED}")
     _write_export(_image_denoiser(model, config, drop_temporal), config, out)
     return out

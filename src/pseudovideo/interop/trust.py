@@ -11,7 +11,7 @@ function, the file (or override) that named them and how to allow them, before a
 This is the only way a config names code: everything else a config names is data, read as data
 (YAML by a SafeLoader, weights with safetensors or ``torch.load(weights_only=True)``, CIFAR-10's pickles only
 after torchvision's md5 check of every file, image files only in the raster formats of
-:data:`pseudovideo.data.images.DECODED_FORMATS`, since PIL renders EPS by running Ghostscript).
+:data:`pseudovideo.data.decoding.DECODED_FORMATS`, since PIL renders EPS by running Ghostscript).
 """
 
 from __future__ import annotations

@@ -141,22 +141,8 @@ class CViViT(VideoTokenizer):
     ) -> None:
         super().__init__()
         fsq_levels = resolve_fsq_levels(quantizer, fsq_levels)
-        if patch_size < 1 or resolution < 1 or resolution % patch_size != 0:
-            raise ValueError(f"resolution={resolution} is not divisible by patch_size={patch_size}")
-        if temporal_patch_size < 1:
-            raise ValueError(f"temporal_patch_size must be >= 1, got {temporal_patch_size}")
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        if min(in_channels, dim, heads, dim_head) < 1 or min(spatial_depth, temporal_depth) < 0:
-            raise ValueError(
-                f"expected positive in_channels, dim, heads, dim_head and depths >= 0; got in_channels={in_channels}, "
-                f"dim={dim}, heads={heads}, dim_head={dim_head}, spatial_depth={spatial_depth}, "
-                f"temporal_depth={temporal_depth}"
-            )
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
-        if clean_frame_context not in CLEAN_FRAME_CONTEXTS:
-            raise ValueError(f"clean_frame_context must be one of {CLEAN_FRAME_CONTEXTS}, got {clean_frame_context!r}")
+        _check_arguments(in_channels, resolution, patch_size, temporal_patch_size, dim, spatial_depth, temporal_depth,
+                         heads, dim_head, mlp_ratio, max_frames, clean_frame_context)
         self.in_channels = in_channels
         self.resolution = resolution
         self.patch_size = patch_size
@@ -165,20 +151,8 @@ class CViViT(VideoTokenizer):
         self.clean_frame_context = clean_frame_context
         self.grid = resolution // patch_size  # tokens per side of a time step
         self.max_time_steps = 1 + (max_frames - 1) // temporal_patch_size
-        p, tp = patch_size, temporal_patch_size
-
-        def transformer(depth: int, causal: bool) -> nn.ModuleList:
-            return nn.ModuleList(TransformerBlock(dim, heads, dim_head, mlp_ratio, causal) for _ in range(depth))
-
-        # Encoder
-        self.first_frame_embed = nn.Linear(in_channels * p * p, dim)
-        self.tubelet_embed = nn.Linear(in_channels * tp * p * p, dim)
-        self.enc_spatial_pos = nn.Parameter(torch.randn(self.grid * self.grid, dim) * 0.02)
-        self.enc_time_pos = nn.Parameter(torch.randn(self.max_time_steps, dim) * 0.02)
-        self.enc_spatial = transformer(spatial_depth, causal=False)
-        self.enc_temporal = transformer(temporal_depth, causal=True)
-        self.enc_norm = nn.LayerNorm(dim)
-
+        block = (dim, heads, dim_head, mlp_ratio)
+        self._build_encoder(block, spatial_depth, temporal_depth)
         self.quantizer = VectorQuantizer(
             dim,
             codebook_size=codebook_size,
@@ -192,18 +166,32 @@ class CViViT(VideoTokenizer):
             num_quantizers=num_quantizers,
             fsq_levels=fsq_levels,
         )
+        self._build_decoder(block, spatial_depth, temporal_depth)
 
-        # Decoder
+    def _build_encoder(self, block: tuple[int, int, int, float], spatial_depth: int, temporal_depth: int) -> None:
+        """First-frame and tubelet embeddings, positions, spatial then causal temporal transformers."""
+        dim, p, tp = block[0], self.patch_size, self.temporal_patch_size
+        self.first_frame_embed = nn.Linear(self.in_channels * p * p, dim)
+        self.tubelet_embed = nn.Linear(self.in_channels * tp * p * p, dim)
+        self.enc_spatial_pos = nn.Parameter(torch.randn(self.grid * self.grid, dim) * 0.02)
+        self.enc_time_pos = nn.Parameter(torch.randn(self.max_time_steps, dim) * 0.02)
+        self.enc_spatial = _transformer(block, spatial_depth, causal=False)
+        self.enc_temporal = _transformer(block, temporal_depth, causal=True)
+        self.enc_norm = nn.LayerNorm(dim)
+
+    def _build_decoder(self, block: tuple[int, int, int, float], spatial_depth: int, temporal_depth: int) -> None:
+        """Positions, causal temporal then spatial transformers, and the un-patchify head (mirrors the encoder)."""
+        dim, p, tp = block[0], self.patch_size, self.temporal_patch_size
         self.dec_time_pos = nn.Parameter(torch.randn(self.max_time_steps, dim) * 0.02)
         self.dec_spatial_pos = nn.Parameter(torch.randn(self.grid * self.grid, dim) * 0.02)
-        self.dec_temporal = transformer(temporal_depth, causal=True)
-        self.dec_spatial = transformer(spatial_depth, causal=False)
+        self.dec_temporal = _transformer(block, temporal_depth, causal=True)
+        self.dec_spatial = _transformer(block, spatial_depth, causal=False)
         self.dec_norm = nn.LayerNorm(dim)
         # Time un-patchify: step 0 -> 1 frame token, later steps -> tp frame tokens; then one shared pixel head
         # per frame token, so a single final layer produces every frame (also the VQGAN adaptive-weight layer).
         self.first_frame_unembed = nn.Linear(dim, dim)
         self.tubelet_unembed = nn.Linear(dim, tp * dim)
-        self.to_pixels = nn.Linear(dim, in_channels * p * p)
+        self.to_pixels = nn.Linear(dim, self.in_channels * p * p)
 
     @property
     def codebook_size(self) -> int:
@@ -332,3 +320,31 @@ class CViViT(VideoTokenizer):
         t = indices.shape[1]
         tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w ... -> b (t h w) ..."))  # (B, N, D)
         return self.decode(rearrange(tokens, "b (t h w) d -> b t h w d", t=t, h=self.grid))
+
+
+def _transformer(block: tuple[int, int, int, float], depth: int, causal: bool) -> nn.ModuleList:
+    """``depth`` transformer blocks of (dim, heads, dim_head, mlp_ratio) ``block``."""
+    dim, heads, dim_head, mlp_ratio = block
+    return nn.ModuleList(TransformerBlock(dim, heads, dim_head, mlp_ratio, causal) for _ in range(depth))
+
+
+def _check_arguments(in_channels: int, resolution: int, patch_size: int, temporal_patch_size: int, dim: int,
+                     spatial_depth: int, temporal_depth: int, heads: int, dim_head: int, mlp_ratio: float,
+                     max_frames: int, clean_frame_context: str) -> None:
+    """ValueError naming the first C-ViViT argument that cannot be."""
+    if patch_size < 1 or resolution < 1 or resolution % patch_size != 0:
+        raise ValueError(f"resolution={resolution} is not divisible by patch_size={patch_size}")
+    if temporal_patch_size < 1:
+        raise ValueError(f"temporal_patch_size must be >= 1, got {temporal_patch_size}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if min(in_channels, dim, heads, dim_head) < 1 or min(spatial_depth, temporal_depth) < 0:
+        raise ValueError(
+            f"expected positive in_channels, dim, heads, dim_head and depths >= 0; got in_channels={in_channels}, "
+            f"dim={dim}, heads={heads}, dim_head={dim_head}, spatial_depth={spatial_depth}, "
+            f"temporal_depth={temporal_depth}"
+        )
+    if mlp_ratio <= 0:
+        raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+    if clean_frame_context not in CLEAN_FRAME_CONTEXTS:
+        raise ValueError(f"clean_frame_context must be one of {CLEAN_FRAME_CONTEXTS}, got {clean_frame_context!r}")

@@ -58,49 +58,8 @@ class PatchGANDiscriminator(nn.Module):
             raise ValueError(f"in_channels and base_channels must be >= 1, got {in_channels}, {base_channels}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if image_size is None:
-            num_strided = num_layers
-        else:
-            num_strided = next(
-                (d for d in range(num_layers, -1, -1) if patchgan_output_size(image_size, d) >= MIN_OUTPUT_SIZE),
-                -1,
-            )
-            if num_strided < 0:
-                raise ValueError(
-                    f"image_size={image_size} is too small for a PatchGAN discriminator: it needs at least "
-                    f"{MIN_OUTPUT_SIZE + 2} pixels to produce a {MIN_OUTPUT_SIZE}x{MIN_OUTPUT_SIZE} logit map"
-                )
-        self.num_strided = num_strided
-        use_bias = norm != "group"  # a norm layer right after the conv makes its bias redundant
-
-        def finish(layer: nn.Conv2d) -> nn.Module:
-            # pix2pix / VQGAN init N(0, 0.02), applied before spectral norm computes its power-iteration vectors
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-            return spectral_norm(layer) if norm == "spectral" else layer
-
-        def conv(c_in: int, c_out: int, strided: bool, bias: bool) -> nn.Module:
-            if strided:
-                return finish(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=bias))
-            return finish(nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=bias))
-
-        def norm_layer(channels: int) -> nn.Module:
-            if norm == "group":
-                return group_norm(channels)
-            return nn.Identity()
-
-        layers: list[nn.Module] = [conv(in_channels, base_channels, num_strided >= 1, True), nn.LeakyReLU(0.2)]
-        width = base_channels
-        for n in range(1, num_layers):
-            out = base_channels * min(2**n, 8)
-            layers += [conv(width, out, n < num_strided, use_bias), norm_layer(out), nn.LeakyReLU(0.2)]
-            width = out
-        out = base_channels * min(2**num_layers, 8)
-        final_conv = finish(nn.Conv2d(width, out, 4, stride=1, padding=1, bias=use_bias))
-        logits_conv = finish(nn.Conv2d(out, 1, 4, stride=1, padding=1))
-        layers += [final_conv, norm_layer(out), nn.LeakyReLU(0.2), logits_conv]
-        self.main = nn.Sequential(*layers)
+        self.num_strided = num_layers if image_size is None else _strided_layers(image_size, num_layers)
+        self.main = _patchgan_layers(in_channels, base_channels, num_layers, self.num_strided, norm)
         for module in self.main:
             if isinstance(module, nn.GroupNorm):
                 nn.init.normal_(module.weight, 1.0, 0.02)  # pix2pix init of norm scales
@@ -118,3 +77,48 @@ class PatchGANDiscriminator(nn.Module):
             )
         return self.main(x)
 
+
+def _strided_layers(image_size: int, num_layers: int) -> int:
+    """How many of the ``num_layers`` layers keep stride 2 and leave a logit map of at least MIN_OUTPUT_SIZE."""
+    num_strided = next(
+        (d for d in range(num_layers, -1, -1) if patchgan_output_size(image_size, d) >= MIN_OUTPUT_SIZE),
+        -1,
+    )
+    if num_strided < 0:
+        raise ValueError(
+            f"image_size={image_size} is too small for a PatchGAN discriminator: it needs at least "
+            f"{MIN_OUTPUT_SIZE + 2} pixels to produce a {MIN_OUTPUT_SIZE}x{MIN_OUTPUT_SIZE} logit map"
+        )
+    return num_strided
+
+
+def _patchgan_layers(in_channels: int, base_channels: int, num_layers: int, num_strided: int, norm: str) -> nn.Sequential:
+    """The discriminator's layers (see :class:`PatchGANDiscriminator`), convolutions initialised as pix2pix's."""
+    use_bias = norm != "group"  # a norm layer right after the conv makes its bias redundant
+
+    def finish(layer: nn.Conv2d) -> nn.Module:
+        # pix2pix / VQGAN init N(0, 0.02), applied before spectral norm computes its power-iteration vectors
+        nn.init.normal_(layer.weight, 0.0, 0.02)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+        return spectral_norm(layer) if norm == "spectral" else layer
+
+    def conv(c_in: int, c_out: int, strided: bool, bias: bool) -> nn.Module:
+        if strided:
+            return finish(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=bias))
+        return finish(nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=bias))
+
+    def norm_layer(channels: int) -> nn.Module:
+        return group_norm(channels) if norm == "group" else nn.Identity()
+
+    layers: list[nn.Module] = [conv(in_channels, base_channels, num_strided >= 1, True), nn.LeakyReLU(0.2)]
+    width = base_channels
+    for n in range(1, num_layers):
+        out = base_channels * min(2**n, 8)
+        layers += [conv(width, out, n < num_strided, use_bias), norm_layer(out), nn.LeakyReLU(0.2)]
+        width = out
+    out = base_channels * min(2**num_layers, 8)
+    final_conv = finish(nn.Conv2d(width, out, 4, stride=1, padding=1, bias=use_bias))
+    logits_conv = finish(nn.Conv2d(out, 1, 4, stride=1, padding=1))
+    layers += [final_conv, norm_layer(out), nn.LeakyReLU(0.2), logits_conv]
+    return nn.Sequential(*layers)

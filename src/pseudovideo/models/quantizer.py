@@ -187,37 +187,8 @@ class VectorQuantizer(nn.Module):
         fsq_levels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if fsq_levels is not None:
-            problem = check_fsq_levels(fsq_levels, codebook_size)
-            if problem:
-                raise ValueError(f"fsq_levels: {problem}")
-            if kmeans_init or cosine_codes or dead_code_threshold > 0 or not ema_codebook:
-                raise ValueError("fsq_levels: FSQ has no codebook; kmeans_init, cosine_codes, dead_code_threshold and "
-                                 "ema_codebook=False apply to vector quantization only")
-            if codebook_dim not in (None, len(fsq_levels)):
-                raise ValueError(f"fsq_levels: FSQ codes have len(fsq_levels)={len(fsq_levels)} dimensions, got "
-                                 f"codebook_dim={codebook_dim} (leave it None)")
-            codebook_dim = len(fsq_levels)
-        codebook_dim = dim if codebook_dim is None else codebook_dim
-        if dim < 1 or codebook_dim < 1:
-            raise ValueError(f"dim and codebook_dim must be >= 1, got dim={dim}, codebook_dim={codebook_dim}")
-        if codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
-        if commitment_weight < 0:
-            raise ValueError(f"commitment_weight must be >= 0, got {commitment_weight}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if dead_code_threshold < 0:
-            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
-        if cosine_codes and not ema_codebook:
-            raise ValueError("cosine_codes=True needs ema_codebook=True (the library has no learned cosine codebook)")
-        if num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
-        if cosine_codes and num_quantizers > 1:
-            raise ValueError(
-                f"cosine_codes=True needs num_quantizers=1, got {num_quantizers}: residual quantization subtracts "
-                "codes from tokens, and the residual of a unit vector is not a unit vector"
-            )
+        codebook_dim = _checked_codebook_dim(dim, codebook_size, codebook_dim, commitment_weight, ema_codebook, ema_decay,
+                                             dead_code_threshold, kmeans_init, cosine_codes, num_quantizers, fsq_levels)
         self.dim = dim
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim
@@ -230,6 +201,19 @@ class VectorQuantizer(nn.Module):
 
         self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
         self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
+        self._build_stages(codebook_size, codebook_dim, ema_codebook, ema_decay, dead_code_threshold, kmeans_init,
+                           cosine_codes, num_quantizers)
+        if not kmeans_init:
+            for vq in self.stages:
+                vq._codebook.init_embed_ = _no_kmeans_init
+        self.train(self.training)
+        # k-means init runs once; remember that it did, so later forwards read no device flag (a host sync).
+        self._known_initted = False
+        self.register_load_state_dict_post_hook(_forget_known_initted)
+
+    def _build_stages(self, codebook_size: int, codebook_dim: int, ema_codebook: bool, ema_decay: float,
+                      dead_code_threshold: float, kmeans_init: bool, cosine_codes: bool, num_quantizers: int) -> None:
+        """The library's quantizers: FSQ (no codebook) or the VQ stage(s) of (residual) vector quantization."""
         # The library sees tokens already in codebook space (no projections of its own); its own commitment
         # loss is off (weight 0) because it weights the codebook term by beta for learned codebooks.
         library_kwargs = dict(
@@ -251,13 +235,6 @@ class VectorQuantizer(nn.Module):
             self.vq = VectorQuantize(**library_kwargs)  # stage 1 (the only one when Q = 1)
             # Stages 2..Q of residual quantization; empty for Q = 1, so state_dict and weights are the plain VQ's.
             self.residual_vqs = nn.ModuleList(VectorQuantize(**library_kwargs) for _ in range(num_quantizers - 1))
-        if not kmeans_init:
-            for vq in self.stages:
-                vq._codebook.init_embed_ = _no_kmeans_init
-        self.train(self.training)
-        # k-means init runs once; remember that it did, so later forwards read no device flag (a host sync).
-        self._known_initted = False
-        self.register_load_state_dict_post_hook(_forget_known_initted)
 
     def train(self, mode: bool = True) -> "VectorQuantizer":
         """Sets the training mode; the library quantizers stay in eval mode, their codebooks follow ``mode``."""
@@ -371,3 +348,42 @@ class VectorQuantizer(nn.Module):
         zero = z_e.new_zeros((), dtype=torch.float32)
         stats["commitment"] = zero
         return QuantizerOutput(self.project_out(quantized), indices, zero, stats)
+
+
+def _checked_codebook_dim(dim: int, codebook_size: int, codebook_dim: int | None, commitment_weight: float,
+                          ema_codebook: bool, ema_decay: float, dead_code_threshold: float, kmeans_init: bool,
+                          cosine_codes: bool, num_quantizers: int, fsq_levels: Sequence[int] | None) -> int:
+    """The size of the codes (``codebook_dim``, else len(fsq_levels), else ``dim``); ValueError naming the first
+    argument of :class:`VectorQuantizer` that cannot be."""
+    if fsq_levels is not None:
+        problem = check_fsq_levels(fsq_levels, codebook_size)
+        if problem:
+            raise ValueError(f"fsq_levels: {problem}")
+        if kmeans_init or cosine_codes or dead_code_threshold > 0 or not ema_codebook:
+            raise ValueError("fsq_levels: FSQ has no codebook; kmeans_init, cosine_codes, dead_code_threshold and "
+                             "ema_codebook=False apply to vector quantization only")
+        if codebook_dim not in (None, len(fsq_levels)):
+            raise ValueError(f"fsq_levels: FSQ codes have len(fsq_levels)={len(fsq_levels)} dimensions, got "
+                             f"codebook_dim={codebook_dim} (leave it None)")
+        codebook_dim = len(fsq_levels)
+    codebook_dim = dim if codebook_dim is None else codebook_dim
+    if dim < 1 or codebook_dim < 1:
+        raise ValueError(f"dim and codebook_dim must be >= 1, got dim={dim}, codebook_dim={codebook_dim}")
+    if codebook_size < 2:
+        raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
+    if commitment_weight < 0:
+        raise ValueError(f"commitment_weight must be >= 0, got {commitment_weight}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if dead_code_threshold < 0:
+        raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
+    if cosine_codes and not ema_codebook:
+        raise ValueError("cosine_codes=True needs ema_codebook=True (the library has no learned cosine codebook)")
+    if num_quantizers < 1:
+        raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+    if cosine_codes and num_quantizers > 1:
+        raise ValueError(
+            f"cosine_codes=True needs num_quantizers=1, got {num_quantizers}: residual quantization subtracts "
+            "codes from tokens, and the residual of a unit vector is not a unit vector"
+        )
+    return codebook_dim

@@ -90,40 +90,13 @@ class VQVAE(VideoTokenizer):
     ) -> None:
         super().__init__()
         fsq_levels = resolve_fsq_levels(quantizer, fsq_levels)
-        if fsq_levels is not None and lookup_dim is not None:
-            raise ValueError(f"lookup_dim={lookup_dim} applies to vector quantization; FSQ codes have len(fsq_levels) dimensions")
-        channel_mult = tuple(int(m) for m in channel_mult)
-        if len(channel_mult) < 1 or min(channel_mult) < 1:
-            raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
-        if in_channels < 1 or base_channels < 1 or num_res_blocks < 0:
-            raise ValueError(
-                f"expected in_channels >= 1, base_channels >= 1, num_res_blocks >= 0; got {in_channels}, "
-                f"{base_channels}, {num_res_blocks}"
-            )
-        factor = 2 ** (len(channel_mult) - 1)
-        if resolution < 1 or resolution % factor != 0:
-            raise ValueError(
-                f"resolution={resolution} is not divisible by the VQVAE's downsampling factor {factor} "
-                f"(2 ** (len(channel_mult) - 1) with channel_mult={channel_mult})"
-            )
+        channel_mult = _check_arguments(in_channels, resolution, base_channels, channel_mult, num_res_blocks, fsq_levels,
+                                        lookup_dim)
         self.in_channels = in_channels
         self.resolution = resolution
-        self.latent_grid = resolution // factor  # code positions per side of a frame
+        self.latent_grid = resolution // 2 ** (len(channel_mult) - 1)  # code positions per side of a frame
         widths = [base_channels * m for m in channel_mult]
-
-        # Encoder: (N, C, H, W) -> (N, codebook_dim, H / f, W / f)
-        self.enc_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        self.enc_blocks = nn.ModuleList()
-        ch = widths[0]
-        for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                self.enc_blocks.append(ResBlock(ch, width))
-                ch = width
-            if level < len(widths) - 1:
-                self.enc_blocks.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-        self.enc_blocks.append(ResBlock(ch, ch))
-        self.enc_out = nn.Sequential(group_norm(ch, eps=1e-6), nn.SiLU(), nn.Conv2d(ch, codebook_dim, 1))
-
+        ch = self._build_encoder(widths, num_res_blocks, codebook_dim)
         self.quantizer = VectorQuantizer(
             codebook_dim,
             codebook_size=codebook_size,
@@ -137,8 +110,25 @@ class VQVAE(VideoTokenizer):
             num_quantizers=num_quantizers,
             fsq_levels=fsq_levels,
         )
+        self._build_decoder(widths, num_res_blocks, codebook_dim, ch)
 
-        # Decoder: (N, codebook_dim, H / f, W / f) -> (N, C, H, W), levels in reverse order
+    def _build_encoder(self, widths: list[int], num_res_blocks: int, codebook_dim: int) -> int:
+        """Encoder: (N, C, H, W) -> (N, codebook_dim, H / f, W / f); returns its last width."""
+        self.enc_in = nn.Conv2d(self.in_channels, widths[0], 3, padding=1)
+        self.enc_blocks = nn.ModuleList()
+        ch = widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                self.enc_blocks.append(ResBlock(ch, width))
+                ch = width
+            if level < len(widths) - 1:
+                self.enc_blocks.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+        self.enc_blocks.append(ResBlock(ch, ch))
+        self.enc_out = nn.Sequential(group_norm(ch, eps=1e-6), nn.SiLU(), nn.Conv2d(ch, codebook_dim, 1))
+        return ch
+
+    def _build_decoder(self, widths: list[int], num_res_blocks: int, codebook_dim: int, ch: int) -> None:
+        """Decoder: (N, codebook_dim, H / f, W / f) -> (N, C, H, W), the encoder's levels in reverse order."""
         self.dec_in = nn.Conv2d(codebook_dim, ch, 3, padding=1)
         self.dec_blocks = nn.ModuleList([ResBlock(ch, ch)])
         for level in reversed(range(len(widths))):
@@ -148,7 +138,7 @@ class VQVAE(VideoTokenizer):
             if level > 0:
                 self.dec_blocks.append(Upsample(ch))
         self.dec_norm = group_norm(ch, eps=1e-6)
-        self.dec_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        self.dec_out = nn.Conv2d(ch, self.in_channels, 3, padding=1)
 
     @property
     def codebook_size(self) -> int:
@@ -211,3 +201,25 @@ class VQVAE(VideoTokenizer):
         b, t, hh = indices.shape[:3]
         tokens = self.quantizer.indices_to_latents(rearrange(indices, "b t h w ... -> b (t h w) ..."))  # (B, N, D)
         return self.decode(rearrange(tokens, "b (t h w) d -> b t d h w", t=t, h=hh))
+
+
+def _check_arguments(in_channels: int, resolution: int, base_channels: int, channel_mult: Sequence[int],
+                     num_res_blocks: int, fsq_levels: Sequence[int] | None, lookup_dim: int | None) -> tuple[int, ...]:
+    """``channel_mult`` as a tuple of ints; ValueError naming the first VQVAE argument that cannot be."""
+    if fsq_levels is not None and lookup_dim is not None:
+        raise ValueError(f"lookup_dim={lookup_dim} applies to vector quantization; FSQ codes have len(fsq_levels) dimensions")
+    channel_mult = tuple(int(m) for m in channel_mult)
+    if len(channel_mult) < 1 or min(channel_mult) < 1:
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
+    if in_channels < 1 or base_channels < 1 or num_res_blocks < 0:
+        raise ValueError(
+            f"expected in_channels >= 1, base_channels >= 1, num_res_blocks >= 0; got {in_channels}, "
+            f"{base_channels}, {num_res_blocks}"
+        )
+    factor = 2 ** (len(channel_mult) - 1)
+    if resolution < 1 or resolution % factor != 0:
+        raise ValueError(
+            f"resolution={resolution} is not divisible by the VQVAE's downsampling factor {factor} "
+            f"(2 ** (len(channel_mult) - 1) with channel_mult={channel_mult})"
+        )
+    return channel_mult

@@ -17,7 +17,7 @@ memory stays bounded by one batch of pseudo videos.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -191,57 +191,6 @@ def format_diagnostic_table(rows: Sequence[dict], title: str) -> str:
         ratio = row["mse"] / base if base > 0 else float("nan")
         lines.append(f"| {row['k']} | {row['mse']:.6f} | {row['mse_train']:.6f} | {ratio:.4f} |")
     return "\n".join(lines) + "\n"
-
-
-DIAGNOSE_CONSTRUCTIONS = {
-    "both": ("first_order", "higher_order"),
-    "all": ("first_order", "higher_order", "shuffled", "noise_frames", "copies"),
-}
-
-
-def diagnosed_section(pv_config: Any, construction: str) -> Any:
-    """The ``pseudo_video`` section diagnosed for ``construction``: a fixed mixture or learned file keeps its own
-    construction; a learned objective is diagnosed at its configured starting point (objective none)."""
-    import dataclasses
-
-    if pv_config.mixture is not None or pv_config.learned.from_file:
-        return pv_config
-    start = dataclasses.replace(pv_config.learned, objective="none", mixture=False, per_image=False)
-    return dataclasses.replace(pv_config, construction=construction, learned=start)
-
-
-def diagnose_constructions(
-    images: Tensor, pv_config: Any, constructions: Sequence[str], *, seed: int, dataset_name: str,
-    log: Callable[[str], None] = print,
-) -> tuple[dict[str, list[dict]], dict[str, dict]]:
-    """The L*_k table and the informativeness numbers (:mod:`pseudovideo.pseudo_video.informativeness`) of each construction.
-
-    images (N, C, H, W); ``pv_config``: a ``pseudo_video`` config section whose construction is replaced by each
-    of ``constructions``. A configured learned corruption (a fixed mixture or ``learned.from_file``) is one
-    higher-order builder: it is diagnosed alone, under the name ``learned``. Returns ({construction: L*_k rows},
-    {construction: informativeness report}); copies has no L*_k table (every frame is the clean image).
-    """
-    from pseudovideo.pseudo_video.informativeness import measure_informativeness
-    from pseudovideo.training.tasks import build_pseudo_video_builder
-
-    builders = {c: build_pseudo_video_builder(diagnosed_section(pv_config, c)) for c in constructions}
-    if any(not isinstance(b, PseudoVideoBuilder) for b in builders.values()):
-        builders = {"learned": next(iter(builders.values()))}
-        log("a learned corruption is configured (pseudo_video.mixture or learned.from_file): diagnosing it alone")
-    if pv_config.learned.objective != "none":
-        log(f"note: pseudo_video.learned.objective={pv_config.learned.objective} is searched or learned by a run; "
-            "this diagnoses its configured starting point (search-corruptions shows the searched one)")
-    tables, reports = {}, {}
-    for name, builder in builders.items():
-        corruption = "+".join(c.name for c in pv_config.corruptions)
-        title = f"{dataset_name}, {name}, {corruption}, T={builder.num_frames}, {len(images)} images"
-        if name != "copies":
-            with torch.no_grad():
-                tables[name] = markov_order_diagnostic(images, builder, generator=torch.Generator().manual_seed(seed))
-            log(format_diagnostic_table(tables[name], title))
-        reports[name] = measure_informativeness(images, builder, seed=seed, rows=tables.get(name))
-        log(format_informativeness(reports[name], title) + "\n")
-    return tables, reports
 
 
 def format_informativeness(report: dict, title: str) -> str:

@@ -3,7 +3,8 @@
 A first- vs higher-order comparison tests the Markov order only when every frame has the same marginal
 law in both constructions. That holds exactly for one operator and for compositions of blur and noise
 (:func:`pseudovideo.pseudo_video.exact_composition.first_order_exact`); for other compositions this module measures the
-per-frame gap on real images, so that experiment tables can print it beside the runs it concerns.
+per-frame gap on real images, so that experiment tables can print it beside the runs it concerns
+(:func:`pseudovideo.experiments.tables.first_order_marginals_note`).
 
 The measured quantities, per frame t, over images, channels and pixels: the residual variance
 E[(frame_t - x)^2] and the residual mean E[frame_t - x] of each construction.
@@ -11,23 +12,15 @@ E[(frame_t - x)^2] and the residual mean E[frame_t - x] of each construction.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from pseudovideo.config import RunConfig, config_to_dict
-from pseudovideo.data.images import spread_images
 from pseudovideo.pseudo_video.builder import PseudoVideoBuilder, build_pseudo_video_builder
-from pseudovideo.training.tasks import build_dataset_from_config
-from pseudovideo.training.tasks import build_pseudo_video_builder as builder_of
 
-__all__ = ["MarginalMismatch", "builders_mismatch", "first_order_marginals_note", "marginal_mismatch"]
-
-NOTE_IMAGES = 64  # images of the run's evaluation split that a table note is measured on
+__all__ = ["MarginalMismatch", "builders_mismatch", "marginal_mismatch"]
 
 
 @dataclass(frozen=True)
@@ -94,27 +87,3 @@ def builders_mismatch(first: PseudoVideoBuilder, higher: PseudoVideoBuilder, ima
         mean_first=values(residual_first.mean(dims)), mean_higher=values(residual_higher.mean(dims)),
         num_images=int(images.shape[0]),
     )
-
-
-_NOTES: dict[str, str] = {}  # measured notes by (data, pseudo_video) config: the seeds of a variant share one
-
-
-def first_order_marginals_note(config: RunConfig) -> str:
-    """For a first-order run of composed corruptions: whether its frames have the higher-order marginals; else ''.
-
-    Exact compositions say so; for the others the gap is measured on images spread over the run's evaluation
-    split, and the note says that a first - higher difference of such a run is not a test of the order alone.
-    """
-    pv = config.pseudo_video
-    if pv.construction != "first_order" or pv.num_frames < 2 or len(pv.corruptions) < 2:
-        return ""
-    first = builder_of(pv)
-    if first.first_order_exact:
-        return "equal to higher order's at every frame (exact construction)"
-    key = json.dumps({"data": config_to_dict(config.data), "pv": config_to_dict(pv)}, sort_keys=True)
-    if key not in _NOTES:
-        images = spread_images(build_dataset_from_config(config, split=config.data.eval_split), NOTE_IMAGES)
-        higher = builder_of(dataclasses.replace(pv, construction="higher_order"))
-        _NOTES[key] = (f"NOT equal to higher order's: {builders_mismatch(first, higher, images).describe()}; its "
-                       "first − higher differences compare different amounts of corruption, not the order alone")
-    return _NOTES[key]

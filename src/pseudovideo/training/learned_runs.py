@@ -21,39 +21,21 @@ from typing import Any
 import torch
 
 from pseudovideo.pseudo_video.learned.adversarial import AdversarialLearner
-from pseudovideo.config import PseudoVideoConfig, RunConfig, config_to_dict
+from pseudovideo.config import RunConfig, config_to_dict
 from pseudovideo.pseudo_video.learned.corruption import (
     LearnedPseudoVideos,
     describe_schedule,
     load_learned,
-    operators_and_levels,
     save_learned,
 )
 
-__all__ = ["LEARNED_FILE", "configured_learned_builder", "corruption_note", "corruption_record", "prepare_corruption",
+__all__ = ["LEARNED_FILE", "corruption_note", "corruption_record", "prepare_corruption",
            "run_builder"]
 
 LEARNED_FILE = "learned_corruption.safetensors"
 CHECKPOINT_KEY = "learned_corruption"
 SEARCH_CACHE = ".corruption-search"
 SUMMARY_IMAGES = 256  # training images the run summary's informativeness numbers are measured on
-
-
-def configured_learned_builder(pv: PseudoVideoConfig) -> Any:
-    """The builder of a ``learned.from_file`` or a fixed ``mixture`` (LearnedPseudoVideos or PseudoVideoBuilder);
-    None when the configured corruption is a plain PseudoVideoBuilder."""
-    if pv.learned.from_file:
-        learned = load_learned(Path(pv.learned.from_file).expanduser())
-        if learned.num_frames != pv.num_frames:
-            raise ValueError(f"pseudo_video.learned.from_file {pv.learned.from_file} holds {learned.num_frames}-frame "
-                             f"pseudo videos, but pseudo_video.num_frames={pv.num_frames}")
-        return learned.as_builder()
-    if pv.mixture is None:
-        return None
-    from pseudovideo.training.tasks import corruption_dicts
-
-    operators, levels = operators_and_levels(corruption_dicts(pv), pv.num_frames)
-    return LearnedPseudoVideos(operators, levels, mode="fixed", mixture=torch.tensor(pv.mixture), objective="none")
 
 
 def _search_key(config: RunConfig) -> str:
@@ -69,7 +51,7 @@ def _search_key(config: RunConfig) -> str:
 def searched_corruption(config: RunConfig, log: Callable[[str], None] | None = None) -> Path:
     """The file of the search of ``learned.objective`` for this config: from the cache under out_dir, or searched
     now and cached."""
-    from pseudovideo.pseudo_video.learned.search import search_corruption
+    from pseudovideo.training.corruption_search import search_corruption
 
     objective = config.pseudo_video.learned.objective
     cache = Path(config.out_dir) / SEARCH_CACHE / f"{objective}-{_search_key(config)}.safetensors"
@@ -91,7 +73,7 @@ def prepare_corruption(
     Searches (or reloads the run folder's corruption on resume), copies a ``from_file`` into the run folder, or
     sets up the adversarial corruption at the configured schedule.
     """
-    from pseudovideo.pseudo_video.learned.search import initial_learned
+    from pseudovideo.training.corruption_search import initial_learned
 
     learned_config, run_file = config.pseudo_video.learned, config.run_dir / LEARNED_FILE
     if learned_config.objective == "adversarial":
@@ -166,8 +148,8 @@ def finish_corruption(config: RunConfig, builder: Any, learner: AdversarialLearn
 def run_builder(config: RunConfig, run_dir: str | Path, checkpoint_folder: str | Path | None = None) -> Any:
     """The pseudo-video builder a trained run used (for evaluation): the adversarial corruption of the evaluated
     checkpoint, the run folder's learned corruption, or the configured one."""
-    from pseudovideo.pseudo_video.learned.search import initial_learned
-    from pseudovideo.training.tasks import build_pseudo_video_builder
+    from pseudovideo.training.corruption_search import initial_learned
+    from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
 
     objective = config.pseudo_video.learned.objective
     if objective == "adversarial" and checkpoint_folder is not None:
@@ -183,7 +165,7 @@ def run_builder(config: RunConfig, run_dir: str | Path, checkpoint_folder: str |
 
 def summary_informativeness(dataset: Any, builder: Any, seed: int) -> dict[str, Any]:
     """The informativeness numbers of ``builder`` on SUMMARY_IMAGES training images spread over ``dataset``."""
-    from pseudovideo.data.images import spread_subset
+    from pseudovideo.data.datasets import spread_subset
     from pseudovideo.pseudo_video.informativeness import measure_informativeness
 
     indices = spread_subset(len(dataset), SUMMARY_IMAGES).tolist()

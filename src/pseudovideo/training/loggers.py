@@ -1,4 +1,5 @@
-"""Scalar loggers of a training run besides log.csv: TensorBoard and (optional) Weights & Biases.
+"""Scalar loggers of a training run: ``log.csv``, TensorBoard and (optional) Weights & Biases, and the meter that
+averages the step scalars between log steps.
 
 ``train.log_to`` chooses them. W&B is an optional extra (``pip install '.[wandb]'``); with
 ``WANDB_MODE=offline`` it writes into ``run_dir/wandb`` without any network (``wandb sync`` uploads later).
@@ -7,10 +8,16 @@ A run keeps one W&B id (saved in ``run_dir/wandb_id.txt``), so that a resumed ru
 
 from __future__ import annotations
 
+import csv
 import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from pseudovideo.training.distributed import DistributedContext, all_reduce_mean
 
 
 def _tensorboard(log_dir: Path, purge_step: int) -> Any | None:
@@ -56,3 +63,63 @@ class ScalarLoggers:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class _CsvLog:
+    """``log.csv`` with columns step, loss, lr, images_per_s + task scalars (new columns rewrite the file)."""
+
+    BASE = ["step", "loss", "lr", "images_per_s"]
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.header = list(self.BASE)
+        self.rows: list[dict[str, Any]] = []
+        if keep_until_step is not None and path.is_file():
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.header = list(reader.fieldnames or self.BASE)
+                self.rows = [row for row in reader if row.get("step") and int(row["step"]) <= keep_until_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.header, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        new_keys = [key for key in row if key not in self.header]
+        if new_keys:
+            self.header += new_keys
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.header, restval="").writerow(row)
+
+
+class _ScalarMeter:
+    """Sums named scalars on the device between log steps (no host sync per step).
+
+    Each name is averaged over the steps that reported it (GAN terms start mid-interval at gan_start_step).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, scalars: dict[str, Tensor]) -> None:
+        for name, value in scalars.items():
+            value = value.detach().float().reshape(())
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def mean(self, ctx: DistributedContext) -> dict[str, float]:
+        """Means since the last call, averaged over ranks; resets the meter."""
+        if not self.sums:
+            return {}
+        names = list(self.sums)
+        vector = torch.stack([self.sums[n] / self.counts[n] for n in names])
+        vector = all_reduce_mean(vector, ctx)
+        self.sums, self.counts = {}, {}
+        return dict(zip(names, vector.tolist()))

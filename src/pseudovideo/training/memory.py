@@ -19,15 +19,18 @@ memory on CUDA, else the machine's available RAM, which also holds the dataset).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import resource
+import sys
 from pathlib import Path
 
 import torch
 
 from pseudovideo.config import ConfigError, RunConfig
+from pseudovideo.data.sources import DIGITS_TRAIN_SIZE
 from pseudovideo.config.modality import sample_shape
-from pseudovideo.data.images import DIGITS_TRAIN_SIZE
 
 __all__ = ["available_memory", "check_training_memory", "estimate_training_memory"]
 
@@ -105,3 +108,27 @@ def check_training_memory(config: RunConfig, device: torch.device, channels: int
             f"{config.pseudo_video.num_frames} frame(s) needs at least {_size(need)} of {where.type} memory ({counted}; "
             f"see pseudovideo.training.memory), but {_size(free)} is free: lower data.resolution or train.batch_size"
         )
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts a fresh peak-memory window, so that runs sharing one process each get their own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    # Linux: writing "5" to clear_refs resets the process's RSS high-water mark (VmHWM).
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory in bytes since :func:`reset_peak_memory`: the CUDA allocator's peak, or the process RSS peak on
+    CPU (Linux VmHWM; elsewhere the process lifetime peak)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    # Elsewhere, the lifetime peak of the process (an upper bound when runs share a process).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux

@@ -8,7 +8,7 @@ folder plus the untracked files in it), so two runs from the same edited tree co
 differently edited trees do not. An installed wheel (no git tree) records the package version instead.
 
 Training writes the record into ``train_summary.json`` (``code``), evaluation into ``eval.json`` (``code``);
-experiment tables read them back (:mod:`pseudovideo.experiments.runner`) and refuse to mix commits silently.
+experiment tables read them back (:mod:`pseudovideo.experiments.tables`) and refuse to mix commits silently.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pseudovideo.config import ConfigError
 __all__ = ["CODE_COLUMNS", "code_record", "code_identity", "code_label", "stated_record", "check_stated_commit",
            "run_code", "table_code_lines"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the pseudovideo package, this module being in training/
 
 
 def _git(*args: str) -> str | None:
@@ -58,7 +58,7 @@ def code_record() -> dict[str, Any]:
     ``{"commit": 40-hex or None, "dirty": bool or None, "changes_sha256": hex or None, "version": str,
     "source": package folder}``; ``commit`` is None outside a git tree (an installed wheel).
     """
-    from pseudovideo import __version__
+    from pseudovideo._version import __version__
 
     record: dict[str, Any] = {"commit": None, "dirty": None, "changes_sha256": None, "version": __version__,
                               "source": str(PACKAGE_DIR)}

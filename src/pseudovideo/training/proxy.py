@@ -19,8 +19,9 @@ from torch import Tensor
 from pseudovideo import metrics as M
 from pseudovideo.config import RunConfig
 from pseudovideo.training.distributed import resolve_device
-from pseudovideo.training.tasks import build_task, is_tokenizer, model_frames
-from pseudovideo.training.engine import seeded
+from pseudovideo.training.tasks import build_task
+from pseudovideo.factory.models import is_tokenizer, model_frames
+from pseudovideo.training.randomness import seeded
 
 __all__ = ["proxy_score"]
 

@@ -1,8 +1,7 @@
-"""One run from a config to a run folder, and back: train it, load it for evaluation or sampling.
+"""One run from a config to a run folder: check its inputs, plan it (train, resume, evaluate or skip), train it.
 
-A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/``, ``log.csv``, ``tb/``,
-``pictures/``, ``train_summary.json``, ``.lock`` (held by the one process training into it) and, after
-evaluation, ``eval.json`` / ``eval.md``.
+The run folder's layout and reading it back (its config, its trained model) are in
+:mod:`pseudovideo.factory.run_folder` and :func:`pseudovideo.factory.models.load_run`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,6 @@ import os
 import warnings
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 from pseudovideo.checkpoint import list_checkpoints
 from pseudovideo.config import (
@@ -29,10 +25,13 @@ from pseudovideo.config import (
 from pseudovideo.data.modality import check_split
 from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
 from pseudovideo.training.memory import check_training_memory
-from pseudovideo.evaluation.probe import unlabelled_reason
+from pseudovideo.factory.datasets import build_dataset_from_config, unlabelled_reason
+from pseudovideo.factory.run_folder import first_free_name, read_train_summary
 from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
-from pseudovideo.training.tasks import build_dataset_from_config, build_model, build_task
-from pseudovideo.training.engine import TrainResult, load_trained_model, seeded, train
+from pseudovideo.training.tasks import build_task
+from pseudovideo.training.result import TrainResult
+from pseudovideo.training.randomness import seeded
+from pseudovideo.training.engine import train
 from pseudovideo.interop.trust import check_trusted
 
 
@@ -199,81 +198,3 @@ def _record_corruption(config: RunConfig, dataset: Any, builder: Any, learner: A
     if getattr(dataset, "normalisation", None) is not None:  # signals: what evaluation must normalise with
         summary["normalisation"] = dataset.normalisation
     path.write_text(json.dumps(summary, indent=1))
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run folder.
-
-    FileNotFoundError when the folder does not exist, or has no config.yaml (listing the run folders inside it,
-    e.g. for ``runs/``).
-    """
-    folder = Path(run_dir)
-    path = folder / "config.yaml"
-    if not folder.exists():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    if not path.is_file():
-        inside = run_folders(folder) if folder.is_dir() else []
-        if inside:
-            shown = ", ".join(str(p) for p in inside[:20]) + (f", and {len(inside) - 20} more" if len(inside) > 20 else "")
-            raise FileNotFoundError(f"{run_dir} is not a run folder but holds {len(inside)} run(s): {shown}; pass one of them")
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (train a run there first)")
-    return load_config(path)
-
-
-def run_folders(folder: str | Path) -> list[Path]:
-    """The run folders directly inside ``folder`` (those holding a config.yaml and checkpoints), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file() and (p / "checkpoints").is_dir())
-
-
-def load_run(
-    run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu", checkpoint: Any = None,
-    trust_code: bool = False,
-) -> tuple[RunConfig, nn.Module, int]:
-    """(config, trained model in eval mode on ``device``, image channels) of a finished or running run.
-
-    A run folder is data: when its ``config.yaml`` names a ``python:`` model base (directly or through a
-    ``run:`` base), the code is imported and run only with ``trust_code=True``, else UntrustedCodeError names it
-    before anything is imported or read.
-    """
-    config = load_run_config(run_dir)
-    check_trusted(config, trust_code=trust_code, source=str(Path(run_dir) / "config.yaml"))
-    channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
-    model = build_model(config, channels, trust_code=trust_code).to(device)
-    load_trained_model(run_dir, model, use_ema=use_ema, checkpoint=checkpoint)
-    return config, model, channels
-
-
-def read_train_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The ``train_summary.json`` of a run (empty when training has not finished)."""
-    path = Path(run_dir) / "train_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def first_free_name(out_dir: str | Path, base: str = "run") -> str:
-    """``base``, ``base-2``, ``base-3``, ...: the first name whose folder under ``out_dir`` is absent or empty.
-
-    What a command without ``name=`` trains or writes into, so that it never replaces an earlier result.
-    """
-    out_dir = Path(out_dir)
-    for number in range(1, 100_000):
-        name = base if number == 1 else f"{base}-{number}"
-        folder = out_dir / name
-        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-            return name
-    raise RuntimeError(f"no free run folder name {base}-N under {out_dir}")
-
-
-def keep_previous(path: str | Path) -> Path | None:
-    """Renames an existing result file ``stem.ext`` to the first free ``stem-N.ext``; returns the new path.
-
-    Returns None when ``path`` does not exist. Used before a command rewrites a result (eval.json,
-    diagnose.json, a pseudo-video grid), so that the earlier one is kept instead of silently replaced.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    number = 1
-    while (kept := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
-        number += 1
-    path.rename(kept)
-    return kept

@@ -1,8 +1,9 @@
-"""From a typed config to the objects a run needs: dataset, pseudo-video builder, model, task.
+"""The training tasks: what the engine trains for each model pair, built from a run config.
 
 A *task* is what the training engine trains (see :class:`pseudovideo.training.engine.TrainingTask`): it
-turns a batch of clean images into pseudo videos and a loss. The model code knows nothing of
-tasks or configs; this module is the only place where config fields meet constructors.
+turns a batch of clean images into pseudo videos and a loss. Its network and pseudo-video builder come from
+:mod:`pseudovideo.factory` (the one place where config sections meet constructors); this module adds the
+objective (losses, discriminator, diffusion process) and the loss terms a run records.
 
 Two tasks, one per model pair of the paper:
 - :class:`TokenizerTask` (VQVAE / C-ViViT): reconstruct the pseudo video; the image output is its
@@ -16,7 +17,6 @@ frames), the control that gives a video model T frames of capacity without any c
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
@@ -24,13 +24,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from pseudovideo.config import PseudoVideoConfig, RunConfig, model_kind
-from pseudovideo.config.modality import sample_size, spatial_dims
-from pseudovideo.pseudo_video.corruptions import corruption_params
-from pseudovideo.data.images import ImageDataset
-from pseudovideo.data.cache import cached_dataset
-from pseudovideo.data.modality import build_split
-from pseudovideo.diffusion.process import GaussianDiffusion, beta_schedule
+from pseudovideo.config import RunConfig
+from pseudovideo.diffusion.process import GaussianDiffusion
+from pseudovideo.factory.models import TOKENIZER_FAMILIES, build_diffusion, build_model, is_tokenizer
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
 from pseudovideo.training.distributed import unwrap_model
 from pseudovideo.training.losses import (
     PerceptualLoss,
@@ -46,125 +43,10 @@ from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.discriminator import PatchGANDiscriminator
 from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
 from pseudovideo.models.tokenizer import VideoTokenizer
-from pseudovideo.models.unet import UNet, image_unet, video_unet
-from pseudovideo.models.vqvae import VQVAE
-from pseudovideo.models.vqvae1d import SignalVQVAE
-from pseudovideo.pseudo_video.builder import SCHEDULE_KEYS, PseudoVideoBuilder
-from pseudovideo.pseudo_video.builder import build_pseudo_video_builder as _build_builder
+from pseudovideo.models.unet import UNet
+from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
 
-TOKENIZER_FAMILIES = ("vqvae", "cvivit")
-DIFFUSION_FAMILIES = ("unet", "video_unet")  # and model.family lifted, by its base: see is_tokenizer
 PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
-
-
-def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | None = None) -> ImageDataset:
-    """The configured dataset split as images (C, H, W) or signals (C, L) in [-1, 1] (flips only for training images).
-
-    ``spread``: decode only that many images evenly spread over a split other than the training split (the images
-    ``spread_images(whole split, spread)`` picks, unless ``data.skip_bad_files`` drops files: then the whole split).
-    """
-    data = config.data
-    mixed_channels = data.channels is None and data.dataset.startswith("folder:")  # counted over the images read
-    if spread is not None and (split == data.train_split or data.skip_bad_files or mixed_channels):
-        spread = None  # a training subset or skipped bad files would move the spread: decode the whole split
-    max_images = data.max_images if split == data.train_split else spread
-    random_flip = data.random_flip and split == data.train_split
-    key = (split, max_images, random_flip, *sorted(dataclasses.asdict(data).items()))
-    # images or signals, as the data's modality says (pseudovideo.data.modality)
-    return cached_dataset(key, lambda: build_split(data, split, max_images=max_images, random_flip=random_flip))
-
-
-def corruption_dicts(pv_config: PseudoVideoConfig) -> list[dict[str, Any]]:
-    """The ``pseudo_video.corruptions`` as the dicts :func:`pseudovideo.pseudo_video.builder.build_pseudo_video_builder` takes."""
-    corruptions: list[dict[str, Any]] = []
-    for corruption in pv_config.corruptions:
-        accepted = (*SCHEDULE_KEYS, *corruption_params(corruption.name))  # e.g. patch_size only for mask
-        corruptions.append({k: v for k, v in dataclasses.asdict(corruption).items() if k in accepted})
-    return corruptions
-
-
-def build_pseudo_video_builder(pv_config: PseudoVideoConfig) -> Any:
-    """The pseudo-video builder described by a ``pseudo_video`` config section.
-
-    A PseudoVideoBuilder, except with a fixed ``mixture`` or a ``learned.from_file`` (a
-    :class:`~pseudovideo.pseudo_video.learned.corruption.LearnedPseudoVideos`).
-    A run whose ``learned.objective`` searches or learns its corruption gets it from
-    :func:`pseudovideo.training.learned_runs.prepare_corruption`; this function gives its configured starting point.
-    """
-    from pseudovideo.training.learned_runs import configured_learned_builder  # imports this module
-
-    learned = configured_learned_builder(pv_config)
-    if learned is not None:
-        return learned
-    return _build_builder(corruption_dicts(pv_config), num_frames=pv_config.num_frames, construction=pv_config.construction)
-
-
-def describe_pseudo_video(pv_config: PseudoVideoConfig) -> str:
-    """One line saying how the run's pseudo videos are made (for eval notes and tables)."""
-    if pv_config.construction == "copies":
-        return (f"T={pv_config.num_frames}, copies ({pv_config.num_frames} identical clean frames: the capacity "
-                "control, corruptions ignored)")
-    if pv_config.num_frames == 1:
-        return "T=1: the clean images themselves (no corruption applied)"
-    if pv_config.construction == "noise_frames":
-        return (f"T={pv_config.num_frames}, noise_frames ({pv_config.num_frames - 1} frames of N(0, 0.5^2) noise "
-                "then the clean image: the non-informative control, corruptions ignored)")
-    corruptions = "+".join(f"{c.name}({c.schedule}, max {c.max_level})" for c in pv_config.corruptions)
-    learned = pv_config.learned
-    extra = f", mixture {pv_config.mixture}" if pv_config.mixture is not None else ""
-    if learned.objective != "none":
-        extra += f", learned by {learned.objective}" + (" (per image)" if learned.per_image else "") + (
-            " with an operator mixture" if learned.mixture else "") + " from this start"
-    if learned.from_file:
-        extra += f", learned corruption from {learned.from_file}"
-    if learned.searched_by:
-        extra += f" ({learned.searched_by})"
-    return f"T={pv_config.num_frames}, {pv_config.construction}, {corruptions}{extra}"
-
-
-def is_tokenizer(config: RunConfig) -> bool:
-    """Whether the run trains a tokenizer (vqvae, cvivit, a lifted tokenizer) rather than a diffusion model."""
-    return model_kind(config.model) == "tokenizer"
-
-
-def model_frames(config: RunConfig) -> int:
-    """Frames per sample the model sees: T, or 1 when pseudo-video frames are used as separate images."""
-    return 1 if config.pseudo_video.frames_as_images else config.pseudo_video.num_frames
-
-
-def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -> nn.Module:
-    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``, or for signals
-    at ``data.length``: the data's modality (:mod:`pseudovideo.config.modality`) picks the 2-D or the 1-D network.
-
-    A ``model.lifted.base: python:...`` base imports and calls user code: only with ``trust_code=True``, else
-    :class:`~pseudovideo.interop.trust.UntrustedCodeError` before anything is imported (see :mod:`pseudovideo.interop.trust`).
-    """
-    family, resolution, dims = config.model.family, sample_size(config.data), spatial_dims(config.data)
-    if family == "lifted":
-        from pseudovideo.interop.bases import build_lifted_model  # bases builds our families through this function
-
-        return build_lifted_model(config, channels, model_frames(config), trust_code=trust_code)
-    if family == "vqvae" and dims == 1:
-        return SignalVQVAE(in_channels=channels, length=resolution, **_kwargs(config.model.vqvae))
-    if family == "vqvae":
-        return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
-    if family == "cvivit":
-        return CViViT(in_channels=channels, resolution=resolution, **_kwargs(config.model.cvivit))
-    unet = _kwargs(config.model.unet)
-    del unet["level_conditioning"]
-    if family == "unet":
-        for key in ("causal_temporal", "frame_position", "temporal_layers", "temporal_mixer"):
-            del unet[key]  # options of the temporal layers it does not have
-        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), spatial_dims=dims, **unet)
-    return video_unet(in_channels=channels, resolution=resolution, spatial_dims=dims, **unet)
-
-
-def num_levels(config: RunConfig) -> int:
-    """Levels an image UNet is conditioned on: T when it trains on every frame as an image (and
-    ``model.unet.level_conditioning``), else 0 (unconditional)."""
-    pv = config.pseudo_video
-    conditioned = config.model.family == "unet" and pv.frames_as_images and config.model.unet.level_conditioning
-    return pv.num_frames if conditioned else 0
 
 
 def frame_levels(batch: int, num_frames: int, device: torch.device | None = None) -> Tensor:
@@ -198,17 +80,6 @@ class AtLevel:
 def sampling_model(model: nn.Module) -> "nn.Module | AtLevel":
     """What to sample from: a level-conditioned UNet bound to level 0 (the clean image), else the model itself."""
     return AtLevel(model, 0) if getattr(unwrap_model(model), "num_levels", 0) > 0 else model
-
-
-def _kwargs(section: Any) -> dict[str, Any]:
-    """A model config section as constructor keyword arguments (lists become tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(section).items()}
-
-
-def build_diffusion(config: RunConfig) -> GaussianDiffusion:
-    """The Gaussian diffusion process of the ``diffusion`` config section."""
-    d = config.diffusion
-    return GaussianDiffusion(beta_schedule(d.beta_schedule, d.num_timesteps), prediction=d.prediction)
 
 
 def build_task(config: RunConfig, channels: int, builder: Any = None, *,
@@ -311,8 +182,8 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
 
 
 def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
-    """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample (signals: (B, T, C, L))."""
-    return rearrange(video, "b t c ... -> (b t) 1 c ...") if frames_as_images else video
+    """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample."""
+    return rearrange(video, "b t c ... -> (b t) 1 c ...") if frames_as_images else video  # images or signals
 
 
 class TokenizerTask:

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from pseudovideo.training.distributed import DistributedContext, all_reduce_gradients
 from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos
 
 __all__ = ["AdversarialLearner"]
@@ -41,10 +40,9 @@ class AdversarialLearner:
         self.learned.to(device)
         return self
 
-    def step(self, step: int, ctx: DistributedContext) -> None:
-        """After the model's update of ``step`` (0-based): average the gradients over ranks, ascend every
-        ``every`` steps, and clear them."""
-        all_reduce_gradients(self.learned, ctx)
+    def step(self, step: int) -> None:
+        """After the model's update of ``step`` (0-based): ascend every ``every`` steps, and clear the gradients
+        (the training engine averages them over ranks first)."""
         grads = [p.grad for p in self.learned.parameters() if p.grad is not None]
         finite = all(bool(torch.isfinite(g).all()) for g in grads)  # an overflowed fp16 step is skipped, as the model's
         if (step + 1) % self.every == 0 and finite:

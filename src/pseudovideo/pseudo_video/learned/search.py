@@ -1,44 +1,31 @@
-"""Searching a pseudo-video corruption before training: the informativeness search and the random search.
+"""The search algorithms behind ``pseudo_video.learned.objective``, on tensors and corruption dicts.
 
-- **Informativeness search** (``pseudo_video.learned.objective: informativeness``): Adam ascends the section 4.1
-  gain (L*_1 - L*_{T-1}) / L*_1 of the best linear predictor of the clean frame
-  (:func:`pseudovideo.pseudo_video.informativeness.ridge_gain`, the closed-form ridge fit made differentiable) in the
-  schedule's parameters (free mode: monotone, endpoints fixed), the operator mixture and the per-image policy
-  when asked. Each step: ``search_batch`` of the ``search_images`` training images, fresh corruption draws, the
-  ridge fit on three quarters of the batch and scored on the rest. Cost: ``search_steps`` x (one batch of
-  pseudo videos, forward and backward, and two ridge solves of (T-1) x C x 9 + 1 unknowns).
-- **Random search** (``objective: random_search``, RandAugment's two-number grid): operator set x magnitude,
-  every non-empty subset of the configured corruptions (or ``operator_sets``) with every maximum level scaled by
-  each of ``magnitudes`` (a mask probability capped at 1); ``trials`` points drawn at random (0: all). Each point
-  is scored by a short *proxy run*: the run's own model, batch and learning rate, ``proxy_steps`` AdamW steps
-  (no EMA, no GAN or perceptual loss, seed ``learned.seed``), scored on ``proxy_images`` images held out of the
-  *training* split (the evaluation split, which the runs are judged on, is never seen) by the clean frame's quality: tokenizers the PSNR of its reconstruction, diffusion models the denoising MSE of the
-  clean frame (4 passes with fixed timesteps and noise). The best point is the baseline every learned corruption
-  must beat (the hand-set corruption is the grid point "all operators, magnitude 1").
+- :func:`ascend_gain`: Adam ascends the differentiable section 4.1 gain (L*_1 - L*_{T-1}) / L*_1 of the best
+  linear predictor of the clean frame (:func:`pseudovideo.pseudo_video.informativeness.ridge_gain`) in the
+  parameters of a :class:`~pseudovideo.pseudo_video.learned.corruption.LearnedPseudoVideos`; each step draws a
+  batch of the images and fresh corruptions.
+- :func:`operator_grid` and :func:`scale_corruptions`: RandAugment's two-number grid of operator sets x
+  magnitudes, whose points a random search scores.
 
-Both are deterministic for a seed on the CPU (same data, seed and thread count) and return a
-:class:`~pseudovideo.pseudo_video.learned.corruption.LearnedPseudoVideos` with the objective and a description recorded.
+The searches of a run (its config's settings, its training images, the proxy runs that score a grid point) are
+:mod:`pseudovideo.training.corruption_search`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pseudovideo.config import RunConfig
 from pseudovideo.pseudo_video.informativeness import measure_informativeness, ridge_gain
-from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos, operators_and_levels
+from pseudovideo.pseudo_video.learned.corruption import LearnedPseudoVideos
 
-__all__ = ["SearchOutcome", "initial_learned", "informativeness_search", "random_search", "search_corruption"]
+__all__ = ["SearchOutcome", "ascend_gain", "held_out_gain", "one_thread", "operator_grid", "scale_corruptions"]
 
 
 @dataclass
@@ -62,88 +49,55 @@ class SearchOutcome:
                 f"(searched) in {self.seconds:.0f} s")
 
 
-def _corruption_dicts(config: RunConfig) -> list[dict[str, Any]]:
-    from pseudovideo.training.tasks import corruption_dicts
-
-    return corruption_dicts(config.pseudo_video)
-
-
-def initial_learned(config: RunConfig, channels: int, mode: str) -> LearnedPseudoVideos:
-    """The configured corruption as a LearnedPseudoVideos in ``mode`` (free or budget), with the mixture and
-    per-image policy of ``pseudo_video.learned`` (the policy's weights drawn from ``learned.seed``)."""
-    from pseudovideo.training.engine import seeded
-
-    pv, learned = config.pseudo_video, config.pseudo_video.learned
-    operators, levels = operators_and_levels(_corruption_dicts(config), pv.num_frames)
-    with seeded(learned.seed):
-        return LearnedPseudoVideos(
-            operators, levels, mode=mode, budget=learned.budget if mode == "budget" else None,
-            mixture=learned.mixture, policy_channels=channels if learned.per_image else None,
-            objective=learned.objective,
-        )
-
-
-def _gain(images: Tensor, builder: Any, seed: int) -> float | None:
-    """The held-out section 4.1 gain of builder's pseudo videos of images (the `diagnose` estimate)."""
+def held_out_gain(images: Tensor, builder: Any, seed: int) -> float | None:
+    """The held-out section 4.1 gain of builder's pseudo videos of images (N, C, H, W) (the `diagnose` estimate)."""
     return measure_informativeness(images, builder, seed=seed)["gain"]
 
 
-def informativeness_search(
-    config: RunConfig, train_images: Tensor, held_out: Tensor, log: Callable[[str], None] | None = None
-) -> SearchOutcome:
-    """Ascends the differentiable gain from the configured schedule (module docstring); train_images (N, C, H, W).
-
-    ``held_out`` (M, C, H, W): images the configured and searched corruptions are compared on (the exact
-    ridge diagnostic, not the batch estimate the search ascends).
-    """
-    settings = config.pseudo_video.learned
-    start = time.perf_counter()
-    learned = initial_learned(config, train_images.shape[1], "free")
-    before = _gain(held_out, learned.as_builder(), settings.seed)
+def ascend_gain(learned: LearnedPseudoVideos, images: Tensor, *, steps: int, lr: float, batch: int, seed: int,
+                log: Callable[[str], None] | None = None) -> list[float]:
+    """Adam ascends the batch gain of ``learned``'s pseudo videos of ``images`` (N, C, H, W) for ``steps`` steps of
+    ``batch`` images (drawn, with the corruptions, from a generator seeded ``seed``); then freezes ``learned``.
+    Returns the batch gain of every step."""
     params = [p for p in learned.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=settings.search_lr)
-    generator = torch.Generator().manual_seed(settings.seed)
-    batch = min(settings.search_batch, train_images.shape[0])
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
     history = []
-    for step in range(settings.search_steps):
-        order = torch.randperm(train_images.shape[0], generator=generator)[:batch]
-        gain = ridge_gain(learned(train_images[order], generator=generator), generator)["gain"]
+    for step in range(steps):
+        order = torch.randperm(images.shape[0], generator=generator)[:batch]
+        gain = ridge_gain(learned(images[order], generator=generator), generator)["gain"]
         optimizer.zero_grad(set_to_none=True)
         (-gain).backward()
         optimizer.step()
         history.append(gain.item())
-        if log is not None and (step + 1) % max(1, settings.search_steps // 5) == 0:
-            recent = history[-max(1, settings.search_steps // 5):]
-            log(f"  step {step + 1}/{settings.search_steps}: batch gain {sum(recent) / len(recent):.4f}")
+        if log is not None and (step + 1) % max(1, steps // 5) == 0:
+            recent = history[-max(1, steps // 5):]
+            log(f"  step {step + 1}/{steps}: batch gain {sum(recent) / len(recent):.4f}")
     learned.requires_grad_(False)
-    after = _gain(held_out, learned.as_builder(), settings.seed)
-    seconds = time.perf_counter() - start
-    learned.description = (f"informativeness search: seed {settings.seed}, {settings.search_steps} Adam steps (lr "
-                           f"{settings.search_lr:g}) of {batch} of {train_images.shape[0]} training images of "
-                           f"{config.data.dataset}; held-out gain {before:.4g} (configured) -> {after:.4g} on "
-                           f"{held_out.shape[0]} other training images")
-    return SearchOutcome(learned, "informativeness", "gain", before, after, seconds)
+    return history
 
 
-def grid_points(config: RunConfig) -> list[tuple[tuple[int, ...], float]]:
-    """RandAugment's grid: (indices of an operator set, magnitude) pairs, drawn as ``trials`` asks."""
-    settings, names = config.pseudo_video.learned, [c.name for c in config.pseudo_video.corruptions]
-    if settings.operator_sets:
-        sets = [tuple(i for i, name in enumerate(names) if name in chosen) for chosen in settings.operator_sets]
+def operator_grid(names: Sequence[str], operator_sets: Sequence[Sequence[str]] | None, magnitudes: Sequence[float],
+                  trials: int, seed: int) -> list[tuple[tuple[int, ...], float]]:
+    """RandAugment's grid: (indices into ``names`` of an operator set, magnitude) pairs; every non-empty subset of
+    ``names`` unless ``operator_sets`` names them; ``trials`` > 0 draws that many points (seeded by ``seed``)."""
+    if operator_sets:
+        sets = [tuple(i for i, name in enumerate(names) if name in chosen) for chosen in operator_sets]
     else:
         sets = [s for size in range(1, len(names) + 1) for s in itertools.combinations(range(len(names)), size)]
-    grid = [(s, float(m)) for s in sets for m in settings.magnitudes]
-    if 0 < settings.trials < len(grid):
-        order = torch.randperm(len(grid), generator=torch.Generator().manual_seed(settings.seed))[: settings.trials]
+    grid = [(s, float(m)) for s in sets for m in magnitudes]
+    if 0 < trials < len(grid):
+        order = torch.randperm(len(grid), generator=torch.Generator().manual_seed(seed))[:trials]
         grid = [grid[i] for i in sorted(order.tolist())]
     return grid
 
 
-def scaled_corruptions(config: RunConfig, indices: tuple[int, ...], magnitude: float) -> list[dict[str, Any]]:
-    """The corruption dicts of the operator set ``indices`` with every level scaled by ``magnitude``."""
+def scale_corruptions(corruptions: Sequence[dict[str, Any]], indices: tuple[int, ...], magnitude: float
+                      ) -> list[dict[str, Any]]:
+    """The corruption dicts at ``indices`` with every level scaled by ``magnitude`` (a mask probability capped at 1)."""
     out = []
     for i in indices:
-        spec = dict(_corruption_dicts(config)[i])
+        spec = dict(corruptions[i])
         cap = 1.0 if spec["name"] == "mask" else float("inf")
         spec["max_level"] = min(cap, float(spec.get("max_level") or 0) * magnitude)
         if spec.get("levels"):
@@ -153,74 +107,8 @@ def scaled_corruptions(config: RunConfig, indices: tuple[int, ...], magnitude: f
     return out
 
 
-def random_search(
-    config: RunConfig, train_images: Tensor, held_out: Tensor, log: Callable[[str], None] | None = None
-) -> SearchOutcome:
-    """Scores every drawn grid point by a proxy run (module docstring) and keeps the best as a fixed corruption."""
-    from pseudovideo.training.proxy import proxy_score
-
-    settings = config.pseudo_video.learned
-    start = time.perf_counter()
-    names = [c.name for c in config.pseudo_video.corruptions]
-    candidates = []
-    for indices, magnitude in grid_points(config):
-        corruptions = scaled_corruptions(config, indices, magnitude)
-        operators, levels = operators_and_levels(corruptions, config.pseudo_video.num_frames)
-        candidate = LearnedPseudoVideos(operators, levels, mode="fixed", objective="random_search")
-        score, metric = proxy_score(config, candidate.as_builder(), train_images, held_out)
-        label = f"{'+'.join(names[i] for i in indices)} x{magnitude:g}"
-        candidates.append({"operators": [names[i] for i in indices], "magnitude": magnitude, metric: score,
-                           "learned": candidate, "label": label})
-        if log is not None:
-            log(f"  {label}: proxy {metric} {score:.4f}")
-    higher_better = metric == "psnr"
-    best = max(candidates, key=lambda c: c[metric] if higher_better else -c[metric])
-    configured = next((c[metric] for c in candidates if c["magnitude"] == 1.0 and len(c["operators"]) == len(names)), None)
-    learned = best.pop("learned")
-    learned.description = (f"random search: seed {settings.seed}, {len(candidates)} grid points (operator set x "
-                           f"magnitude), proxy {settings.proxy_steps} steps scored by the clean frame's {metric} on "
-                           f"{held_out.shape[0]} held-out training images; best {best['label']} ({metric} {best[metric]:.4g})")
-    for c in candidates:
-        c.pop("learned", None)
-    return SearchOutcome(learned, "random_search", f"proxy {metric}", configured, best[metric],
-                         time.perf_counter() - start, candidates)
-
-
-def search_images(config: RunConfig) -> tuple[Tensor, Tensor]:
-    """(search images, held-out images), both from the training split (never the evaluation split, which the run is
-    judged on): images spread over it, a random ``proxy_images`` (random_search) or 256 (informativeness) of them held
-    out to score the candidates, the rest (``search_images``; random_search: proxy_steps x batch) to search on."""
-    from pseudovideo.training.tasks import build_dataset_from_config
-
-    settings = config.pseudo_video.learned
-    count, held = settings.search_images, 256
-    if settings.objective == "random_search":  # the images the proxy runs see at most
-        count, held = settings.proxy_steps * config.train.batch_size, settings.proxy_images
-    total = count + held if config.data.max_images is None else min(count + held, config.data.max_images)
-    data = dataclasses.replace(config.data, max_images=total, random_flip=False)
-    dataset = build_dataset_from_config(dataclasses.replace(config, data=data), split=config.data.train_split)
-    images = torch.stack([dataset.load(i) for i in range(len(dataset))])
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(settings.seed))
-    held = min(held, len(images) // 4)
-    return images[order[held:held + count]], images[order[:held]]
-
-
-def search_corruption(config: RunConfig, log: Callable[[str], None] | None = None,
-                      images: tuple[Tensor, Tensor] | None = None) -> SearchOutcome:
-    """Runs the search of ``pseudo_video.learned.objective`` (informativeness or random_search) on the config's data."""
-    objective = config.pseudo_video.learned.objective
-    if objective not in ("informativeness", "random_search"):
-        raise ValueError(f"pseudo_video.learned.objective={objective!r} is not a search before training; expected "
-                         "informativeness or random_search (adversarial learns during training)")
-    train_images, held_out = images if images is not None else search_images(config)
-    if objective == "random_search":
-        return random_search(config, train_images, held_out, log)
-    with _one_thread():
-        return informativeness_search(config, train_images, held_out, log)
-
-
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Torch on one CPU thread for the block: the search's many small ops run 4x slower split over threads on a
     shared 2-core machine (measured: 87 s vs 20 s of CPU for the CIFAR-10 search), and give the same numbers."""
     threads = torch.get_num_threads()
@@ -229,52 +117,3 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def search_config(config: RunConfig, objective: str | None) -> RunConfig:
-    """``config`` with ``learned.objective`` set to the search asked for (default: its own search, else
-    informativeness), validated: a search needs the settings a run with that objective needs."""
-    from pseudovideo.config import validate_config
-
-    own = config.pseudo_video.learned.objective
-    chosen = objective or (own if own in ("informativeness", "random_search") else "informativeness")
-    learned = dataclasses.replace(config.pseudo_video.learned, objective=chosen)
-    config = dataclasses.replace(config, pseudo_video=dataclasses.replace(config.pseudo_video, learned=learned))
-    validate_config(config)
-    return config
-
-
-def write_search(config: RunConfig, objective: str | None, out: Path, log: Callable[[str], None] = print) -> SearchOutcome:
-    """Runs a search and writes into ``out``: corruption.yaml (the config fragment), corruption.safetensors (the
-    learned corruption, for ``pseudo_video.learned.from_file``) and search.json (scores, timing); prints the
-    configured and the searched schedule."""
-    import json
-
-    from pseudovideo.pseudo_video.learned.corruption import describe_schedule, fragment_yaml, save_learned
-
-    config = search_config(config, objective)
-    start = time.perf_counter()
-    images = search_images(config)
-    log(f"{config.pseudo_video.learned.objective} search on {images[0].shape[0]} training images of "
-        f"{config.data.dataset} (data read in {time.perf_counter() - start:.0f} s)")
-    log("configured schedule:\n" + describe_schedule(initial_learned(config, images[0].shape[1], "free")))
-    outcome = search_corruption(config, log, images=images)
-    total = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    weights = save_learned(outcome.learned, out / "corruption.safetensors")
-    if outcome.learned.policy is None:
-        fragment = fragment_yaml(outcome.learned, outcome.learned.description)
-    else:  # a per-image policy has weights: the fragment points at them
-        import yaml
-
-        fragment = yaml.safe_dump({"pseudo_video": {"learned": {"objective": "none", "from_file": str(weights.resolve())}}})
-    (out / "corruption.yaml").write_text(fragment)
-    record = {"objective": outcome.objective, "score": outcome.score_name, "configured": outcome.before,
-              "searched": outcome.after, "search_seconds": outcome.seconds, "total_seconds": total,
-              "description": outcome.learned.description, "candidates": outcome.candidates}
-    (out / "search.json").write_text(json.dumps(record, indent=1))
-    log("searched schedule:\n" + describe_schedule(outcome.learned))
-    log(f"{outcome.summary()}; {total:.0f} s in all")
-    log(f"config fragment: {out / 'corruption.yaml'} (copy its pseudo_video section into a config), or train on the "
-        f"file itself: pseudo_video.learned.from_file={weights}")
-    return outcome
