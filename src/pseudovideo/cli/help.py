@@ -50,8 +50,7 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "  pseudovideo train -c configs/digits_cvivit.yaml model.cvivit.clean_frame_context=own name=cvivit_own\n"
         "  pseudovideo train model.family=unet train.steps=200 \"eval.metrics=[swd,cfd]\"\n"
         "  pseudovideo train --resume runs/digits_cvivit train.steps=2000     # continue exactly\n"
-        "  pseudovideo train data.dataset=sktime:ItalyPowerDemand data.length=24 model.family=lifted \\\n"
-        "      model.lifted.base=vqvae \"eval.metrics=[mse,snr,cfd,probe]\"            # 1-D signals (pip install '.[timeseries]')",
+        "  pseudovideo train data.dataset=sktime:ItalyPowerDemand data.length=24 model.family=lifted   # 1-D signals",
     ),
     "eval": (
         "Evaluate a trained run on the clean frame (PSNR, SSIM, LPIPS, SWD, CFD, FID, KID), protocol included.",
