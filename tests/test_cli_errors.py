@@ -14,6 +14,7 @@ import pytest
 from pseudovideo import checkpoint as checkpoint_module
 from pseudovideo.checkpoint import list_checkpoints
 from pseudovideo.cli import main
+
 from test_train_cli import TINY, TOKENIZERS
 
 SRC = Path(__file__).resolve().parents[1] / "src"

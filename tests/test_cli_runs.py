@@ -10,6 +10,7 @@ import pytest
 from pseudovideo.cli import main
 from pseudovideo.config import load_config
 from pseudovideo.factory.run_folder import first_free_name, keep_previous
+
 from test_train_cli import TINY
 
 TINY_VQVAE = ["model.vqvae.base_channels=8", "model.vqvae.codebook_size=16", "model.vqvae.codebook_dim=4",

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tokenizer_helpers import smooth_video, train_steps
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.factory.models import build_model
 from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.quantizer import CodeUsage, VectorQuantizer
 from pseudovideo.models.vqvae import VQVAE
 from pseudovideo.training.runs import train_run
-from pseudovideo.factory.models import build_model
+
+from _tokenizer_helpers import smooth_video, train_steps
 
 
 def _fingerprint(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[float], float, int, float]:

@@ -7,12 +7,13 @@ import copy
 
 import pytest
 import torch
-from _train_script import FlipDataset, TinyTask, tiny_settings
 
-from pseudovideo.training import engine as training
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.training.tasks import build_task
+from pseudovideo.training import engine as training
 from pseudovideo.training.precision import resolve_compile
+from pseudovideo.training.tasks import build_task
+
+from _train_script import FlipDataset, TinyTask, tiny_settings
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 COMMON = ["data.resolution=8", "pseudo_video.num_frames=3"]

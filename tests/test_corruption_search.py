@@ -11,9 +11,9 @@ import yaml
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.training.corruption_search import grid_points, informativeness_search, random_search, search_images
-from pseudovideo.pseudo_video.learned.corruption import load_learned
 from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
+from pseudovideo.pseudo_video.learned.corruption import load_learned
+from pseudovideo.training.corruption_search import grid_points, informativeness_search, random_search, search_images
 
 SEARCH = {"data": {"resolution": 8}, "pseudo_video": {
     "num_frames": 5, "corruptions": [{"name": "blur", "max_level": 1.5}, {"name": "noise", "max_level": 0.3}],

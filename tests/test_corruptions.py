@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.special import ive
 
 from pseudovideo.pseudo_video.corruptions import (
     Compose,
@@ -17,7 +18,6 @@ from pseudovideo.pseudo_video.corruptions import (
     build_corruption,
     heat_blur_matrix,
 )
-from scipy.special import ive
 
 OPERATORS = {
     "blur": (GaussianBlur(), 1.5),

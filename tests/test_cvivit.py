@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
+from pseudovideo.models.cvivit import CViViT, num_time_steps
+from pseudovideo.models.tokenizer import TokenizerOutput
+
 from _tokenizer_helpers import (
     assert_checkpointing_gives_same_gradients,
     assert_restored_tokenizer_matches,
     smooth_video,
     train_steps,
 )
-
-from pseudovideo.models.cvivit import CViViT, num_time_steps
-from pseudovideo.models.tokenizer import TokenizerOutput
 
 RES = 16
 

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pseudovideo.data.images import build_dataset, check_dataset_spec, parse_dataset_spec
-from pseudovideo.data.folders import list_image_files
-from pseudovideo.data.splits import held_out_mask
-from pseudovideo.data.decoding import read_idx_images
 from pseudovideo.data.datasets import spread_subset
+from pseudovideo.data.decoding import read_idx_images
+from pseudovideo.data.folders import list_image_files
+from pseudovideo.data.images import build_dataset, check_dataset_spec, parse_dataset_spec
+from pseudovideo.data.splits import held_out_mask
 
 # Most folder tests read a flat folder whole: a fraction so small that no file is held out.
 ALL = dict(held_out_fraction=1e-12)

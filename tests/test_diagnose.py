@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
 from pseudovideo.pseudo_video.diagnose import (
     format_diagnostic_table,
     markov_order_diagnostic,
     sample_patch_features,
 )
-from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
 
 
 @pytest.fixture(scope="module")

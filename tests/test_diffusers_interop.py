@@ -11,11 +11,11 @@ import torch
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.factory.models import export_run
 from pseudovideo.diffusion.betas import beta_schedule
+from pseudovideo.factory.models import export_run
+from pseudovideo.factory.models import load_run
 from pseudovideo.models.lift import LiftedNet
 from pseudovideo.models.unet import image_unet
-from pseudovideo.factory.models import load_run
 from pseudovideo.training.runs import train_run
 
 from _unet_helpers import randomize

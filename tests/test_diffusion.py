@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
-from _unet_helpers import TINY_UNET, randomize
 
-from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.diffusion.betas import beta_schedule, cosine_alpha_bar
+from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.diffusion.samplers import ddim_timesteps
 from pseudovideo.models.unet import image_unet, video_unet
+
+from _unet_helpers import TINY_UNET, randomize
 
 SHAPE = (2, 3, 3, 8, 8)  # (B, T, C, H, W)
 

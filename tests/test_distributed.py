@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_script import FlipDataset, TinyTask, tiny_settings
 from safetensors.torch import load_file
 from torch import nn
 
@@ -26,6 +25,8 @@ from pseudovideo.training.distributed import (
     wrap_ddp,
 )
 from pseudovideo.training.engine import train
+
+from _train_script import FlipDataset, TinyTask, tiny_settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 

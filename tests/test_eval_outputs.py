@@ -13,7 +13,9 @@ from PIL import Image
 
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
-from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.evaluation.report import format_eval_markdown
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 
@@ -88,7 +90,7 @@ def test_reconstruction_examples_are_spread_over_the_evaluated_images() -> None:
     images are all one class), and picking them leaves the reconstructions, and so the metrics, unchanged."""
     from types import SimpleNamespace
 
-    from pseudovideo.evaluation.evaluate import reconstruct_clean_frames
+    from pseudovideo.evaluation.inference import reconstruct_clean_frames
 
     class PerfectTokenizer(torch.nn.Module):  # reconstructs every frame exactly: what comes out is what went in
         def forward(self, video: torch.Tensor) -> SimpleNamespace:

@@ -16,10 +16,10 @@ import yaml
 from torch import nn
 
 from pseudovideo import experiments as E
-from pseudovideo.experiments import scheduler as S
 from pseudovideo.config import ConfigError, build_config, config_to_dict, flatten_overrides, save_config
-from pseudovideo.training.runs import train_run
 from pseudovideo.evaluation.stats import Interval, format_interval, mean_interval
+from pseudovideo.experiments import scheduler as S
+from pseudovideo.training.runs import train_run
 
 T975_2 = 4.30265  # t_{0.975, 2} from a printed table
 

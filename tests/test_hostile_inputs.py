@@ -20,6 +20,7 @@ from PIL import Image
 
 from pseudovideo.cli import main
 from pseudovideo.data.folders import list_image_files
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 NUM_GOOD = 8

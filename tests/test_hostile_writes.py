@@ -18,6 +18,7 @@ import pseudovideo
 import pseudovideo.checkpoint as checkpoint_module
 from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
 from pseudovideo.cli import main
+
 from test_hostile_inputs import _assert_one_line_error
 from test_train_cli import TINY, TOKENIZERS
 

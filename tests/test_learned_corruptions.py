@@ -8,6 +8,8 @@ import torch
 import yaml
 
 from pseudovideo.config import ConfigError, build_config
+from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as builder_from_config
+from pseudovideo.pseudo_video.builder import NOISE_FRAMES_STD, PseudoVideoBuilder, build_pseudo_video_builder
 from pseudovideo.pseudo_video.learned.corruption import (
     LearnedPseudoVideos,
     budget_levels,
@@ -18,8 +20,6 @@ from pseudovideo.pseudo_video.learned.corruption import (
     operators_and_levels,
     save_learned,
 )
-from pseudovideo.pseudo_video.builder import NOISE_FRAMES_STD, PseudoVideoBuilder, build_pseudo_video_builder
-from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as builder_from_config
 
 BLUR_NOISE = [{"name": "blur", "max_level": 2.0}, {"name": "noise", "max_level": 0.3}]
 

@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.factory.run_folder import load_run_config
+from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
 from pseudovideo.pseudo_video.informativeness import measure_informativeness
 from pseudovideo.pseudo_video.learned.corruption import load_learned
 from pseudovideo.training.learned_runs import LEARNED_FILE, run_builder
-from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
-from pseudovideo.factory.run_folder import load_run_config
 from pseudovideo.training.runs import train_run
 
 TINY = {

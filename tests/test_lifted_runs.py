@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from pseudovideo.cli import main
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.models.lift import LiftedNet, LiftedTokenizer
-from pseudovideo.factory.models import load_run
-from pseudovideo.training.runs import train_run
 from pseudovideo.factory.models import build_model, is_tokenizer
+from pseudovideo.factory.models import load_run
+from pseudovideo.models.lift import LiftedNet, LiftedTokenizer
+from pseudovideo.training.runs import train_run
 
 TINY = [
     "data.dataset=digits", "data.resolution=8", "data.max_images=64", "data.channels=1",

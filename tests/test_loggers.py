@@ -9,6 +9,7 @@ import pytest
 
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.training.runs import train_run
+
 from test_train_cli import TINY
 
 VQVAE = ["model.family=vqvae", "pseudo_video.num_frames=1", "model.vqvae.base_channels=8",

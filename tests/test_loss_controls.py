@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pseudovideo.config import build_config
-from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.diffusion.betas import beta_schedule
+from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.training.losses import adaptive_gan_weight, frame_weights, hinge_g_loss, reconstruction_loss
 from pseudovideo.training.tasks import AtLevel, build_task, frame_levels
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 
+from pseudovideo.models.discriminator import PatchGANDiscriminator
 from pseudovideo.training.losses import (
     LPIPS_BACKBONE_FILES,
     PerceptualLoss,
@@ -22,7 +23,6 @@ from pseudovideo.training.losses import (
     hinge_g_loss,
     reconstruction_loss,
 )
-from pseudovideo.models.discriminator import PatchGANDiscriminator
 
 # ---------------------------------------------------------------------------------------------- reconstruction
 

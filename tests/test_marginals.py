@@ -22,11 +22,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pseudovideo.pseudo_video.corruptions import CORRUPTIONS, _dct_matrix
 from pseudovideo.experiments.grid import expand_experiment
 from pseudovideo.experiments.spec import load_experiment
-from pseudovideo.pseudo_video.marginals import marginal_mismatch
 from pseudovideo.pseudo_video.builder import build_pseudo_video_builder
+from pseudovideo.pseudo_video.corruptions import CORRUPTIONS, _dct_matrix
+from pseudovideo.pseudo_video.marginals import marginal_mismatch
 
 T = 18
 TOLERANCE = 0.03

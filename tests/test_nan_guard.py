@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from pseudovideo.checkpoint import MANIFEST, list_checkpoints
 from pseudovideo.cli import main
-from pseudovideo.training.health import TrainingDivergedError, _LossHealth
-from pseudovideo.training.engine import train
 from pseudovideo.training.distributed import DistributedContext
+from pseudovideo.training.engine import train
+from pseudovideo.training.health import TrainingDivergedError, _LossHealth
+
 from _train_script import FlipDataset, TinyTask, tiny_settings
 from test_train_cli import TINY, TOKENIZERS
 

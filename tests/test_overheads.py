@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from pseudovideo import metrics as M
-from pseudovideo.metrics.image import _sorted_columns
 from pseudovideo.config import build_config
-from pseudovideo.data.datasets import spread_images
 from pseudovideo.data.cache import reuse_datasets
-from pseudovideo.evaluation.evaluate import held_out_set
+from pseudovideo.data.datasets import spread_images
+from pseudovideo.evaluation.inference import held_out_set
 from pseudovideo.factory.datasets import build_dataset_from_config
+from pseudovideo.metrics.image import _sorted_columns
 
 
 def _folder(tmp_path: Path, count: int = 40) -> Path:

@@ -13,9 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 from pseudovideo import experiments as E
+from pseudovideo.config import ConfigError
 from pseudovideo.experiments import launchers
 from pseudovideo.experiments.scheduler import RunsFailedError
-from pseudovideo.config import ConfigError
 
 from test_experiments import TINY_SCALE
 

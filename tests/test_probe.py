@@ -14,10 +14,10 @@ from pseudovideo.config import build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
 from pseudovideo.evaluation.probe import PROBE_TRAIN_IMAGES, frozen_features, linear_probe, random_weights_model
 from pseudovideo.factory.datasets import ProbeSkipped, unlabelled_reason
-from pseudovideo.training.runs import check_run_inputs, train_run
 from pseudovideo.factory.models import load_run
-from pseudovideo.training.tasks import build_task
 from pseudovideo.training.randomness import seeded
+from pseudovideo.training.runs import check_run_inputs, train_run
+from pseudovideo.training.tasks import build_task
 
 # -- the classifier ------------------------------------------------------------------------------------------------
 

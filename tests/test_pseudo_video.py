@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pseudovideo.pseudo_video.corruptions import GaussianBlur, GaussianNoise, PatchMask
 from pseudovideo.pseudo_video.builder import PseudoVideoBuilder, build_pseudo_video_builder
+from pseudovideo.pseudo_video.corruptions import GaussianBlur, GaussianNoise, PatchMask
 
 SPECS = {
     "blur": {"name": "blur", "max_level": 2.0},

@@ -9,16 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pseudovideo.config import ConfigError, build_config
+from pseudovideo.models.cvivit import CViViT
+from pseudovideo.models.quantizer import VectorQuantizer
+from pseudovideo.models.vqvae import VQVAE
+
 from _tokenizer_helpers import (
     assert_checkpointing_gives_same_gradients,
     assert_restored_tokenizer_matches,
     smooth_video,
     train_steps,
 )
-from pseudovideo.config import ConfigError, build_config
-from pseudovideo.models.cvivit import CViViT
-from pseudovideo.models.quantizer import VectorQuantizer
-from pseudovideo.models.vqvae import VQVAE
 
 
 def tiny_vqvae(**kwargs) -> VQVAE:

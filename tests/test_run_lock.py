@@ -15,6 +15,7 @@ import pytest
 from pseudovideo.checkpoint import LOCK, RunLockedError, list_checkpoints, prune_checkpoints, run_lock
 from pseudovideo.cli import main
 from pseudovideo.training.engine import train
+
 from _train_script import FlipDataset, TinyTask, tiny_settings
 from test_train_cli import TINY, TOKENIZERS
 

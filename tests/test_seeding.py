@@ -10,6 +10,7 @@ import torch
 from pseudovideo.cli import main
 from pseudovideo.factory.models import load_run
 from pseudovideo.training.randomness import seeded
+
 from test_train_cli import TINY, TOKENIZERS, UNET
 
 FAMILIES = {

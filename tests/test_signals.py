@@ -204,14 +204,31 @@ def test_signal_pictures_have_frames_as_rows_with_the_clean_frame_last(tmp_path)
 
 
 def test_1d_feature_net_is_cached_with_its_dimensions(tmp_path):
-    from pseudovideo.evaluation.feature_net import classifier_features, load_feature_net, save_feature_net, train_feature_net
+    from pseudovideo.factory.feature_net import feature_net_key, feature_net_skip_reason
+    from pseudovideo.metrics.feature_net import FEATURE_DIM, augment, load_feature_net, save_feature_net, train_feature_net
 
     data = build_signal_dataset("sktime:ItalyPowerDemand", length=24)
-    model, accuracy = train_feature_net(data.signals, data.labels, 2, seed=0, steps=30)
-    net = save_feature_net(model, accuracy, tmp_path / "net.safetensors", {"dataset": "sktime:ItalyPowerDemand"})
+    shifted = augment(data.signals[:4], torch.Generator().manual_seed(0), flips=False, padding=3)
+    assert shifted.shape == (4, 1, 24) and not torch.equal(shifted, data.signals[:4])  # random shifts along the length
+    model, accuracy = train_feature_net(data.signals, data.labels, 2, seed=0, steps=40, flips=False)
+    net = save_feature_net(model, accuracy, tmp_path / "net.safetensors", {"dataset": "sktime:ItalyPowerDemand",
+                                                                           "resolution": "24"})
     again = load_feature_net(tmp_path / "net.safetensors")
     assert net.metadata["spatial_dims"] == "1" and again.sha256 == net.sha256 and accuracy > 0.6
-    assert classifier_features(data.signals[:5], again.model).shape == (5, 128)
+    assert again.features(data.signals[:5]).shape == (5, FEATURE_DIM)
+    assert again.features(resample_all(data.signals[:5], 48)).shape == (5, FEATURE_DIM)  # resampled to its 24 first
+    config = build_config(overrides=["data.dataset=sktime:OSULeaf", "data.length=64", "data.window=128", "data.stride=32"])
+    key = feature_net_key(config, 1)
+    assert key.dataset == "sktime:OSULeaf-w128s32" and key.resolution == 64 and not key.flips
+    assert feature_net_skip_reason(config) is None
+    regression = build_config(overrides=["data.dataset=sktime:Tecator", "data.length=100"])
+    assert "no class labels" in feature_net_skip_reason(regression)
+
+
+def resample_all(signals: torch.Tensor, length: int) -> torch.Tensor:
+    from pseudovideo.data.signals import resample
+
+    return torch.stack([resample(s, length) for s in signals])
 
 
 # -- end to end ------------------------------------------------------------------------------------------------------
@@ -224,11 +241,12 @@ def _run(tmp_path: Path, name: str, *overrides: str) -> list[str]:
 def test_train_evaluate_and_sample_on_sktime_signals(tmp_path, capsys):
     tokenizer = _run(tmp_path, "lifted_vqvae", "data.dataset=sktime:ItalyPowerDemand", "data.length=24", "model.family=lifted",
                      "model.lifted.base=vqvae", "model.vqvae.base_channels=8", "model.vqvae.codebook_size=16",
-                     "model.vqvae.codebook_dim=4", "eval.metrics=[mse,snr,cfd,probe,ssim]")
+                     "model.vqvae.codebook_dim=4", "eval.metrics=[mse,snr,cfd,ckd,probe,ssim]")
     assert main(["train", *tokenizer]) == 0
     run = tmp_path / "runs" / "lifted_vqvae"
     result = json.loads((run / "eval.json").read_text())
-    assert {"mse", "snr", "cfd", "probe", "probe_random"} <= set(result["metrics"]) and "image metric" in result["skipped"]["ssim"]
+    assert {"mse", "snr", "cfd", "ckd", "probe", "probe_random"} <= set(result["metrics"])
+    assert "image metric" in result["skipped"]["ssim"] and "1-D" in result["protocol"]["feature_net"]["features"]
     summary = json.loads((run / "train_summary.json").read_text())
     assert result["protocol"]["length"] == 24 and result["protocol"]["normalisation"] == summary["normalisation"]
     assert json.loads(Image.open(run / "pictures" / "eval_pseudo_videos_then_reconstructions.png").text["frames"])[-1].endswith("clean")

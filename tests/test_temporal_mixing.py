@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _unet_helpers import TINY_UNET, randomize
 from pseudovideo.config import ConfigError, build_config
 from pseudovideo.models.unet import TEMPORAL_LAYERS, TEMPORAL_MIXERS, image_unet, video_unet
 from pseudovideo.models.unet_blocks import TemporalAttention, TemporalConv
 from pseudovideo.training.tasks import build_task
+
+from _unet_helpers import TINY_UNET, randomize
 
 SETTINGS = list(itertools.product(TEMPORAL_LAYERS, TEMPORAL_MIXERS))
 # three levels, so that "full resolution", "low resolution" and "one per level" differ

@@ -15,6 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
+from pseudovideo.factory.run_folder import load_trained_model
+from pseudovideo.training.batches import batch_indices, epoch_permutation
+from pseudovideo.training.distributed import DistributedContext
+from pseudovideo.training.ema import ModelEMA
+from pseudovideo.training.engine import train
+from pseudovideo.training.health import TrainingDivergedError
+from pseudovideo.training.loggers import _ScalarMeter
+from pseudovideo.training.optimisation import lr_at_step
+from pseudovideo.training.precision import resolve_precision
+
 from _train_script import (
     FlipDataset,
     Interrupted,
@@ -22,18 +35,6 @@ from _train_script import (
     TinyTask,
     tiny_settings,
 )
-from safetensors.torch import load_file
-
-from pseudovideo.checkpoint import list_checkpoints, verify_checkpoint
-from pseudovideo.training.distributed import DistributedContext
-from pseudovideo.training.ema import ModelEMA
-from pseudovideo.training.loggers import _ScalarMeter
-from pseudovideo.training.health import TrainingDivergedError
-from pseudovideo.training.batches import batch_indices, epoch_permutation
-from pseudovideo.training.optimisation import lr_at_step
-from pseudovideo.training.precision import resolve_precision
-from pseudovideo.training.engine import train
-from pseudovideo.factory.run_folder import load_trained_model
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCRIPT = TESTS_DIR / "_train_script.py"

@@ -25,10 +25,11 @@ import pseudovideo
 from pseudovideo.cli import main
 from pseudovideo.config import build_config
 from pseudovideo.evaluation.evaluate import evaluate_run
-from pseudovideo.factory.models import load_run
-from pseudovideo.training.runs import train_run
 from pseudovideo.factory.models import build_model
+from pseudovideo.factory.models import load_run
 from pseudovideo.interop.trust import UntrustedCodeError
+from pseudovideo.training.runs import train_run
+
 from test_hostile_inputs import _assert_one_line_error, _run
 
 SRC = Path(pseudovideo.__file__).resolve().parents[1]  # the package this process tests, for the subprocesses

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _unet_helpers import TINY_UNET, randomize
 
 from pseudovideo.models.unet import UNet, image_unet, is_temporal_key, video_unet
+
+from _unet_helpers import TINY_UNET, randomize
 
 
 def _video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:

@@ -7,16 +7,17 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
+from pseudovideo.models.quantizer import VectorQuantizer, code_usage_stats
+from pseudovideo.models.tokenizer import TokenizerOutput, count_parameters
+from pseudovideo.models.vqvae import VQVAE
+
 from _tokenizer_helpers import (
     assert_checkpointing_gives_same_gradients,
     assert_restored_tokenizer_matches,
     smooth_video,
     train_steps,
 )
-
-from pseudovideo.models.quantizer import VectorQuantizer, code_usage_stats
-from pseudovideo.models.tokenizer import TokenizerOutput, count_parameters
-from pseudovideo.models.vqvae import VQVAE
 
 RES = 16
 

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from pseudovideo import experiments as E
-from pseudovideo.experiments import scheduler as S
 from pseudovideo.config import ConfigError, build_config
-from pseudovideo.factory.models import load_run
+from pseudovideo.experiments import scheduler as S
 from pseudovideo.factory.models import build_model
+from pseudovideo.factory.models import load_run
 
 from test_experiments import TINY_SCALE
 

@@ -215,22 +215,10 @@ def save_checkpoint(
         for writing in files:
             _fsync_file(tmp / writing)
         writing = MANIFEST
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "step": step,
-            "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files},
-        }
-        _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        _write_bytes(tmp / MANIFEST, _manifest(tmp, step, files))
         writing = None  # from here on, the checkpoint folder is moved into place
         _fsync_dir(tmp)
-        if final.exists():  # e.g. re-saving a step whose earlier checkpoint was corrupt
-            trash = checkpoints_dir / f"{_TRASH_PREFIX}{final.name}_{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(checkpoints_dir)
+        _move_into_place(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, (OSError, SafetensorError)):
@@ -239,6 +227,28 @@ def save_checkpoint(
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
+
+
+def _manifest(folder: Path, step: int, files: list[str]) -> bytes:
+    """manifest.json of a checkpoint folder: the format, the step and every file's size and sha256."""
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)} for name in files},
+    }
+    return json.dumps(manifest, indent=1).encode()
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Renames the complete temporary folder to ``final`` (replacing an earlier one only once the new one is there)."""
+    if final.exists():  # e.g. re-saving a step whose earlier checkpoint was corrupt
+        trash = final.parent / f"{_TRASH_PREFIX}{final.name}_{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 # What safetensors (Rust) says for a full disk or quota: its SafetensorError is not an OSError and has no errno.

@@ -19,19 +19,16 @@ from typing import Any, Sequence
 import torch
 
 from pseudovideo.config import ConfigError, RunConfig, build_config
-from pseudovideo.training.distributed import resolve_device
-from pseudovideo.evaluation.evaluate import (
-    evaluate_run,
-    group_skipped,
-    held_out_images,
-    reconstruct_clean_frames,
-)
-from pseudovideo.pictures import picture_upscale, plot_curves, read_csv_series, save_side_by_side, save_video_grid
-from pseudovideo.factory.models import load_run
-from pseudovideo.training.runs import plan_run, train_run
+from pseudovideo.evaluation.evaluate import evaluate_run
+from pseudovideo.evaluation.inference import held_out_images, reconstruct_clean_frames
+from pseudovideo.evaluation.report import group_skipped
 from pseudovideo.factory.datasets import build_dataset_from_config
 from pseudovideo.factory.models import build_model
+from pseudovideo.factory.models import load_run
 from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
+from pseudovideo.pictures import picture_upscale, plot_curves, read_csv_series, save_side_by_side, save_video_grid
+from pseudovideo.training.distributed import resolve_device
+from pseudovideo.training.runs import plan_run, train_run
 
 FAMILIES = ("tokenizer", "diffusion", "both")
 

@@ -210,6 +210,15 @@ def _place_columns(
     return xs, widths, spans
 
 
+def _signal_frames(tiles: Tensor, path: str | os.PathLike, column_labels: Sequence[str], row_labels: Sequence[str] | None,
+                   groups: Sequence[tuple[str, int]] | None, marked_columns: Sequence[int], title: str) -> Path:
+    """:func:`pseudovideo.signal_pictures.save_signal_frames` of pseudo sequences tiles (R, K, C, L)."""
+    from pseudovideo.signal_pictures import save_signal_frames
+
+    return save_signal_frames(tiles, path, column_labels=column_labels, row_labels=row_labels, groups=groups,
+                              marked_columns=marked_columns, title=title)
+
+
 def save_labelled_grid(
     tiles: Tensor,
     path: str | os.PathLike,
@@ -230,19 +239,10 @@ def save_labelled_grid(
     tile positions are written as PNG text chunks (see the module docstring). Signals (R, K, C, L) are drawn as
     line plots with the K frames as rows (:func:`pseudovideo.signal_pictures.save_signal_frames`).
     """
-    if tiles.ndim == 4:
-        from pseudovideo.signal_pictures import save_signal_frames
-
-        return save_signal_frames(tiles, path, column_labels=column_labels, row_labels=row_labels, groups=groups,
-                                  marked_columns=marked_columns, title=title)
-    if tiles.ndim != 5 or tiles.shape[2] not in (1, 3) or 0 in tiles.shape[:2]:
-        raise ValueError(f"tiles must have shape (R, K, C, H, W) with R, K >= 1 and C in (1, 3), got {tuple(tiles.shape)}")
+    if tiles.ndim == 4:  # signals: line plots with the frames as rows
+        return _signal_frames(tiles, path, column_labels, row_labels, groups, marked_columns, title)
+    groups = _checked_groups(tiles, column_labels, row_labels, groups)
     rows, cols = tiles.shape[:2]
-    groups = [(str(name), int(count)) for name, count in groups] if groups else [("", cols)]
-    if len(column_labels) != cols or (row_labels is not None and len(row_labels) != rows):
-        raise ValueError(f"got {len(column_labels)} column labels and {len(row_labels or [])} row labels for {rows} x {cols} tiles")
-    if sum(count for _, count in groups) != cols or any(count < 1 for _, count in groups):
-        raise ValueError(f"groups {groups} must have positive counts summing to the {cols} columns")
     pixels = _upscale(to_uint8(tiles), upscale).expand(-1, -1, 3, -1, -1)  # (R, K, 3, h, w) uint8
     tile_h, tile_w = pixels.shape[-2:]
     left = max(_text_size(label)[0] for label in row_labels) + 2 * LABEL_MARGIN if row_labels else 0
@@ -270,14 +270,30 @@ def save_labelled_grid(
             canvas.paste(_to_pil(pixels[r, k]), (x, y))
             if k in marked:  # a green outline in the padding around the clean frame
                 draw.rectangle((x - 2, y - 2, x + tile_w + 1, y + tile_h + 1), outline=MARK_COLOUR, width=2)
+    texts = {"columns": list(column_labels), "rows": list(row_labels or []), "groups": groups,
+             "marked_columns": sorted(marked), "title": title,
+             "layout": {"tile": [tile_h, tile_w], "column_x": tile_x, "row_y": row_y}}
     info = PngInfo()
-    for key, value in (("columns", list(column_labels)), ("rows", list(row_labels or [])), ("groups", groups),
-                       ("marked_columns", sorted(marked)), ("title", title),
-                       ("layout", {"tile": [tile_h, tile_w], "column_x": tile_x, "row_y": row_y})):
+    for key, value in texts.items():
         info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     path = _prepare(path)
     canvas.save(path, format="PNG", pnginfo=info)
     return path
+
+
+def _checked_groups(tiles: Tensor, column_labels: Sequence[str], row_labels: Sequence[str] | None,
+                    groups: Sequence[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    """The column groups of :func:`save_labelled_grid` (one unnamed group by default); ValueError when the tiles
+    (R, K, C, H, W), the labels and the groups do not fit together."""
+    if tiles.ndim != 5 or tiles.shape[2] not in (1, 3) or 0 in tiles.shape[:2]:
+        raise ValueError(f"tiles must have shape (R, K, C, H, W) with R, K >= 1 and C in (1, 3), got {tuple(tiles.shape)}")
+    rows, cols = tiles.shape[:2]
+    groups = [(str(name), int(count)) for name, count in groups] if groups else [("", cols)]
+    if len(column_labels) != cols or (row_labels is not None and len(row_labels) != rows):
+        raise ValueError(f"got {len(column_labels)} column labels and {len(row_labels or [])} row labels for {rows} x {cols} tiles")
+    if sum(count for _, count in groups) != cols or any(count < 1 for _, count in groups):
+        raise ValueError(f"groups {groups} must have positive counts summing to the {cols} columns")
+    return groups
 
 
 def save_video_gif(

@@ -176,7 +176,8 @@ def cmd_search_corruptions(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a run (or resumes one exactly with --resume RUN_DIR), then evaluates it."""
-    from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
+    from pseudovideo.evaluation.evaluate import evaluate_run
+    from pseudovideo.evaluation.report import format_eval_markdown
     from pseudovideo.factory.run_folder import load_run_config
     from pseudovideo.training.runs import train_run
 
@@ -225,7 +226,8 @@ def _train_summary_line(result) -> str:  # noqa: ANN001 - a TrainResult (importe
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluates a trained run; ``eval.*`` overrides change the protocol (e.g. eval.num_images=10000)."""
-    from pseudovideo.evaluation.evaluate import evaluate_run, format_eval_markdown
+    from pseudovideo.evaluation.evaluate import evaluate_run
+    from pseudovideo.evaluation.report import format_eval_markdown
     from pseudovideo.factory.run_folder import load_run_config
 
     base = load_run_config(args.run_dir)
@@ -243,7 +245,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Writes N generated images (PNG files and a grid) and, for video models, the pseudo videos."""
     from pseudovideo.training.distributed import resolve_device
-    from pseudovideo.evaluation.evaluate import generate_videos, save_generated_grid
+    from pseudovideo.evaluation.inference import generate_videos
+    from pseudovideo.evaluation.report import save_generated_grid
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
     from pseudovideo.config.modality import modality_name
     from pseudovideo.factory.models import load_run
@@ -317,14 +320,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_feature_net(args: argparse.Namespace) -> int:
-    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd metric compares."""
-    from pseudovideo.evaluation.feature_net import prepare_feature_net
+    """Trains (or finds in eval.cache_dir) the classifier whose features the cfd / ckd metrics compare."""
+    from pseudovideo.factory.feature_net import prepare_feature_net
     from pseudovideo.factory.datasets import build_dataset_from_config
 
     config = _config_from_args(args)
     channels = config.data.channels or build_dataset_from_config(config, split=config.data.eval_split).channels
     net = prepare_feature_net(config, channels, retrain=args.retrain)
-    print(f"feature net: {net.path}\nweights sha256: {net.sha256}\nheld-out accuracy: {net.accuracy:.4f}")
+    print(f"feature net: {net.path}\nfile sha256: {net.file_sha256}\nweights sha256: {net.sha256}\n"
+          f"held-out accuracy: {net.accuracy:.4f}\ndead features: {net.metadata.get('dead_features')}\n"
+          f"side: {net.resolution} px, {net.metadata.get('steps')} steps")
     return 0
 
 

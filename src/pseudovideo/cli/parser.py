@@ -147,7 +147,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     _add_trust_argument(sample)
     sample.set_defaults(func=cmd_sample)
 
-    feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd metric (cached)")
+    feature_net = sub.add_parser("feature-net", help="train the dataset classifier behind the cfd / ckd metrics (cached)")
     _add_config_arguments(feature_net)
     feature_net.add_argument("--retrain", action="store_true", help="train anew even when the cache file exists")
     feature_net.set_defaults(func=cmd_feature_net)

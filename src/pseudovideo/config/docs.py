@@ -178,13 +178,24 @@ MEANINGS: dict[str, str] = {
     "eval.num_images": "held-out images reconstructed, or images generated",
     "eval.batch_size": "batch of evaluation",
     "eval.use_ema": "evaluate the EMA weights (false: the raw ones)",
-    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid, cfd, probe: linear-probe accuracy of frozen "
-                    "features beside the same model with random weights, see pseudovideo.evaluation.probe; mse, snr: a "
-                    "tokenizer's reconstruction error and signal-to-noise ratio in dB; on signals the image metrics are "
-                    "skipped with the reason: use mse, snr, cfd, probe)",
+    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid, cfd, ckd, probe, mse, snr); cfd/ckd are "
+    "skipped, with the reason, for a dataset without class labels (decided before training); probe: linear-probe "
+    "accuracy of frozen features beside the same model with random weights, see pseudovideo.evaluation.probe; mse, "
+    "snr: a tokenizer's reconstruction error and signal-to-noise ratio in dB; on signals the image metrics are "
+    "skipped with the reason: use mse, snr, cfd, ckd, probe",
     "eval.inception_weights": "local path of torch-fidelity's Inception weights (FID/KID)",
     "eval.lpips_weights": "local path of the LPIPS backbone's ImageNet weights",
-    "eval.cache_dir": "cache of reference statistics for FID/KID",
+    "eval.cache_dir": "cache of reference statistics for FID/KID and of the cfd/ckd feature nets (shared by runs)",
+    "eval.feature_net": "cfd/ckd: explicit feature-net safetensors file (else cached in eval.cache_dir, or trained "
+    "on first use)",
+    "eval.feature_net_seed": "cfd/ckd: seed of the feature net's training (part of its cache key)",
+    "eval.feature_net_steps": "cfd/ckd: training steps of the feature net (part of its cache key); null: 5 epochs "
+    "of its training images, at least 400 steps",
+    "eval.feature_net_resolution": "cfd/ckd: image side the feature net trains at, evaluated images are resized to "
+    "it (part of its cache key); null: data.resolution, at most 32 (larger images are resized down to 32)",
+    "eval.feature_net_flips": "cfd/ckd: random horizontal flips in the feature net's training (part of its cache "
+    "key); null: on, except for digits and mnist",
+    "eval.ckd_subsets": "ckd: random subsets the kernel distance is averaged over (subset size min(1000, images))",
     "eval.seed": "seed of the evaluation's pseudo videos and samples",
 }
 

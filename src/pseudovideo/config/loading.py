@@ -303,6 +303,15 @@ def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> 
                                   f"T={pv.num_frames}, data.resolution={resolution}) with construction first_order: {problem}")
 
 
+def _validate_modality(config: RunConfig) -> None:
+    """The data's modality (images or 1-D signals) and the keys and models that belong to it; the channels."""
+    data = config.data
+    problems = validate_modality(data, config)
+    _require(not problems, problems[0] if problems else "")
+    _require(data.channels in (None, 1, 3) or spatial_dims(data) == 1,
+             f"data.channels: expected 1, 3 or null, got {data.channels}")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
@@ -324,13 +333,10 @@ def validate_config(config: RunConfig) -> None:
         if corruption.name == "mask":
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
-    problems = validate_modality(data, config)  # images or 1-D signals: their own keys and models
-    _require(not problems, problems[0] if problems else "")
+    _validate_modality(config)
     if pv.construction == "first_order":
         _validate_first_order_downsample(pv, sample_size(data))
     validate_learned(pv)
-    _require(data.channels in (None, 1, 3) or spatial_dims(data) == 1,
-             f"data.channels: expected 1, 3 or null, got {data.channels}")
     _require(0 < data.held_out_fraction < 1,
              f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)
@@ -359,8 +365,12 @@ def validate_config(config: RunConfig) -> None:
     _require(config.eval.batch_size >= 1, f"eval.batch_size: expected >= 1, got {config.eval.batch_size}")
     for metric in config.eval.metrics:
         _require(metric in EVAL_METRICS, f"eval.metrics: unknown metric {quote(metric)}; valid: {', '.join(EVAL_METRICS)}")
-    _require(config.eval.feature_net_steps >= 1,
-             f"eval.feature_net_steps: expected an integer >= 1, got {config.eval.feature_net_steps}")
+    ev = config.eval
+    _require(ev.feature_net_steps is None or ev.feature_net_steps >= 1,
+             f"eval.feature_net_steps: expected null or an integer >= 1, got {ev.feature_net_steps}")
+    _require(ev.feature_net_resolution is None or ev.feature_net_resolution >= 8,
+             f"eval.feature_net_resolution: expected null or an integer >= 8, got {ev.feature_net_resolution}")
+    _require(ev.ckd_subsets >= 1, f"eval.ckd_subsets: expected an integer >= 1, got {ev.ckd_subsets}")
 
 
 # Codebook options of a VQ section that FSQ (which has no codebook) does not use; the VQVAE's codebook_dim stays

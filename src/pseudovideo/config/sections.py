@@ -280,8 +280,10 @@ class TrainConfig:
     progress: bool = True
 
 
-# cfd: classifier Fréchet distance; probe: linear-probe accuracy of frozen features (pseudovideo.evaluation.probe)
-EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "probe", "mse", "snr")
+# cfd / ckd: Fréchet / kernel distance in the features of a classifier trained on the dataset (feature_net.py);
+# probe: linear-probe accuracy of frozen features (pseudovideo.evaluation.probe); mse / snr: reconstruction error and
+# signal-to-noise ratio (pseudovideo.metrics.signals)
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "ckd", "probe", "mse", "snr")
 
 
 @dataclass
@@ -291,13 +293,16 @@ class EvalConfig:
     num_images: int = 1000  # held-out images reconstructed, or images generated
     batch_size: int = 100
     use_ema: bool = True
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid"])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "ckd"])
     inception_weights: str | None = None  # local path of torch-fidelity's Inception weights
     lpips_weights: str | None = None  # local path of the LPIPS backbone's ImageNet weights
     cache_dir: str = "~/.cache/pseudovideo"  # FID/KID reference statistics and cfd feature nets (shared by runs)
-    feature_net: str | None = None  # cfd: explicit feature-net safetensors file (else cached in cache_dir / trained)
-    feature_net_seed: int = 0  # cfd: seed of the feature net's training (part of its cache key)
-    feature_net_steps: int = 1000  # cfd: training steps of the feature net (part of its cache key)
+    feature_net: str | None = None  # cfd/ckd: explicit feature-net safetensors file (else cached in cache_dir / trained)
+    feature_net_seed: int = 0  # cfd/ckd: seed of the feature net's training (part of its cache key)
+    feature_net_steps: int | None = None  # cfd/ckd: the net's training steps; null: 5 epochs, at least 400 steps
+    feature_net_resolution: int | None = None  # cfd/ckd: side the net trains at; null: data.resolution, at most 32
+    feature_net_flips: bool | None = None  # cfd/ckd: random flips in the net's training; null: off for digits/mnist
+    ckd_subsets: int = 100  # ckd: random subsets averaged (subset size min(1000, images))
     seed: int = 1234
 
 

@@ -13,10 +13,28 @@ decoded datasets in :mod:`~pseudovideo.data.cache`. Another modality (e.g. 1-D s
 from __future__ import annotations
 
 from pseudovideo.data.datasets import ImageDataset, LazyImageDataset, TensorImageDataset, spread_images, spread_subset
-from pseudovideo.data.decoding import DECODED_FORMATS, read_idx_images, resize_center_crop
+from pseudovideo.data.decoding import DECODED_FORMATS, read_idx_images, read_idx_labels, resize_center_crop
 from pseudovideo.data.folders import IMAGE_EXTENSIONS, list_image_files
-from pseudovideo.data.images import DATASET_NAMES, VALID_SPECS, build_dataset, check_dataset_spec, parse_dataset_spec
-from pseudovideo.data.sources import CELEBA_FILES, CELEBA_FOLDER, CIFAR10_FILES, CIFAR10_FOLDER, CIFAR10_META, DEFAULT_ROOT, DIGITS_SPLITS, DIGITS_TRAIN_SIZE, MNIST_PREFIX
+from pseudovideo.data.images import (
+    DATASET_NAMES,
+    VALID_SPECS,
+    SplitSource,
+    build_dataset,
+    check_dataset_spec,
+    parse_dataset_spec,
+    split_source,
+)
+from pseudovideo.data.sources import (
+    CELEBA_FILES,
+    CELEBA_FOLDER,
+    CIFAR10_FILES,
+    CIFAR10_FOLDER,
+    CIFAR10_META,
+    DEFAULT_ROOT,
+    DIGITS_SPLITS,
+    DIGITS_TRAIN_SIZE,
+    MNIST_PREFIX,
+)
 from pseudovideo.data.splits import DEFAULT_HELD_OUT_FRACTION, SPLITS, held_out_mask
 
 __all__ = [
@@ -33,6 +51,7 @@ __all__ = [
     "DIGITS_TRAIN_SIZE",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
+    "SplitSource",
     "LazyImageDataset",
     "MNIST_PREFIX",
     "SPLITS",
@@ -44,7 +63,9 @@ __all__ = [
     "list_image_files",
     "parse_dataset_spec",
     "read_idx_images",
+    "read_idx_labels",
     "resize_center_crop",
     "spread_images",
+    "split_source",
     "spread_subset",
 ]

@@ -59,6 +59,23 @@ def read_idx_images(path: str | os.PathLike) -> Tensor:
     return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).reshape(n, h, w)  # (N, H, W)
 
 
+def read_idx_labels(path: str | os.PathLike) -> Tensor:
+    """Read an IDX label file (MNIST's raw format, optionally gzipped) into int64 ``(N,)``."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read IDX file {str(path)!r}: {err}") from err
+    if len(data) < 8 or data[:4] != bytes([0, 0, 8, 1]):
+        raise ValueError(f"IDX file {str(path)!r} is not a uint8 label file (magic {data[:4].hex()}, expected 00000801)")
+    (n,) = struct.unpack(">I", data[4:8])
+    if len(data) - 8 != n:
+        raise ValueError(f"IDX file {str(path)!r} is truncated: header says {n} labels, got {len(data) - 8} bytes")
+    return torch.frombuffer(bytearray(data[8:]), dtype=torch.uint8).long()  # (N,)
+
+
 def _to_signed_unit(image: Tensor) -> Tensor:
     """uint8 [0, 255] or float [-1, 1] -> float32 in [-1, 1]."""
     if image.dtype == torch.uint8:

@@ -3,8 +3,9 @@ name them and :func:`build_dataset`, which builds one.
 
 Every dataset built here yields float32 tensors ``(C, R, R)`` in ``[-1, 1]`` (labels are not yielded),
 with ``R`` the requested resolution. Class labels, where the data has them (digits, CIFAR-10, MNIST in
-torchvision's layout, a folder with one sub-folder per class), are kept beside the images in ``.labels``
-for the classifier behind the ``cfd`` metric (see ``pseudovideo.evaluation.feature_net``). Entry point: :func:`build_dataset`, driven by a spec string:
+torchvision's layout or as raw IDX files with their label files, a folder with one sub-folder per class), are kept
+beside the images in ``.labels`` for the classifier behind the ``cfd`` / ``ckd`` metrics (see
+``pseudovideo.metrics.feature_net``); :func:`split_source` tells whether a split has them without decoding it. Entry point: :func:`build_dataset`, driven by a spec string:
 
 - ``"digits"``: scikit-learn's bundled 8x8 handwritten digits, upsampled; needs no network or files.
 - ``"cifar10"``, ``"mnist"``, ``"celeba"`` (optionally ``"name:ROOT"``): torchvision's own dataset
@@ -21,7 +22,10 @@ says which split was actually used (written into every ``eval.json``).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from pseudovideo.data.datasets import (
@@ -31,13 +35,14 @@ from pseudovideo.data.datasets import (
     _check_resolution,
     spread_subset,
 )
-from pseudovideo.data.folders import _build_folder, _folder_split, _hash_split, list_image_files
+from pseudovideo.data.folders import _build_folder, _folder_class_labels, _folder_split, _hash_split, list_image_files
 from pseudovideo.data.sources import (
     DIGITS_SPLITS,
     _build_celeba,
     _check_celeba_files,
     _check_cifar10_files,
     _find_mnist_source,
+    _idx_labels_beside,
     _load_cifar10,
     _load_digits,
     _load_mnist,
@@ -45,7 +50,8 @@ from pseudovideo.data.sources import (
 )
 from pseudovideo.data.splits import DEFAULT_HELD_OUT_FRACTION, _check_fraction, _check_split
 
-__all__ = ["DATASET_NAMES", "VALID_SPECS", "build_dataset", "check_dataset_spec", "parse_dataset_spec"]
+__all__ = ["DATASET_NAMES", "VALID_SPECS", "SplitSource", "build_dataset", "check_dataset_spec", "parse_dataset_spec",
+           "split_source"]
 
 DATASET_NAMES = ("digits", "cifar10", "mnist", "celeba", "folder")
 VALID_SPECS = ("digits", "cifar10[:ROOT]", "mnist[:ROOT]", "celeba[:ROOT]", "folder:PATH")
@@ -110,6 +116,52 @@ def check_dataset_spec(
             else:
                 _check_celeba_files(data_root)
     return name, arg
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """What a split is made of, found without decoding images (see :func:`split_source`).
+
+    ``hashed``: the split is a hash-chosen part of a source without splits (it depends on held_out_fraction);
+    ``labelled``: the split has class labels; ``fingerprint``: for folders, sha256 over the sorted relative paths
+    and byte sizes of the split folder's image files (the same data extracted elsewhere has the same one), else
+    "" (the spec names the data).
+    """
+
+    hashed: bool
+    labelled: bool
+    fingerprint: str
+
+
+def split_source(spec: str, root: str | None = None, split: str = "train", *, download: bool = False,
+                 skip_bad_files: bool = False, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+                 fingerprint: bool = True) -> SplitSource:
+    """Cheap facts about ``split`` of a dataset spec (a file listing at most, no image is decoded);
+    ``fingerprint=False`` skips the folder fingerprint (the file sizes). Labels are judged on the split's own files
+    (``held_out_fraction`` picks a hashed split). Raises ValueError / FileNotFoundError for a bad spec or missing
+    data, as :func:`check_dataset_spec` does.
+    """
+    name, arg = parse_dataset_spec(spec)
+    _check_split(name, split)
+    if name == "folder":
+        folder, hashed = _folder_split(Path(arg), split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the build reports skipped folders
+            files = list_image_files(folder, skip_unreadable=skip_bad_files)
+        digest = hashlib.sha256()
+        if fingerprint:
+            start = len(str(folder)) + 1  # str slicing: pathlib's relative_to is slow on 50k files
+            for f in map(str, files):
+                digest.update(f"{f[start:]}\0{os.path.getsize(f)}\n".encode())
+        part = _hash_split(files, folder, split, held_out_fraction)[0] if hashed else files
+        labelled = _folder_class_labels(folder, part)[0] is not None
+        return SplitSource(hashed, labelled, digest.hexdigest() if fingerprint else "")
+    if name == "mnist":
+        data_root = _resolve_root(name, arg, root)
+        source, hashed = (None, False) if download else _find_mnist_source(data_root, split)
+        labelled = source is None or _idx_labels_beside(source) is not None
+        return SplitSource(hashed, labelled, "")
+    return SplitSource(False, name != "celeba", "")
 
 
 def build_dataset(

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pseudovideo.config.modality import SIGNAL_KINDS
 from pseudovideo.data.datasets import spread_subset
 from pseudovideo.data.splits import held_out_mask
 
@@ -50,8 +49,12 @@ __all__ = [
     "cut_windows",
     "parse_signal_spec",
     "resample",
+    "signal_cache_name",
+    "signal_labels_exist",
+    "signal_training_split",
 ]
 
+SIGNAL_KINDS = ("sktime", "series")  # the spec prefixes (pseudovideo.config.modality tells the modality by them too)
 SIGNAL_SPECS = ("sktime:NAME", "series:PATH")
 SERIES_EXTENSIONS = (".npy", ".csv")
 SPLITS = {"sktime": ("train", "test"), "series": ("train", "valid", "test")}
@@ -173,15 +176,19 @@ def _read_sktime(name: str, split: str) -> tuple[list[np.ndarray], list[str] | N
 
     from sktime.datasets import load_UCR_UEA_dataset
 
-    folder = _sktime_data_folder() / name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sktime's deprecation notices are not the user's concern
         frame, y = load_UCR_UEA_dataset(name, split=split, return_type="nested_univ")  # bundled: read locally
     series = [np.stack([np.asarray(frame.iloc[i, c], dtype=np.float64) for c in range(frame.shape[1])])
               for i in range(frame.shape[0])]
-    header = (folder / f"{name}_TRAIN.ts").read_text(errors="replace")[:20000].lower()
-    labelled = "@classlabel true" in header
-    return series, ([str(v) for v in y] if labelled else None), f"sktime {name}'s official {split!r} split"
+    labels = [str(v) for v in y] if _sktime_labelled(name) else None  # a regression set's targets are no classes
+    return series, labels, f"sktime {name}'s official {split!r} split"
+
+
+def _sktime_labelled(name: str) -> bool:
+    """Whether a bundled sktime set is a classification problem (its .ts header says ``@classLabel true``)."""
+    header = (_sktime_data_folder() / name / f"{name}_TRAIN.ts").read_text(errors="replace")[:20000].lower()
+    return "@classlabel true" in header
 
 
 def _read_series_file(path: Path) -> np.ndarray:
@@ -338,6 +345,24 @@ def build_signal_dataset(
     text = _describe(description, kind, arg, series, windows, window, stride, length, clipped, split)
     return SignalDataset(signals, name=spec, labels=label_tensor, class_names=class_names, split_description=text,
                          normalisation=normalisation)
+
+
+def signal_training_split(spec: str, split: str, held_out_fraction: float) -> str:
+    """The training split as a cache key names it: ``train``, or ``train-heldout0.1`` for a series folder split by hash."""
+    kind, arg = parse_signal_spec(spec)
+    hashed = kind == "series" and _series_folder(Path(arg).expanduser(), split)[1]
+    return f"{split}-heldout{held_out_fraction:g}" if hashed else split
+
+
+def signal_labels_exist(spec: str, split: str, held_out_fraction: float) -> bool:
+    """Whether the training split has class labels, told cheaply: an sktime set's header says ``@classLabel true``;
+    a series folder's files lie in two or more class sub-folders (no series is read)."""
+    kind, arg = parse_signal_spec(spec)
+    if kind == "sktime":
+        return _sktime_labelled(arg)
+    folder, _ = _series_folder(Path(arg).expanduser(), split)
+    parts = [p.relative_to(folder).parts for p in folder.rglob("*") if p.suffix.lower() in SERIES_EXTENSIONS]
+    return bool(parts) and all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) > 1
 
 
 def signal_cache_name(spec: str, length: int, window: int | None, stride: int | None) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from pseudovideo.data.datasets import ImageDataset, LazyImageDataset, spread_subset
-from pseudovideo.data.decoding import read_idx_images
+from pseudovideo.data.decoding import read_idx_images, read_idx_labels
 from pseudovideo.data.splits import _hash_part
 
 DEFAULT_ROOT = "data"  # where torchvision datasets live (or are downloaded to) when no root is given
@@ -150,8 +150,8 @@ def _find_mnist_source(root: Path, split: str) -> tuple[Path | None, bool]:
 def _load_mnist(
     root: Path, split: str, download: bool, held_out_fraction: float
 ) -> tuple[Tensor, Tensor | None, list[str] | None, str]:
-    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (unlabelled)
-    -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
+    """MNIST via torchvision.datasets.MNIST (with labels), or raw IDX (.gz) image files (labelled when the label
+    file lies beside them) -> (uint8 (N, 1, 28, 28), labels (N,) or None, class names or None, split description).
 
     With only one split file present (e.g. the test split shipped alone), ``split`` is a deterministic
     part of it: the held-out ``held_out_fraction`` (by index hash) for evaluation, the rest for training.
@@ -165,12 +165,24 @@ def _load_mnist(
         description = f"MNIST's official {split!r} split"
         return pixels.unsqueeze(1).contiguous(), ds.targets.long(), [str(d) for d in range(10)], description
     pixels = read_idx_images(source)  # (N, 28, 28)
+    label_file = _idx_labels_beside(source)
+    labels = read_idx_labels(label_file) if label_file is not None else None
+    if labels is not None and labels.shape[0] != pixels.shape[0]:
+        raise ValueError(f"IDX label file {str(label_file)!r} holds {labels.shape[0]} labels for {pixels.shape[0]} images")
     description = f"MNIST's official {split!r} split ({source.name})"
     if hashed:
         chosen, description = _hash_part([str(i) for i in range(len(pixels))], split, held_out_fraction,
                                           f"MNIST file {source.name} (the only split present; image index)")
         pixels = pixels[torch.tensor(chosen)]
-    return pixels.unsqueeze(1).contiguous(), None, None, description  # (N, 1, 28, 28)
+        labels = None if labels is None else labels[torch.tensor(chosen)]
+    classes = None if labels is None else [str(d) for d in range(10)]
+    return pixels.unsqueeze(1).contiguous(), labels, classes, description  # (N, 1, 28, 28), (N,)
+
+
+def _idx_labels_beside(images_file: Path) -> Path | None:
+    """The IDX label file beside an IDX image file (``t10k-images-idx3-ubyte.gz`` -> ``t10k-labels-idx1-ubyte[.gz]``)."""
+    stem = images_file.name.replace("-images-idx3-ubyte", "-labels-idx1-ubyte").removesuffix(".gz")
+    return next((p for p in (images_file.parent / stem, images_file.parent / f"{stem}.gz") if p.is_file()), None)
 
 
 def _check_celeba_files(root: Path) -> None:

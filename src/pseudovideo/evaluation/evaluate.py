@@ -8,10 +8,11 @@
 - Diffusion models (UNet, video UNet): generate pseudo videos from noise; the last frame is the
   generated image; SWD / FID / KID against held-out real images, plus sampling speed.
 Metrics that need downloaded weights (LPIPS, FID, KID) are skipped with the reason when the weights
-are absent; SWD, PSNR and SSIM need none. CFD (classifier Fréchet distance, not FID) uses a small classifier
-trained on the dataset's labelled training split (``pseudovideo.evaluation.feature_net``, cached, trained on first use);
-it is skipped with the reason for unlabelled datasets. ``probe`` is the linear-probe accuracy of the model's frozen
-features of the clean frame, beside the same architecture with random weights (``probe_random``; see
+are absent; SWD, PSNR and SSIM need none. CFD and CKD (classifier Fréchet and kernel distances, not FID/KID)
+use a small residual classifier trained on the dataset's labelled training split (``pseudovideo.metrics.feature_net``,
+cached, trained on first use: ``pseudovideo.factory.feature_net``); they are skipped with the reason for unlabelled
+datasets. ``probe`` is the linear-probe accuracy of the model's frozen features of the clean frame, beside the same
+architecture with random weights (``probe_random``; see
 ``pseudovideo.evaluation.probe``). Tokenizers also report their codebook usage and perplexity over the evaluation's codes,
 with a warning under ``LOW_CODEBOOK_USAGE``.
 """
@@ -21,147 +22,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from pseudovideo import metrics as M
-from pseudovideo.config.modality import sample_protocol, sample_shape, unsupported_metric_reason
-from pseudovideo.metrics import signals as signal_metrics
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
-from pseudovideo.data.datasets import spread_images, spread_subset
-from pseudovideo.diffusion.samplers import ddim_timesteps
+from pseudovideo.config.modality import sample_protocol, unsupported_metric_reason
+from pseudovideo.data.datasets import spread_subset
+from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_data, held_out_set, reconstruct_clean_frames
+from pseudovideo.evaluation.probe import probe_metrics
+from pseudovideo.evaluation.report import _task_description, format_eval_markdown, save_generated_grid, save_reconstruction_grid
+from pseudovideo.factory.datasets import ProbeSkipped
+from pseudovideo.factory.feature_net import UnlabelledDatasetError, prepare_feature_net
+from pseudovideo.factory.models import is_tokenizer as tokenizer_run
+from pseudovideo.factory.models import load_run, model_frames
+from pseudovideo.factory.pseudo_videos import describe_pseudo_video
+from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
+from pseudovideo.metrics import signals as signal_metrics
+from pseudovideo.models.quantizer import CodeUsage
+from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side
 from pseudovideo.training.distributed import resolve_device
-from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, classifier_features, prepare_feature_net
 from pseudovideo.training.learned_runs import run_builder
 from pseudovideo.training.losses import build_perceptual_loss
-from pseudovideo.models.quantizer import CodeUsage
-from pseudovideo.factory.datasets import ProbeSkipped
-from pseudovideo.evaluation.probe import probe_metrics
-from pseudovideo.pictures import frame_labels, picture_upscale, save_image_grid, save_labelled_grid, save_side_by_side
-from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
-from pseudovideo.factory.models import load_run
-from pseudovideo.evaluation.sampling_progress import SamplingProgress
 from pseudovideo.training.provenance import code_record
-from pseudovideo.factory.models import is_tokenizer as tokenizer_run, build_diffusion, model_frames
-from pseudovideo.factory.datasets import build_dataset_from_config
-from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder, describe_pseudo_video
-from pseudovideo.training.tasks import diffusion_sample_kwargs, sampling_model
-from pseudovideo.training.precision import autocast, resolve_precision
 
 LOW_CODEBOOK_USAGE = 0.25  # evaluation warns when a tokenizer uses a smaller share of its codebook
 
-EXAMPLE_VIDEOS = 4  # pseudo videos drawn with their reconstructions in eval_pseudo_videos_then_reconstructions.png
-
-
 class NonFiniteMetricError(RuntimeError):
     """An evaluation produced a NaN metric (unusable weights); nothing is written."""
-
-
-def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start : start + batch_size]
-
-
-def held_out_images(config: RunConfig, num_images: int) -> Tensor:
-    """``num_images`` images evenly spread over the evaluation split, (N, C, H, W) in [-1, 1] (no flips)."""
-    return held_out_set(config, num_images)[0]
-
-
-def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
-    """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
-    return _held_out(config, num_images)[:2]
-
-
-def _held_out(config: RunConfig, num_images: int) -> tuple[Tensor, str, dict[str, Any] | None]:
-    """:func:`held_out_set` and the dataset's normalisation record (signals; None for images)."""
-    dataset = build_dataset_from_config(config, split=config.data.eval_split, spread=num_images)  # decodes those only
-    return spread_images(dataset, num_images), dataset.split_description, getattr(dataset, "normalisation", None)
-
-
-def _check_normalisation(run_dir: Path, normalisation: dict[str, Any] | None) -> None:
-    """ValueError when the data's normalisation differs from the one the run was trained with (train_summary.json)."""
-    trained = read_train_summary(run_dir).get("normalisation")
-    if normalisation is not None and trained is not None and json.loads(json.dumps(normalisation)) != trained:
-        raise ValueError(f"the data of {run_dir} normalise differently now ({normalisation}) than when the run was "
-                         f"trained ({trained}): the dataset changed; evaluate on the data it was trained on")
-
-
-@torch.no_grad()
-def reconstruct_clean_frames(
-    model: nn.Module, config: RunConfig, images: Tensor, *, batch_size: int, seed: int, device: torch.device,
-    usage: CodeUsage | None = None,
-    builder: Any = None,
-) -> tuple[Tensor, Tensor]:
-    """Reconstructs pseudo videos of ``images`` (N, C, H, W); returns (recon last frames (N, C, H, W), examples
-    (2, E, T, C, H, W): the input and reconstructed videos of E = 4 images spread over ``images``).
-
-    With ``pseudo_video.frames_as_images`` (an image model), the model sees the clean image alone (T = 1).
-    ``usage``, when given, counts every code the tokenizer emits (all positions and time steps).
-    Runs in float32: one pass is cheap, and PSNR/SSIM should not carry bf16 rounding (sampling, hundreds of
-    passes, uses the training precision instead). ``builder``: the run's pseudo-video builder (default: the
-    configured one; a run with a learned corruption passes its own, see pseudovideo.training.learned_runs.run_builder).
-    """
-    builder = builder if builder is not None else build_pseudo_video_builder(config.pseudo_video)
-    if isinstance(builder, nn.Module):
-        builder = builder.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    picks = spread_subset(images.shape[0], EXAMPLE_VIDEOS).tolist()  # not the first ones: a sorted split is one class
-    recon_frames, inputs, recons = [], [], []
-    for start in range(0, images.shape[0], batch_size):
-        video = builder(images[start : start + batch_size].to(device), generator=generator)  # (B, T, C, H, W)
-        if model_frames(config) == 1:
-            video = video[:, -1:]  # (B, 1, C, H, W): an image model reconstructs the clean image
-        out = model(video)
-        recon = out.recon  # (B, T, C, H, W)
-        if usage is not None:
-            usage.add(out.indices)
-        recon_frames.append(recon[:, -1].float().clamp(-1, 1).cpu())
-        chosen = [i - start for i in picks if start <= i < start + video.shape[0]]
-        inputs.append(video[chosen].float().cpu())
-        recons.append(recon[chosen].float().clamp(-1, 1).cpu())
-    return torch.cat(recon_frames), torch.stack([torch.cat(inputs), torch.cat(recons)])
-
-
-@torch.no_grad()
-def generate_videos(
-    model: nn.Module, config: RunConfig, num_videos: int, channels: int, *, batch_size: int, seed: int,
-    device: torch.device, progress: bool = False, budget_s: float | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """Generates ``num_videos`` pseudo videos (N, T, C, H, W) with the configured sampler; returns them and info.
-
-    ``progress``: a bar over the sampler's model calls with an ETA; ``budget_s``: warn as soon as sampling is
-    projected to take longer (evaluation passes the run's training time).
-    """
-    diffusion = build_diffusion(config).to(device)
-    kwargs = diffusion_sample_kwargs(config)
-    shape = sample_shape(config.data)  # (R, R) images or (L,) signals
-    generator = torch.Generator(device=device).manual_seed(seed)
-    precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
-    calls = None  # model calls per batch; autoregressive sampling: learned from the first batch
-    if kwargs["mode"] == "joint":
-        calls = diffusion.num_timesteps if kwargs["sampler"] == "ddpm" else len(ddim_timesteps(kwargs["steps"], diffusion.num_timesteps))
-    bar = SamplingProgress(num_videos, batch_size, calls, enabled=progress, budget_s=budget_s)
-    denoiser = bar.counted(sampling_model(model))
-    videos, info = [], {}
-    start = time.perf_counter()
-    try:
-        for first in range(0, num_videos, batch_size):
-            count = min(batch_size, num_videos - first)
-            with autocast(precision, device):
-                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, *shape), generator=generator, **kwargs)
-            videos.append(video.float().cpu())
-            bar.batch_done(count)
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - start
-    info = {**info, "seconds": elapsed, "images_per_s": num_videos / max(elapsed, 1e-9)}
-    return torch.cat(videos), info
 
 
 def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
@@ -170,6 +64,14 @@ def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
         warnings.simplefilter("always")
         result = build()
     return result, "; ".join(str(w.message) for w in caught)
+
+
+def _check_normalisation(run_dir: Path, normalisation: dict[str, Any] | None) -> None:
+    """ValueError when the data's normalisation differs from the one the run was trained with (train_summary.json)."""
+    trained = read_train_summary(run_dir).get("normalisation")
+    if normalisation is not None and trained is not None and json.loads(json.dumps(normalisation)) != trained:
+        raise ValueError(f"the data of {run_dir} normalise differently now ({normalisation}) than when the run was "
+                         f"trained ({trained}): the dataset changed; evaluate on the data it was trained on")
 
 
 def _distribution_metrics(
@@ -201,23 +103,37 @@ def _distribution_metrics(
             results["kid"], results["kid_std"] = scores["kid_mean"], scores["kid_std"]
 
 
-def _classifier_frechet_distance(
+def _classifier_distances(
     real: Tensor, fake: Tensor, config: RunConfig, eval_config: EvalConfig, device: torch.device,
     results: dict[str, float], skipped: dict[str, str], protocol: dict[str, Any],
 ) -> None:
-    """``cfd``: Fréchet distance of real vs fake (N, C, H, W) in the dataset-trained classifier's features."""
-    if "cfd" not in eval_config.metrics:
+    """``cfd`` / ``ckd``: Fréchet and unbiased kernel distance of real vs fake (N, C, H, W) in the features of the
+    dataset-trained classifier (resized to its side first); skipped with the reason for an unlabelled dataset."""
+    wanted = {"cfd", "ckd"} & set(eval_config.metrics)
+    if not wanted:
         return
     try:
         net = prepare_feature_net(dataclasses.replace(config, eval=eval_config), real.shape[1])
     except UnlabelledDatasetError as err:
-        skipped["cfd"] = str(err)
+        skipped.update({name: str(err) for name in sorted(wanted)})
         return
-    model = net.model.to(device)
-    real_features = classifier_features(real, model, eval_config.batch_size)  # (N, 128)
-    fake_features = classifier_features(fake, model, eval_config.batch_size)
-    results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
-    protocol["cfd"] = net.describe()
+    net.model.to(device)
+    real_features = net.features(real, eval_config.batch_size)  # (N, 256)
+    fake_features = net.features(fake, eval_config.batch_size)
+    protocol["feature_net"] = net.describe(evaluated_side=real.shape[-1])
+    if "cfd" in wanted:
+        results["cfd"] = M.feature_frechet_distance(real_features, fake_features)
+        protocol["cfd"] = (f"Fréchet distance of Gaussian fits (unbiased covariance) of the feature_net features of "
+                           f"{real.shape[0]} real and {fake.shape[0]} evaluated images")
+    if "ckd" in wanted:
+        generator = torch.Generator().manual_seed(eval_config.seed)
+        mean, std, size = M.feature_kernel_distance(real_features, fake_features, subsets=eval_config.ckd_subsets,
+                                                    generator=generator)
+        results["ckd"], results["ckd_std"] = mean, std
+        rounds = "one subset: the whole sets, std 0" if size == real.shape[0] == fake.shape[0] else (
+            f"{eval_config.ckd_subsets} random subsets of {size} per set, mean and std over subsets")
+        protocol["ckd"] = (f"unbiased MMD^2 (KID's estimator) with the kernel (x.y/{real_features.shape[1]} + 1)^3 "
+                           f"in the feature_net features; {rounds}")
 
 
 def _codebook_entry(usage: CodeUsage, num_inputs: int) -> dict[str, Any]:
@@ -276,6 +192,22 @@ def _check_finite(results: dict[str, float], run_dir: Path, checkpoint: dict[str
         )
 
 
+@dataclass
+class _Evaluation:
+    """One evaluation in progress: the run, its trained model, the held-out images and what has been found."""
+
+    run_dir: Path
+    config: RunConfig
+    eval_config: EvalConfig
+    model: nn.Module
+    channels: int
+    device: torch.device
+    real: Tensor  # (N, C, H, W) held-out images in [-1, 1]
+    results: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
 def evaluate_run(
     run_dir: str | Path, eval_config: EvalConfig | None = None, *, device: str = "auto", trust_code: bool = False
 ) -> dict[str, Any]:
@@ -287,7 +219,7 @@ def evaluate_run(
     for tokenizers also ``rate``: {codes_per_image, bits_per_image, codebook_size, num_quantizers, description}
     (see :class:`~pseudovideo.models.tokenizer.TokenizerRate`) and ``codebook``: {codebook_usage,
     codebook_perplexity, codebook_size, num_quantizers, codes_counted, counted[, warning]} over every code emitted.
-    ``trust_code``: see :func:`~pseudovideo.training.runs.load_run`.
+    ``trust_code``: see :func:`~pseudovideo.factory.models.load_run`.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -295,17 +227,15 @@ def evaluate_run(
     checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
     config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"],
                                        trust_code=trust_code)
-    results: dict[str, float] = {}
-    skipped: dict[str, str] = {}
     # metrics the data's modality does not define (image metrics on signals) are skipped with the reason
-    skipped.update({m: r for m in eval_config.metrics if (r := unsupported_metric_reason(config.data, m)) is not None})
-    eval_config = dataclasses.replace(eval_config, metrics=[m for m in eval_config.metrics if m not in skipped])
-    wanted = set(eval_config.metrics)
-    real, split_description, normalisation = _held_out(config, eval_config.num_images)  # (N, C, H, W) or (N, C, L)
+    unsupported = {m: r for m in eval_config.metrics if (r := unsupported_metric_reason(config.data, m)) is not None}
+    eval_config = dataclasses.replace(eval_config, metrics=[m for m in eval_config.metrics if m not in unsupported])
+    real, split_description, normalisation = held_out_data(config, eval_config.num_images)  # (N, C, H, W) or (N, C, L)
     _check_normalisation(run_dir, normalisation)
+    ev = _Evaluation(run_dir, config, eval_config, model, channels, dev, real)
+    ev.skipped.update(unsupported)
     is_tokenizer = tokenizer_run(config)
-    pictures = run_dir / "pictures"
-    protocol: dict[str, Any] = {
+    ev.protocol = {
         "task": _task_description(is_tokenizer, model_frames(config)),
         "model_weights": "ema" if eval_config.use_ema else "raw",
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
@@ -318,75 +248,92 @@ def evaluate_run(
         "seed": eval_config.seed,
         "checkpoint": checkpoint,
     }
-    codebook = None
-    if is_tokenizer:
-        builder = run_builder(config, run_dir, checkpoint["folder"])  # a learned corruption: the one trained on
-        rate = model.rate(model_frames(config))
-        usage = CodeUsage(rate.codebook_size, rate.num_quantizers)
-        fake, example = reconstruct_clean_frames(model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed,
-                                                 device=dev, usage=usage, builder=builder)
-        codebook = _codebook_entry(usage, real.shape[0])
-        if "psnr" in wanted:
-            results["psnr"] = float(M.psnr(fake, real).mean())
-        if "ssim" in wanted:
-            results["ssim"] = float(M.ssim(fake, real).mean())
-        if "mse" in wanted:
-            results["mse"] = float(signal_metrics.mse(fake, real).mean())
-        if "snr" in wanted:
-            results["snr"] = float(signal_metrics.snr(fake, real).mean())
-            protocol["snr"] = "10 log10(sum original^2 / sum error^2) per item in dB, in the data's [-1, 1] units, mean"
-        if "lpips" in wanted:
-            net = "alex" if config.data.resolution >= 31 else "vgg"
-            lpips, reason = _with_warning_text(lambda: build_perceptual_loss(net, eval_config.lpips_weights))
-            if lpips is None:
-                skipped["lpips"] = reason
-            else:
-                lpips = lpips.to(dev)
-                values = [lpips(f.to(dev), r.to(dev)) for f, r in zip(_batches(fake, eval_config.batch_size), _batches(real, eval_config.batch_size))]
-                results["lpips"] = float(torch.cat(values).mean())
-                protocol["lpips"] = f"lpips package v0.1, {net} backbone"
-        protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
-        upscale = picture_upscale(config.data.resolution)
-        shown = spread_subset(real.shape[0], 16)  # images spread over the evaluated ones
-        save_side_by_side([real[shown], fake[shown]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
-        save_reconstruction_grid(example, config, pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
-    else:
-        # As many generated images as real ones (SWD compares equal-sized sets; a small split caps both).
-        videos, info = generate_videos(model, config, real.shape[0], channels, batch_size=eval_config.batch_size, seed=eval_config.seed,
-                                       device=dev, progress=config.train.progress, budget_s=read_train_summary(run_dir).get("wall_time_s"))
-        fake = videos[:, -1].clamp(-1, 1)
-        skipped.update({m: "compares reconstructions with their originals; a diffusion run generates" for m in ("mse", "snr")
-                        if m in wanted})
-        results["sampling_images_per_s"] = info.pop("images_per_s")
-        protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
-        if getattr(model, "num_levels", 0) > 0:
-            protocol["level_conditioning"] = (
-                f"image UNet conditioned on the frame level (T-1-frame index, {model.num_levels} levels); "
-                "sampled at level 0, the clean last frame"
-            )
-        protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
-        upscale = picture_upscale(config.data.resolution)
-        save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
-        if videos.shape[1] > 1:
-            save_generated_grid(videos[:8], config, pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
-    _distribution_metrics(real, fake, config, eval_config, dev, results, skipped, split_description)
-    _classifier_frechet_distance(real, fake, config, eval_config, dev, results, skipped, protocol)
-    _linear_probe(model, config, eval_config, channels, dev, results, skipped, protocol)
-    if "fid" in results or "kid" in results:
-        protocol["fid_kid"] = M.evaluation_protocol(
-            num_real=real.shape[0], num_generated=fake.shape[0], reference_split=config.data.eval_split,
-            resolution=config.data.resolution, weights=protocol["model_weights"],
-        )
-    if "swd_avg" in results:
-        protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
-    _check_finite(results, run_dir, checkpoint)
-    result = {"run": str(run_dir), "family": config.model.family, "metrics": results, "skipped": skipped,
-              "protocol": protocol, "train": read_train_summary(run_dir), "code": code_record()}
-    if is_tokenizer:
-        result["rate"] = rate.as_dict()
-        result["codebook"] = codebook
+    fake, extra = _evaluate_tokenizer(ev, checkpoint) if is_tokenizer else (_evaluate_diffusion(ev), {})
+    _distribution_metrics(real, fake, config, eval_config, dev, ev.results, ev.skipped, split_description)
+    _classifier_distances(real, fake, config, eval_config, dev, ev.results, ev.skipped, ev.protocol)
+    _linear_probe(model, config, eval_config, channels, dev, ev.results, ev.skipped, ev.protocol)
+    _describe_distribution_metrics(ev, fake)
+    _check_finite(ev.results, run_dir, checkpoint)
+    result = {"run": str(run_dir), "family": config.model.family, "metrics": ev.results, "skipped": ev.skipped,
+              "protocol": ev.protocol, "train": read_train_summary(run_dir), "code": code_record(), **extra}
     _write_result(run_dir, result)
     return result
+
+
+def _evaluate_tokenizer(ev: _Evaluation, checkpoint: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """Reconstructs the pseudo videos of the held-out images: PSNR, SSIM, LPIPS of the clean frame, the pictures;
+    returns the reconstructed clean frames (N, C, H, W) and eval.json's ``rate`` and ``codebook`` entries."""
+    config, eval_config, dev, real = ev.config, ev.eval_config, ev.device, ev.real
+    wanted = set(eval_config.metrics)
+    builder = run_builder(config, ev.run_dir, checkpoint["folder"])  # a learned corruption: the one trained on
+    rate = ev.model.rate(model_frames(config))
+    usage = CodeUsage(rate.codebook_size, rate.num_quantizers)
+    fake, example = reconstruct_clean_frames(ev.model, config, real, batch_size=eval_config.batch_size, seed=eval_config.seed,
+                                             device=dev, usage=usage, builder=builder)
+    codebook = _codebook_entry(usage, real.shape[0])
+    if "psnr" in wanted:
+        ev.results["psnr"] = float(M.psnr(fake, real).mean())
+    if "ssim" in wanted:
+        ev.results["ssim"] = float(M.ssim(fake, real).mean())
+    if "mse" in wanted:
+        ev.results["mse"] = float(signal_metrics.mse(fake, real).mean())
+    if "snr" in wanted:
+        ev.results["snr"] = float(signal_metrics.snr(fake, real).mean())
+        ev.protocol["snr"] = "10 log10(sum original^2 / sum error^2) per item in dB, in the data's [-1, 1] units, mean"
+    if "lpips" in wanted:
+        net = "alex" if config.data.resolution >= 31 else "vgg"
+        lpips, reason = _with_warning_text(lambda: build_perceptual_loss(net, eval_config.lpips_weights))
+        if lpips is None:
+            ev.skipped["lpips"] = reason
+        else:
+            lpips = lpips.to(dev)
+            values = [lpips(f.to(dev), r.to(dev)) for f, r in zip(_batches(fake, eval_config.batch_size), _batches(real, eval_config.batch_size))]
+            ev.results["lpips"] = float(torch.cat(values).mean())
+            ev.protocol["lpips"] = f"lpips package v0.1, {net} backbone"
+    ev.protocol["reference"] = "the same held-out images (reconstruction FID/SWD)"
+    upscale = picture_upscale(config.data.resolution)
+    shown = spread_subset(real.shape[0], 16)  # images spread over the evaluated ones
+    pictures = ev.run_dir / "pictures"
+    save_side_by_side([real[shown], fake[shown]], ["original", "reconstruction"], pictures / "eval_reconstructions.png", upscale=upscale)
+    save_reconstruction_grid(example, config, pictures / "eval_pseudo_videos_then_reconstructions.png", upscale=upscale)
+    return fake, {"rate": rate.as_dict(), "codebook": codebook}
+
+
+def _evaluate_diffusion(ev: _Evaluation) -> Tensor:
+    """Generates as many images as there are held-out ones (SWD compares equal-sized sets) and draws them; returns
+    the generated clean frames (N, C, H, W)."""
+    config, eval_config, real = ev.config, ev.eval_config, ev.real
+    videos, info = generate_videos(ev.model, config, real.shape[0], ev.channels, batch_size=eval_config.batch_size,
+                                   seed=eval_config.seed, device=ev.device, progress=config.train.progress,
+                                   budget_s=read_train_summary(ev.run_dir).get("wall_time_s"))
+    fake = videos[:, -1].clamp(-1, 1)
+    ev.skipped.update({m: "compares reconstructions with their originals; a diffusion run generates" for m in ("mse", "snr")
+                       if m in eval_config.metrics})
+    ev.results["sampling_images_per_s"] = info.pop("images_per_s")
+    ev.protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
+    if getattr(ev.model, "num_levels", 0) > 0:
+        ev.protocol["level_conditioning"] = (
+            f"image UNet conditioned on the frame level (T-1-frame index, {ev.model.num_levels} levels); "
+            "sampled at level 0, the clean last frame"
+        )
+    ev.protocol["reference"] = f"{real.shape[0]} real images of the {config.data.eval_split} split"
+    upscale = picture_upscale(config.data.resolution)
+    pictures = ev.run_dir / "pictures"
+    save_image_grid(fake[:64], pictures / "eval_samples.png", nrow=8, upscale=upscale)
+    if videos.shape[1] > 1:
+        save_generated_grid(videos[:8], config, pictures / "eval_generated_pseudo_videos.png", upscale=upscale)
+    return fake
+
+
+def _describe_distribution_metrics(ev: _Evaluation, fake: Tensor) -> None:
+    """The protocol of the FID / KID and SWD that were computed."""
+    if "fid" in ev.results or "kid" in ev.results:
+        ev.protocol["fid_kid"] = M.evaluation_protocol(
+            num_real=ev.real.shape[0], num_generated=fake.shape[0], reference_split=ev.config.data.eval_split,
+            resolution=ev.config.data.resolution, weights=ev.protocol["model_weights"],
+        )
+    if "swd_avg" in ev.results:
+        ev.protocol["swd"] = "Laplacian-pyramid sliced Wasserstein distance (Karras et al. 2018), x1e3, no downloaded weights"
 
 
 def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
@@ -397,84 +344,3 @@ def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
             print(f"earlier {name} kept as {kept}")
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     (run_dir / "eval.md").write_text(format_eval_markdown(result))
-
-
-def _task_description(is_tokenizer: bool, frames: int) -> str:
-    """The protocol's ``task`` line: what the evaluated image is."""
-    if is_tokenizer:
-        return "reconstruction of the clean last frame" if frames > 1 else "reconstruction of the image"
-    return "generation (last frame of a generated pseudo video)" if frames > 1 else "generation (a generated image)"
-
-
-def _column_labels(config: RunConfig, frames: int) -> list[str]:
-    """Labels of a picture's ``frames`` columns: the run's frames with their levels, or plain indices."""
-    builder = build_pseudo_video_builder(config.pseudo_video)
-    return builder.frame_labels() if builder.num_frames == frames else frame_labels(frames)
-
-
-def save_reconstruction_grid(example: Tensor, config: RunConfig, path: Path, *, upscale: int = 1) -> Path:
-    """Inputs and reconstructions side by side: ``example`` (2, B, T, C, H, W) -> B rows, the T input frames then
-    the T reconstructed frames, under the headers "input" and "reconstruction" (an image model: T = 1)."""
-    inputs, recons = example
-    frames = inputs.shape[1]
-    labels = _column_labels(config, frames)
-    return save_labelled_grid(
-        torch.cat([inputs, recons], dim=1), path, column_labels=labels * 2, upscale=upscale,
-        groups=[("input", frames), ("reconstruction", frames)], marked_columns=[frames - 1, 2 * frames - 1],
-    )
-
-
-_CLIP_NOTE = {"last": "the sampler clips x0 on the clean frame only", "all": "the sampler clips x0 on every frame",
-              "none": "the sampler clips no frame"}
-
-
-def save_generated_grid(videos: Tensor, config: RunConfig, path: Path, *, upscale: int = 1) -> Path:
-    """Generated pseudo videos (B, T, C, H, W), every frame drawn clamped to [-1, 1] alike; each column says
-    which share of its pixels lie beyond [-1, 1] (frames the sampler does not clip may), so that a saturated
-    corrupted frame reads as what it is."""
-    outside = (videos.abs() > 1).float().mean(dim=(0, *range(2, videos.ndim)))  # (T,)
-    labels = [f"{label}\nout {share:.0%}" for label, share in zip(_column_labels(config, videos.shape[1]), outside.tolist())]
-    clip = config.diffusion.clip_x0
-    title = (f"sampled with diffusion.clip_x0={clip}: {_CLIP_NOTE.get(clip, clip)}\n"
-             "out = share of pixels beyond [-1, 1], drawn clamped")
-    return save_labelled_grid(videos, path, column_labels=labels,
-                              marked_columns=[videos.shape[1] - 1], title=title, upscale=upscale)
-
-
-def group_skipped(skipped: dict[str, str]) -> dict[str, str]:
-    """Skipped metrics with one reason said once: ``{"fid": r, "kid": r}`` -> ``{"fid, kid": r}``."""
-    names_by_reason: dict[str, list[str]] = {}
-    for name, reason in skipped.items():
-        names_by_reason.setdefault(reason, []).append(name)
-    return {", ".join(names): reason for reason, names in names_by_reason.items()}
-
-
-def _protocol_text(value: Any) -> str:
-    """A protocol entry as text: a mapping as "key: value; ..." (not a Python repr)."""
-    return "; ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
-
-
-def format_eval_markdown(result: dict[str, Any]) -> str:
-    """A run's evaluation as a markdown table with its protocol underneath."""
-    lines = [f"## Evaluation of {result['run']} ({result['family']})", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in result["metrics"].items()]
-    lines += [f"| {names} | skipped: {reason} |" for names, reason in group_skipped(result["skipped"]).items()]
-    rate = result.get("rate")
-    if rate:
-        lines += ["", f"Rate: {rate['codes_per_image']} codes = {rate['bits_per_image']:.0f} bits per clean image "
-                      f"(codebook K={rate['codebook_size']}, {rate['num_quantizers']} quantizer stage(s)); {rate['description']}"]
-    codebook = result.get("codebook")
-    if codebook:
-        lines += ["", f"Codebook: usage {codebook['codebook_usage']:.1%} of K={codebook['codebook_size']}, perplexity "
-                      f"{codebook['codebook_perplexity']:.1f} ({codebook['codes_counted']} codes: {codebook['counted']})"]
-        if "warning" in codebook:
-            lines.append(f"Warning: {codebook['warning']}")
-    lines += ["", "Protocol:"]
-    lines += [f"- {key}: {_protocol_text(value)}" for key, value in result["protocol"].items() if key != "checkpoint"]
-    checkpoint = result["protocol"].get("checkpoint")
-    if checkpoint:
-        lines.append(
-            f"- checkpoint: step {checkpoint['step']} ({checkpoint['folder']}), {checkpoint['weights_file']} "
-            f"sha256 {checkpoint['sha256']}" + (f"; skipped newer {checkpoint['skipped_newer']}" if "skipped_newer" in checkpoint else "")
-        )
-    return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from pseudovideo.config import ConfigError, RunConfig, build_config, config_to_dict, describe_diff, dict_diff
 from pseudovideo.experiments.scheduler import run_dependencies
 from pseudovideo.experiments.spec import RESULT_COLUMNS, Difference, ExperimentSpec, Variant

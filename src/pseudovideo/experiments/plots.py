@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from pseudovideo.evaluation.stats import Interval
 from pseudovideo.experiments.spec import ExperimentSpec
 from pseudovideo.experiments.tables import _as_number, aggregate_over_seeds

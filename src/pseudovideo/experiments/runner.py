@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from pseudovideo.config import ConfigError, EvalConfig, config_to_dict
 from pseudovideo.data.cache import reuse_datasets
 from pseudovideo.experiments.grid import (

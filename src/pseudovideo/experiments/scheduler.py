@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from pseudovideo.config import ConfigError, EvalConfig, RunConfig, config_to_dict, load_config, save_config
 from pseudovideo.data.cache import reuse_datasets
-from pseudovideo.training.provenance import code_record, run_code
-from pseudovideo.training.runs import plan_run, train_run
 from pseudovideo.factory.run_folder import read_train_summary
 from pseudovideo.interop.trust import check_trusted
+from pseudovideo.training.provenance import code_record, run_code
+from pseudovideo.training.runs import plan_run, train_run
 
 __all__ = [
     "RunTask",
@@ -195,11 +195,11 @@ def execute_run(task: RunTask) -> dict[str, Any]:
 
 
 def prepare_feature_nets(configs: Sequence[RunConfig], eval_config: EvalConfig, log: Callable[[str], None]) -> None:
-    """Trains (or finds) the feature net behind ``cfd`` once per distinct data section, before any run starts, so
-    that no run (and no parallel worker) trains its own."""
-    if "cfd" not in eval_config.metrics:
+    """Trains (or finds) the feature net behind ``cfd`` / ``ckd`` once per distinct data section, before any run
+    starts, so that no run (and no parallel worker) trains its own."""
+    if not {"cfd", "ckd"} & set(eval_config.metrics):
         return
-    from pseudovideo.evaluation.feature_net import UnlabelledDatasetError, prepare_feature_net
+    from pseudovideo.factory.feature_net import UnlabelledDatasetError, prepare_feature_net
     from pseudovideo.factory.datasets import build_dataset_from_config
 
     seen = set()

@@ -10,17 +10,16 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from pseudovideo.config import RunConfig, config_to_dict
+from pseudovideo.data.datasets import spread_images
 from pseudovideo.evaluation.stats import Interval, format_interval, mean_interval, paired_difference
 from pseudovideo.experiments.grid import DifferencePairs, ExperimentRun, _has_key, _lookup, _run_label
 from pseudovideo.experiments.spec import RESULT_COLUMNS, ExperimentSpec
-from pseudovideo.data.datasets import spread_images
 from pseudovideo.factory.datasets import build_dataset_from_config
 from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder as builder_of
 from pseudovideo.factory.run_folder import read_train_summary
-from pseudovideo.pseudo_video.marginals import builders_mismatch
 from pseudovideo.pseudo_video.informativeness import INFO_COLUMNS, INFO_NOTE, INFO_TITLES, summary_numbers
+from pseudovideo.pseudo_video.marginals import builders_mismatch
 from pseudovideo.training.learned_runs import corruption_note
 from pseudovideo.training.provenance import run_code
 

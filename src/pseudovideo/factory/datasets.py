@@ -1,4 +1,6 @@
-"""The configured dataset (``data`` section) as images, and whether it has the labels the linear probe needs."""
+"""The configured dataset (``data`` section) as images or 1-D signals, and whether it has the labels the linear probe
+needs. Which builder reads the data is decided by :func:`pseudovideo.config.modality.spatial_dims` (the dataset
+spec), here only: :func:`build_split`, :func:`check_split`, :func:`data_cache_name`."""
 
 from __future__ import annotations
 
@@ -9,11 +11,46 @@ from typing import Any
 from torch import Tensor
 
 from pseudovideo.config import RunConfig
+from pseudovideo.config.modality import spatial_dims
 from pseudovideo.data.cache import cached_dataset
 from pseudovideo.data.datasets import ImageDataset, spread_images
-from pseudovideo.data.modality import build_split
+from pseudovideo.data.images import build_dataset, check_dataset_spec
+from pseudovideo.data.signals import build_signal_dataset, check_signal_spec, signal_cache_name
 
-__all__ = ["ProbeSkipped", "build_dataset_from_config", "labelled_images", "unlabelled_reason"]
+__all__ = ["ProbeSkipped", "build_dataset_from_config", "build_split", "check_split", "data_cache_name",
+           "labelled_images", "unlabelled_reason"]
+
+
+def build_split(data: Any, split: str, *, max_images: int | None = None, random_flip: bool = False,
+                held_out_fraction: float | None = None) -> Any:
+    """The ``split`` of the dataset of a ``data`` config section: images (C, R, R) or signals (C, L) in [-1, 1].
+
+    ``max_images``: that many items evenly spread over the split (None: all); ``random_flip``: images only (signals
+    are never flipped); ``held_out_fraction``: None for the section's own.
+    """
+    fraction = data.held_out_fraction if held_out_fraction is None else held_out_fraction
+    if spatial_dims(data) == 1:
+        return build_signal_dataset(data.dataset, length=data.length, split=split, window=data.window, stride=data.stride,
+                                    channels=data.channels, max_images=max_images, held_out_fraction=fraction)
+    return build_dataset(data.dataset, resolution=data.resolution, split=split, root=data.root, channels=data.channels,
+                         random_flip=random_flip, download=data.download, skip_bad_files=data.skip_bad_files,
+                         max_images=max_images, held_out_fraction=fraction)
+
+
+def check_split(data: Any, split: str) -> None:
+    """Cheap checks of the files (or bundled data) a split of a data section reads, before any long work."""
+    if spatial_dims(data) == 1:
+        check_signal_spec(data.dataset, split)
+        return
+    check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction,
+                       skip_bad_files=data.skip_bad_files)
+
+
+def data_cache_name(data: Any) -> str:
+    """The dataset a data section reads, as a cache-key name: the spec, with a signal dataset's windows."""
+    if spatial_dims(data) == 1:
+        return signal_cache_name(data.dataset, data.length, data.window, data.stride)
+    return data.dataset
 
 
 def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | None = None) -> ImageDataset:
@@ -29,7 +66,7 @@ def build_dataset_from_config(config: RunConfig, *, split: str, spread: int | No
     max_images = data.max_images if split == data.train_split else spread
     random_flip = data.random_flip and split == data.train_split
     key = (split, max_images, random_flip, *sorted(dataclasses.asdict(data).items()))
-    # images or signals, as the data's modality says (pseudovideo.data.modality)
+    # images or signals, as the data's modality says
     return cached_dataset(key, lambda: build_split(data, split, max_images=max_images, random_flip=random_flip))
 
 

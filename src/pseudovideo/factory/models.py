@@ -25,8 +25,8 @@ from torch import nn
 
 from pseudovideo.config import ConfigError, RunConfig, model_kind
 from pseudovideo.config.modality import sample_size, spatial_dims
-from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.diffusion.betas import beta_schedule
+from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.factory.datasets import build_dataset_from_config
 from pseudovideo.factory.run_folder import load_run_config, load_trained_model
 from pseudovideo.interop.bases import check_base, load_external_base

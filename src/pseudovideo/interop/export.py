@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from pseudovideo.config import RunConfig, model_kind
 from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.models.lift import LiftedNet
-from pseudovideo.models.unet_blocks import Downsample, UNetBlock
 from pseudovideo.models.unet import UNet, is_temporal_key
+from pseudovideo.models.unet_blocks import Downsample, UNetBlock
 
 __all__ = ["ExportError", "check_export_folder", "export_model", "unet_to_diffusers"]
 

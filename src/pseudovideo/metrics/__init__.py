@@ -1,6 +1,6 @@
-"""Metrics on tensors, with no knowledge of runs or configs: :mod:`~pseudovideo.metrics.image` (PSNR, SSIM, SWD) and
-:mod:`~pseudovideo.metrics.inception` (FID, KID, CFD on network features, the reference statistics cache, the
-evaluation protocol). Used by evaluation, by the informativeness of pseudo videos and by proxy runs, so they sit
+"""Metrics on tensors, with no knowledge of runs or configs: :mod:`~pseudovideo.metrics.image` (PSNR, SSIM, SWD),
+:mod:`~pseudovideo.metrics.inception` (FID, KID, and CFD / CKD on network features, the reference statistics cache,
+the evaluation protocol) and :mod:`~pseudovideo.metrics.feature_net` (the dataset-trained classifier behind CFD / CKD). Used by evaluation, by the informativeness of pseudo videos and by proxy runs, so they sit
 below all of them. The names below are the package's API (``from pseudovideo import metrics as M; M.psnr(x, y)``)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pseudovideo.metrics.inception import (
     cached_reference_stats,
     evaluation_protocol,
     feature_frechet_distance,
+    feature_kernel_distance,
     fid_kid,
     format_protocol,
     frechet_distance,
@@ -39,6 +40,7 @@ __all__ = [
     "cached_reference_stats",
     "evaluation_protocol",
     "feature_frechet_distance",
+    "feature_kernel_distance",
     "fid_kid",
     "format_protocol",
     "frechet_distance",

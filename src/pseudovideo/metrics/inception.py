@@ -2,8 +2,10 @@
 statistics cache and the protocol every evaluation records (PSNR, SSIM and SWD are :mod:`pseudovideo.metrics.image`).
 
 * CFD ("classifier Fréchet distance", ``feature_frechet_distance``) is the Fréchet distance of Gaussian fits
-  to features of a small classifier trained on the dataset itself (``pseudovideo.evaluation.feature_net``); it needs no
-  downloaded weights and sees such shifts. It is not FID and not comparable with FID values.
+  to features of a small classifier trained on the dataset itself (:mod:`pseudovideo.metrics.feature_net`); it needs no
+  downloaded weights and sees such shifts. It is not FID and not comparable with FID values. CKD
+  (``feature_kernel_distance``) is KID's unbiased estimator in the same features: the Fréchet distance is
+  biased at the few hundred samples CPU experiments use, the kernel distance is not.
 * FID / KID use torch-fidelity's InceptionV3 (TF 2015-12-05 weights converted to PyTorch, 2048-d pool
   features), the same network torchmetrics' FrechetInceptionDistance / KernelInceptionDistance use. Its
   weights file is read from the torch hub cache or an explicit path; offline without it, the caller skips
@@ -39,6 +41,7 @@ __all__ = [
     "evaluation_protocol",
     "feature_frechet_distance",
     "fid_kid",
+    "feature_kernel_distance",
     "format_protocol",
     "frechet_distance",
     "images_to_uint8",
@@ -225,11 +228,27 @@ def feature_frechet_distance(real_features: Tensor, fake_features: Tensor) -> fl
     """Fréchet distance between Gaussian fits (mean, unbiased covariance) of two feature sets (N1, D), (N2, D).
 
     Used by the ``cfd`` metric on the penultimate features of the dataset-trained classifier
-    (``pseudovideo.evaluation.feature_net``); the same math as FID, on another network.
+    (``pseudovideo.metrics.feature_net``); the same math as FID, on another network.
     """
     real = InceptionFeatureStats.from_features(real_features, keep_features=False)
     fake = InceptionFeatureStats.from_features(fake_features, keep_features=False)
     return frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
+
+
+def feature_kernel_distance(
+    real_features: Tensor, fake_features: Tensor, *, subsets: int = 100, max_subset_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float, int]:
+    """Unbiased kernel distance (KID's estimator) between two feature sets (N1, D), (N2, D).
+
+    Used by the ``ckd`` metric on the dataset-trained classifier's features (``pseudovideo.metrics.feature_net``):
+    MMD^2_u with ``polynomial_kernel`` averaged over ``subsets`` random subsets of
+    min(``max_subset_size``, N1, N2) features per set (one value when that is both whole sets).
+    Returns (mean, population std over subsets, subset size).
+    """
+    size = min(max_subset_size, real_features.shape[0], fake_features.shape[0])
+    mean, std = kernel_inception_distance(real_features, fake_features, subsets, size, generator)
+    return mean, std, size
 
 
 def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:

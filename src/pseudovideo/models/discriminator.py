@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,8 @@ def group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
 
 def conv_nd(spatial_dims: int, *args: Any, **kwargs: Any) -> nn.Module:
     """``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` for 1, 2 or 3 spatial dimensions, with the given arguments."""
+    if spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1 (signals), 2 (images) or 3, got {spatial_dims!r}")
     return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims](*args, **kwargs)
 
 

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pseudovideo.models.tokenizer import TokenizerOutput, TokenizerRate, VideoTokenizer
-from pseudovideo.models.unet_blocks import TemporalAttention
 from pseudovideo.models.unet import UNet
+from pseudovideo.models.unet_blocks import TemporalAttention
 
 __all__ = [
     "DEFAULT_BLOCKS",

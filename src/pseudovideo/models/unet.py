@@ -108,8 +108,6 @@ class UNet(nn.Module):
         spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2):
-            raise ValueError(f"spatial_dims must be 1 (signals) or 2 (images), got {spatial_dims}")
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         _validate_config(

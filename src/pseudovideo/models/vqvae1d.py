@@ -41,6 +41,34 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(F.elu(self.conv1(F.elu(x))))
 
 
+def _encoder_blocks(widths: Sequence[int], num_res_blocks: int) -> nn.ModuleList:
+    """Per level: residual units (dilations 1, 3, 9, ...) to the level's width, then a stride-2 conv of kernel 4 (not
+    after the last level); a last residual unit. (N, widths[0], L) -> (N, widths[-1], L / f)."""
+    blocks, ch = nn.ModuleList(), widths[0]
+    for level, width in enumerate(widths):
+        for index in range(num_res_blocks):
+            blocks.append(ResBlock(ch, width, DILATIONS[index % len(DILATIONS)]))
+            ch = width
+        if level < len(widths) - 1:
+            blocks.append(nn.Conv1d(ch, ch, 4, stride=2, padding=1))
+    blocks.append(ResBlock(ch, ch))
+    return blocks
+
+
+def _decoder_blocks(widths: Sequence[int], num_res_blocks: int) -> nn.ModuleList:
+    """The encoder mirrored: a residual unit, then per level (last first) residual units to its width and a stride-2
+    transposed conv (not after the first level). (N, widths[-1], L / f) -> (N, widths[0], L)."""
+    ch = widths[-1]
+    blocks = nn.ModuleList([ResBlock(ch, ch)])
+    for level in reversed(range(len(widths))):
+        for index in range(num_res_blocks):
+            blocks.append(ResBlock(ch, widths[level], DILATIONS[index % len(DILATIONS)]))
+            ch = widths[level]
+        if level > 0:
+            blocks.append(nn.ConvTranspose1d(ch, ch, 4, stride=2, padding=1))
+    return blocks
+
+
 class SignalVQVAE(VideoTokenizer):
     """1-D VQVAE applied frame by frame to videos of signals (B, T, C, L) (T = 1: signals).
 
@@ -83,34 +111,17 @@ class SignalVQVAE(VideoTokenizer):
         self.length = self.resolution = length
         self.latent_length = length // factor  # code positions per signal
         widths = [base_channels * m for m in channel_mult]
-
-        # Encoder: (N, C, L) -> (N, codebook_dim, L / f)
-        self.enc_in = nn.Conv1d(in_channels, widths[0], 7, padding=3)
-        self.enc_blocks = nn.ModuleList()
-        ch = widths[0]
-        for level, width in enumerate(widths):
-            for index in range(num_res_blocks):
-                self.enc_blocks.append(ResBlock(ch, width, DILATIONS[index % len(DILATIONS)]))
-                ch = width
-            if level < len(widths) - 1:
-                self.enc_blocks.append(nn.Conv1d(ch, ch, 4, stride=2, padding=1))
-        self.enc_blocks.append(ResBlock(ch, ch))
-        self.enc_out = nn.Sequential(nn.ELU(), nn.Conv1d(ch, codebook_dim, 3, padding=1))
+        self.enc_in = nn.Conv1d(in_channels, widths[0], 7, padding=3)  # (N, C, L) -> (N, codebook_dim, L / f)
+        self.enc_blocks = _encoder_blocks(widths, num_res_blocks)
+        self.enc_out = nn.Sequential(nn.ELU(), nn.Conv1d(widths[-1], codebook_dim, 3, padding=1))
         self.quantizer = VectorQuantizer(
             codebook_dim, codebook_size=codebook_size, codebook_dim=lookup_dim, commitment_weight=commitment_weight,
             ema_codebook=ema_codebook, ema_decay=ema_decay, dead_code_threshold=dead_code_threshold,
             kmeans_init=kmeans_init, cosine_codes=cosine_codes, num_quantizers=num_quantizers, fsq_levels=fsq_levels,
         )
-        # Decoder: (N, codebook_dim, L / f) -> (N, C, L), levels in reverse order
-        self.dec_in = nn.Conv1d(codebook_dim, ch, 7, padding=3)
-        self.dec_blocks = nn.ModuleList([ResBlock(ch, ch)])
-        for level in reversed(range(len(widths))):
-            for index in range(num_res_blocks):
-                self.dec_blocks.append(ResBlock(ch, widths[level], DILATIONS[index % len(DILATIONS)]))
-                ch = widths[level]
-            if level > 0:
-                self.dec_blocks.append(nn.ConvTranspose1d(ch, ch, 4, stride=2, padding=1))
-        self.dec_out = nn.Sequential(nn.ELU(), nn.Conv1d(ch, in_channels, 7, padding=3))
+        self.dec_in = nn.Conv1d(codebook_dim, widths[-1], 7, padding=3)  # (N, codebook_dim, L / f) -> (N, C, L)
+        self.dec_blocks = _decoder_blocks(widths, num_res_blocks)
+        self.dec_out = nn.Sequential(nn.ELU(), nn.Conv1d(widths[0], in_channels, 7, padding=3))
 
     @property
     def codebook_size(self) -> int:

@@ -114,51 +114,10 @@ def markov_order_diagnostic(
     {"k", "mse" (held-out), "mse_train", "num_features", "n_train", "n_test"}.
     """
     images = as_image_rows(images)  # signals (N, C, L): one-row images, patches 1 x patch_size spans
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a 4-D tensor (N, C, H, W) or signals (N, C, L), got shape {shape}")
-    n, c, h, w = images.shape
-    num_frames = builder.num_frames
-    if builder.construction == "copies":
-        raise ValueError(
-            "the Markov-order diagnostic needs corrupted frames (construction first_order or higher_order), got "
-            "construction 'copies': every frame is the clean image, so L*_k = 0 for every k and there is nothing to measure"
-        )
-    if num_frames < 2:
-        raise ValueError(f"the diagnostic needs pseudo videos with at least 2 frames, got num_frames={num_frames}")
-    side = w if h == 1 else min(h, w)  # a one-row image (a signal): patches along its length
-    if patch_size < 1 or patch_size % 2 == 0 or patch_size > side:
-        raise ValueError(f"patch_size must be an odd integer in [1, min(H, W)={side}], got {patch_size}")
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
-    if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
-    if pixels_per_image < 1 or batch_size < 1:
-        raise ValueError(f"pixels_per_image and batch_size must be >= 1, got {pixels_per_image}, {batch_size}")
-    n_test = int(round(n * holdout_fraction))
-    if n_test < 1 or n - n_test < 1:
-        raise ValueError(
-            f"need at least one train and one held-out image, got N={n} with holdout_fraction={holdout_fraction}"
-        )
-
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    order = torch.randperm(n, generator=generator, device=gen_device).to(images.device)
-    splits = {"test": order[:n_test], "train": order[n_test:]}
-    patch_height = 1 if h == 1 else patch_size
-    per_frame = c * patch_height * patch_size
-    r, r_rows = patch_size // 2, patch_height // 2
-    stats = {}
-    for split, indices in splits.items():
-        stats[split] = _RidgeStats((num_frames - 1) * per_frame, c)
-        for start in range(0, len(indices), batch_size):
-            batch = images[indices[start : start + batch_size]]
-            video = builder(batch, generator)  # (B, T, C, H, W)
-            shape = (batch.shape[0], pixels_per_image)
-            ys = torch.randint(r_rows, h - r_rows, shape, generator=generator, device=gen_device).to(images.device)
-            xs = torch.randint(r, w - r, shape, generator=generator, device=gen_device).to(images.device)
-            features, targets = sample_patch_features(video, ys, xs, patch_size, patch_height)
-            stats[split].update(features, targets)
-
+    n_test = _check_diagnostic(images, builder, patch_size, ridge, pixels_per_image, holdout_fraction, batch_size)
+    c, num_frames = images.shape[1], builder.num_frames
+    stats = _accumulate(images, builder, n_test, patch_size, pixels_per_image, generator, batch_size)
+    per_frame = c * _patch_height(images, patch_size) * patch_size
     rows = []
     for k in range(1, num_frames):
         num_columns = 1 + k * per_frame
@@ -205,3 +164,66 @@ def format_informativeness(report: dict, title: str) -> str:
     for t, (p, s, d) in enumerate(zip(report.get("psnr", []), report.get("ssim", []), report.get("diversity", []))):
         lines.append(f"| {t} | {cell(p, 2)} | {cell(s, 3)} | {cell(d, 4)} |")
     return "\n".join(lines)
+
+
+def _check_diagnostic(images: Tensor, builder: PseudoVideoBuilder, patch_size: int, ridge: float, pixels_per_image: int,
+                      holdout_fraction: float, batch_size: int) -> int:
+    """The number of held-out images; ValueError naming the first argument of the diagnostic that cannot be."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a 4-D tensor (N, C, H, W) or signals (N, C, L), got shape {shape}")
+    n, c, h, w = images.shape
+    num_frames = builder.num_frames
+    if builder.construction == "copies":
+        raise ValueError(
+            "the Markov-order diagnostic needs corrupted frames (construction first_order or higher_order), got "
+            "construction 'copies': every frame is the clean image, so L*_k = 0 for every k and there is nothing to measure"
+        )
+    if num_frames < 2:
+        raise ValueError(f"the diagnostic needs pseudo videos with at least 2 frames, got num_frames={num_frames}")
+    side = w if h == 1 else min(h, w)  # a one-row image (a signal): patches along its length
+    if patch_size < 1 or patch_size % 2 == 0 or patch_size > side:
+        raise ValueError(f"patch_size must be an odd integer in [1, min(H, W)={side}], got {patch_size}")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    if pixels_per_image < 1 or batch_size < 1:
+        raise ValueError(f"pixels_per_image and batch_size must be >= 1, got {pixels_per_image}, {batch_size}")
+    n_test = int(round(n * holdout_fraction))
+    if n_test < 1 or n - n_test < 1:
+        raise ValueError(
+            f"need at least one train and one held-out image, got N={n} with holdout_fraction={holdout_fraction}"
+        )
+    return n_test
+
+
+def _patch_height(images: Tensor, patch_size: int) -> int:
+    """Rows of a patch: ``patch_size``, or 1 for one-row images (signals: spans along the length)."""
+    return 1 if images.shape[-2] == 1 else patch_size
+
+
+def _accumulate(images: Tensor, builder: PseudoVideoBuilder, n_test: int, patch_size: int, pixels_per_image: int,
+                generator: torch.Generator | None, batch_size: int) -> dict[str, _RidgeStats]:
+    """The sufficient statistics of the train and held-out images' patch features, batch by batch (the held-out
+    images first, drawn by one permutation of ``generator``)."""
+    n, c, h, w = images.shape
+    num_frames = builder.num_frames
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(n, generator=generator, device=gen_device).to(images.device)
+    splits = {"test": order[:n_test], "train": order[n_test:]}
+    patch_height = _patch_height(images, patch_size)
+    per_frame = c * patch_height * patch_size
+    r, r_rows = patch_size // 2, patch_height // 2
+    stats = {}
+    for split, indices in splits.items():
+        stats[split] = _RidgeStats((num_frames - 1) * per_frame, c)
+        for start in range(0, len(indices), batch_size):
+            batch = images[indices[start : start + batch_size]]
+            video = builder(batch, generator)  # (B, T, C, H, W)
+            shape = (batch.shape[0], pixels_per_image)
+            ys = torch.randint(r_rows, h - r_rows, shape, generator=generator, device=gen_device).to(images.device)
+            xs = torch.randint(r, w - r, shape, generator=generator, device=gen_device).to(images.device)
+            features, targets = sample_patch_features(video, ys, xs, patch_size, patch_height)
+            stats[split].update(features, targets)
+    return stats

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from pseudovideo.pseudo_video.learned.adversarial import AdversarialLearner
 from pseudovideo.config import RunConfig, config_to_dict
+from pseudovideo.pseudo_video.learned.adversarial import AdversarialLearner
 from pseudovideo.pseudo_video.learned.corruption import (
     LearnedPseudoVideos,
     describe_schedule,

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from pseudovideo.config import ConfigError, RunConfig
-from pseudovideo.data.sources import DIGITS_TRAIN_SIZE
 from pseudovideo.config.modality import sample_shape
+from pseudovideo.data.sources import DIGITS_TRAIN_SIZE
 
 __all__ = ["available_memory", "check_training_memory", "estimate_training_memory"]
 

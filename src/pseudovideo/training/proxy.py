@@ -18,10 +18,10 @@ from torch import Tensor
 
 from pseudovideo import metrics as M
 from pseudovideo.config import RunConfig
-from pseudovideo.training.distributed import resolve_device
-from pseudovideo.training.tasks import build_task
 from pseudovideo.factory.models import is_tokenizer, model_frames
+from pseudovideo.training.distributed import resolve_device
 from pseudovideo.training.randomness import seeded
+from pseudovideo.training.tasks import build_task
 
 __all__ = ["proxy_score"]
 

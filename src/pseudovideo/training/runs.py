@@ -22,17 +22,18 @@ from pseudovideo.config import (
     dict_diff,
     load_config,
 )
-from pseudovideo.data.modality import check_split
-from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
-from pseudovideo.training.memory import check_training_memory
-from pseudovideo.factory.datasets import build_dataset_from_config, unlabelled_reason
+from pseudovideo.factory.datasets import build_dataset_from_config, check_split, unlabelled_reason
+from pseudovideo.factory.feature_net import feature_net_skip_reason
 from pseudovideo.factory.run_folder import first_free_name, read_train_summary
-from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
-from pseudovideo.training.tasks import build_task
-from pseudovideo.training.result import TrainResult
-from pseudovideo.training.randomness import seeded
-from pseudovideo.training.engine import train
 from pseudovideo.interop.trust import check_trusted
+from pseudovideo.metrics.feature_net import FEATURE_NET_VERSION
+from pseudovideo.training.distributed import init_distributed, resolve_device, teardown
+from pseudovideo.training.engine import train
+from pseudovideo.training.learned_runs import corruption_record, finish_corruption, prepare_corruption, summary_informativeness
+from pseudovideo.training.memory import check_training_memory
+from pseudovideo.training.randomness import seeded
+from pseudovideo.training.result import TrainResult
+from pseudovideo.training.tasks import build_task
 
 
 def check_run_inputs(config: RunConfig) -> None:
@@ -42,8 +43,12 @@ def check_run_inputs(config: RunConfig) -> None:
     for split in dict.fromkeys((data.train_split, data.eval_split)):
         check_split(data, split)  # image files or signal data, as the data's modality says
     net = config.eval.feature_net
-    if "cfd" in config.eval.metrics and net and not Path(net).expanduser().is_file():
-        raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
+    if {"cfd", "ckd"} & set(config.eval.metrics):
+        if net and not Path(net).expanduser().is_file():
+            raise FileNotFoundError(f"eval.feature_net: feature-net weights file {net!r} does not exist")
+        reason = feature_net_skip_reason(config)
+        if reason:  # said now, before training, and recorded in eval.json
+            warnings.warn(f"cfd/ckd will be skipped: {reason}", stacklevel=2)
     if "probe" in config.eval.metrics and (reason := unlabelled_reason(config)):
         warnings.warn(f"probe: evaluation will skip it: {reason}", stacklevel=2)  # decided now, recorded in eval.json
 
@@ -73,10 +78,23 @@ def _training_diff(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple[Any, 
     return {k: v for k, v in config_diff(saved, wanted).items() if not k.startswith("eval.")}
 
 
+def stale_feature_net(eval_json: Path) -> bool:
+    """Whether an eval.json holds cfd/ckd made by a feature net of another version than today's (e.g. the old
+    ``cfd-cnn-v1``), whose values must not be mixed with new ones."""
+    try:
+        result = json.loads(eval_json.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable: evaluate again
+    if not {"cfd", "ckd"} & set(result.get("metrics", {})):
+        return False
+    return result.get("protocol", {}).get("feature_net", {}).get("version") != FEATURE_NET_VERSION
+
+
 def plan_run(config: RunConfig) -> tuple[str, str]:
     """``(action, reason)`` for the run folder of ``config``, from what it holds.
 
-    - finished (train_summary.json at the configured steps, eval.json, saved config equal): ``skip``;
+    - finished (train_summary.json at the configured steps, eval.json, saved config equal): ``skip``, unless
+      its cfd/ckd come from an older feature net (``stale_feature_net``): then ``evaluate``;
     - trained with the same config but not (or differently) evaluated: ``evaluate``;
     - checkpoints of the same run (only steps or bookkeeping intervals differ): ``resume``;
     - no run there yet: ``train``.
@@ -100,6 +118,8 @@ def plan_run(config: RunConfig) -> tuple[str, str]:
     if not train_diff:
         if read_train_summary(run_dir).get("steps") == config.train.steps:
             if (run_dir / "eval.json").is_file() and not config_diff(saved, config):  # nor an eval.* key
+                if stale_feature_net(run_dir / "eval.json"):
+                    return "evaluate", f"trained; its cfd/ckd were made by another feature net than {FEATURE_NET_VERSION}"
                 return "skip", "finished and evaluated"
             return "evaluate", "trained; evaluation missing or made with another eval section"
         return "resume", f"interrupted at step {newest}"

@@ -28,6 +28,12 @@ from pseudovideo.config import RunConfig
 from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.factory.models import TOKENIZER_FAMILIES, build_diffusion, build_model, is_tokenizer
 from pseudovideo.factory.pseudo_videos import build_pseudo_video_builder
+from pseudovideo.models.cvivit import CViViT
+from pseudovideo.models.discriminator import PatchGANDiscriminator
+from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
+from pseudovideo.models.tokenizer import VideoTokenizer
+from pseudovideo.models.unet import UNet
+from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
 from pseudovideo.training.distributed import unwrap_model
 from pseudovideo.training.losses import (
     PerceptualLoss,
@@ -39,12 +45,6 @@ from pseudovideo.training.losses import (
     hinge_g_loss,
     reconstruction_loss,
 )
-from pseudovideo.models.cvivit import CViViT
-from pseudovideo.models.discriminator import PatchGANDiscriminator
-from pseudovideo.models.quantizer import VectorQuantizer, resolve_fsq_levels
-from pseudovideo.models.tokenizer import VideoTokenizer
-from pseudovideo.models.unet import UNet
-from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
 
 PREVIEW_VIDEOS = 4  # pseudo videos shown in a preview grid
 

@@ -35,10 +35,10 @@ from einops import rearrange, repeat
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
 from pseudovideo.pseudo_video.corruptions import Corruption, Downsample, build_corruption
 from pseudovideo.pseudo_video.learned.differentiable import corrupt, gumbel_choice, is_differentiable
 from pseudovideo.pseudo_video.learned.policy import CorruptionPolicy
-from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
 
 __all__ = [
     "LearnedPseudoVideos",
