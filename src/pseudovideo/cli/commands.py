@@ -19,6 +19,7 @@ from pseudovideo.config import (
     save_config,
     validate_config,
 )
+from pseudovideo.config.modality import modality_name, spatial_dims
 from pseudovideo.interop.trust import check_trusted
 
 
@@ -122,7 +123,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale, column_labels=builder.frame_labels())
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
-    layout = ("rows = frames, last row clean; columns = signals" if images.ndim == 3  # line plots of signals
+    layout = ("rows = frames, last row clean; columns = signals" if spatial_dims(config.data) == 1  # line plots
               else "rows = images, columns = frames, last column clean")
     print(f"pseudo-video grid ({layout}): {grid}")
     print(f"pseudo-video animation: {gif}")
@@ -248,7 +249,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pseudovideo.evaluation.inference import generate_videos
     from pseudovideo.evaluation.report import save_generated_grid
     from pseudovideo.pictures import picture_upscale, save_image_grid, save_images, save_video_gif
-    from pseudovideo.config.modality import modality_name
     from pseudovideo.factory.models import load_run
     from pseudovideo.factory.models import is_tokenizer
 
