@@ -252,6 +252,6 @@ def test_bad_levels_and_inputs_raise() -> None:
     with pytest.raises(ValueError, match=r"level must have shape \(N,\) = \(2,\), got \(3,\)"):
         GaussianBlur().apply(x, torch.ones(3))
     with pytest.raises(ValueError, match=r"x must be a 4-D tensor"):
-        GaussianBlur().apply(x[0], torch.ones(3))
+        GaussianBlur().apply(x[0, 0], torch.ones(8))  # (8, 8): neither images nor signals
     with pytest.raises(ValueError, match=r"patch_size must be an integer >= 1, got 0"):
         PatchMask(patch_size=0)

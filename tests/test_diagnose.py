@@ -102,7 +102,7 @@ def test_bad_inputs_raise(digits: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"holdout_fraction must lie in \(0, 1\), got 0.0"):
         markov_order_diagnostic(digits[:20], builder, holdout_fraction=0.0)
     with pytest.raises(ValueError, match=r"images must be a 4-D tensor"):
-        markov_order_diagnostic(digits[0], builder)
+        markov_order_diagnostic(digits[0, 0], builder)  # (16, 16): neither images nor signals (N, C, L)
     with pytest.raises(ValueError, match=r"at least one train and one held-out image, got N=2"):
         markov_order_diagnostic(digits[:2], builder, holdout_fraction=0.1)
     with pytest.raises(ValueError, match=r"needs corrupted frames .* got construction 'copies'"):

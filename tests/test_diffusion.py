@@ -296,7 +296,7 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="clip_x0"):
         diffusion.sample_ddim(model, SHAPE, 2, clip_x0="first")
     with pytest.raises(ValueError, match="shape"):
-        diffusion.sample_ddim(model, (2, 3, 8, 8), 2)
+        diffusion.sample_ddim(model, (2, 3, 8), 2)  # (B, T, C, L) is a video of signals; 3-D is no video
     with pytest.raises(ValueError, match="guidance"):
         diffusion.sample_autoregressive(model, SHAPE, first_frames=1, guidance="inpaint")
     with pytest.raises(ValueError, match="first_frames"):
@@ -308,4 +308,4 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="frame_weights"):
         diffusion.training_loss(model, torch.zeros(SHAPE), frame_weights=torch.ones(2))
     with pytest.raises(ValueError, match="x0"):
-        diffusion.training_loss(model, torch.zeros(2, 3, 8, 8))
+        diffusion.training_loss(model, torch.zeros(2, 3, 8))  # (B, T, C, L) signals are valid; 3-D is not

@@ -162,9 +162,12 @@ def test_shipped_experiments_expand_and_validate_at_both_scales(path: Path) -> N
         assert runs and len({r.name for r in runs}) == len(runs)
         assert len({json.dumps(config_to_dict(r.config)["eval"]) for r in runs}) == 1
     small = E.expand_experiment(spec, "cpu-small", "runs/experiments")
+    signals = [r for r in small if r.config.data.dataset.startswith("sktime:")]  # 1-D: sktime's bundled, offline data
+    images = [r for r in small if not r.config.data.dataset.startswith("sktime:")]
     # CPU-sized: CIFAR-10 subsets at 16x16 (32x32 for the tokenizer pair, the resolution its issue asks for)
-    assert all(r.config.data.dataset == "folder:.data/cifar10-jpeg" and r.config.data.resolution in (16, 32) for r in small)
-    assert all(r.config.data.max_images is not None and r.config.data.max_images <= 5000 for r in small)
+    assert all(r.config.data.dataset == "folder:.data/cifar10-jpeg" and r.config.data.resolution in (16, 32) for r in images)
+    assert all(r.config.data.max_images is not None and r.config.data.max_images <= 5000 for r in images)
+    assert all(r.config.data.length <= 64 for r in signals)  # CPU-sized signals: short windows
 
 
 def test_shipped_experiment_names() -> None:

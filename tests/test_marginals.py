@@ -7,6 +7,8 @@ test images (unpacked from ../shared once per session, tests/conftest.py) and se
 images (occluding discs with power-law radii: edges at every scale, like natural images). For blur then
 noise the match is more than the total variance: the first-order noise is white with the target variance
 at every DCT frequency, as in the higher-order frames (pseudovideo.pseudo_video.exact_composition).
+The same marginal tests run on real 1-D signals (the 1,029 daily load curves of sktime's bundled ItalyPowerDemand
+test split), where every operator acts along the length.
 """
 
 from __future__ import annotations
@@ -62,10 +64,26 @@ def cifar(cifar_jpeg_root: Path) -> torch.Tensor:
     return _decode_cifar(cifar_jpeg_root / "test", 32).clone()
 
 
-@pytest.fixture(params=["cifar10", "dead_leaves"])
+@pytest.fixture(params=["cifar10", "dead_leaves", "signals"])
 def images(request: pytest.FixtureRequest) -> torch.Tensor:
-    """The test images of one source, (N, 3, 32, 32) in [-1, 1]."""
+    """The test images of one source, (N, 3, 32, 32) in [-1, 1], or real 1-D signals (N, 1, 24)."""
+    if request.param == "signals":
+        return power_curves()
     return request.getfixturevalue("cifar") if request.param == "cifar10" else dead_leaves_images()
+
+
+def power_curves() -> torch.Tensor:
+    """sktime's ItalyPowerDemand test split, 1,029 daily curves of 24 hourly loads, each 4 times (so that a frame holds
+    98,784 values with their own noise draws, as the 32 CIFAR-10 images' 98,304): (4116, 1, 24) in [-1, 1]."""
+    pytest.importorskip("sktime", reason="the timeseries extra (sktime) is in the test extra")
+    return _power_curves().repeat(4, 1, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _power_curves() -> torch.Tensor:
+    from pseudovideo.data.signals import build_signal_dataset
+
+    return build_signal_dataset("sktime:ItalyPowerDemand", length=24, split="test").signals
 
 
 def dead_leaves_images(count: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -91,19 +109,28 @@ def _dead_leaves(count: int, size: int, seed: int) -> torch.Tensor:
     return images
 
 
+def _all_but_frames(video: torch.Tensor) -> tuple[int, ...]:
+    return (0, *range(2, video.ndim))  # (0, 2, 3, 4) for images, (0, 2, 3) for signals
+
+
 def residual_variance(video: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Mean squared residual per frame, (T,), of videos (B, T, C, H, W) against their clean images (B, C, H, W)."""
-    return (video - clean[:, None]).square().mean(dim=(0, 2, 3, 4))
+    """Mean squared residual per frame, (T,), of videos (B, T, C, H, W) against their clean images (B, C, H, W)
+    (or signals (B, T, C, L) against (B, C, L))."""
+    return (video - clean[:, None]).square().mean(dim=_all_but_frames(video))
 
 
 def centre_of_mass(video: torch.Tensor) -> torch.Tensor:
-    """Intensity centre of mass (y, x) in pixels per image and frame, (B, T, 2); mass = (value + 1) / 2."""
-    mass = (video.sum(dim=2) + video.shape[2]) / 2  # (B, T, H, W)
-    coords = torch.arange(video.shape[-1], dtype=video.dtype) + 0.5
-    total = mass.sum(dim=(2, 3))
-    com_y = (mass.sum(dim=3) * coords).sum(dim=2) / total
-    com_x = (mass.sum(dim=2) * coords).sum(dim=2) / total
-    return torch.stack([com_y, com_x], dim=-1)
+    """Intensity centre of mass per spatial axis ((y, x) for images, the position along a signal) in pixels per image
+    and frame, (B, T, axes); mass = (value + 1) / 2."""
+    mass = (video.sum(dim=2) + video.shape[2]) / 2  # (B, T, H, W) or (B, T, L)
+    total = mass.flatten(2).sum(dim=2)
+    centres = []
+    for axis in range(2, mass.ndim):
+        coords = torch.arange(mass.shape[axis], dtype=video.dtype) + 0.5
+        others = [d for d in range(2, mass.ndim) if d != axis]
+        profile = mass.sum(dim=others) if others else mass  # (B, T, size of the axis)
+        centres.append((profile * coords).sum(dim=2) / total)
+    return torch.stack(centres, dim=-1)
 
 
 def assert_same_centre_of_mass(first: torch.Tensor, higher: torch.Tensor) -> None:
@@ -126,14 +153,14 @@ def assert_same_marginals(spec: list[dict], images: torch.Tensor, num_frames: in
     assert bool(((ratio - 1).abs() <= TOLERANCE).all()), f"{spec}: first / higher residual variance {ratio.tolist()}"
     assert var_higher[:-1].min() > 1e-6  # every corrupted frame is really corrupted
     assert var_first[-1] == 0 and var_higher[-1] == 0
-    mean_gap = ((first - higher).mean(dim=(0, 2, 3, 4))).abs()  # residual means: both residuals minus the same x
+    mean_gap = ((first - higher).mean(dim=_all_but_frames(first))).abs()  # residual means: both residuals minus the same x
     assert bool((mean_gap <= TOLERANCE * var_higher.sqrt().max()).all()), f"{spec}: residual mean gap {mean_gap.tolist()}"
     assert_same_centre_of_mass(first, higher)
 
 
 @pytest.mark.parametrize("operator", sorted(SPECS))
 def test_first_and_higher_order_marginals_match(images: torch.Tensor, operator: str) -> None:
-    assert_same_marginals(SPECS[operator], images.repeat(REPEATS.get(operator, 1), 1, 1, 1))
+    assert_same_marginals(SPECS[operator], images.repeat(REPEATS.get(operator, 1), *[1] * (images.ndim - 1)))
 
 
 @pytest.mark.parametrize("composition", sorted(COMPOSED))

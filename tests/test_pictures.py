@@ -192,9 +192,9 @@ def test_loss_curves_plot_the_loss_and_its_clean_frame_term(tmp_path):
 
 def test_shape_errors(tmp_path):
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
-        save_video_grid(torch.zeros(2, 3, 4, 4), tmp_path / "v.png")
+        save_video_grid(torch.zeros(2, 3, 4), tmp_path / "v.png")  # 4-D is a video of signals (B, T, C, L)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        save_image_grid(torch.zeros(3, 4, 4), tmp_path / "i.png")
+        save_image_grid(torch.zeros(4, 4), tmp_path / "i.png")  # 3-D is signals (N, C, L)
     with pytest.raises(ValueError, match="upscale"):
         save_image_grid(torch.zeros(1, 3, 4, 4), tmp_path / "i.png", upscale=0)
 

@@ -227,8 +227,8 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match=r"operator 'mask' must be <= 1.0"):
         PseudoVideoBuilder([PatchMask()], torch.tensor([[1.5], [0.0]]), "higher_order")
     builder = PseudoVideoBuilder(ops, torch.tensor([[1.0], [0.0]]), "first_order")
-    with pytest.raises(ValueError, match=r"x must be a 4-D image batch \(B, C, H, W\), got shape \(3, 8, 8\)"):
-        builder(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match=r"x must be a 4-D image batch \(B, C, H, W\) or a 3-D signal batch \(B, C, L\), got shape \(8, 8\)"):
+        builder(torch.zeros(8, 8))
     with pytest.raises(ValueError, match=r"unknown corruption 'jpeg'"):
         build_pseudo_video_builder([{"name": "jpeg", "max_level": 1.0}], 4, "first_order")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['sigma'\]"):

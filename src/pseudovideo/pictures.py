@@ -6,6 +6,9 @@ Every function creates missing parent folders and returns the written path. Vide
 header names every frame column (index and corruption levels; the clean frame is marked in green), and the PNG
 carries the labels and the tile layout as text chunks (``columns``, ``rows``, ``groups``, ``marked_columns``,
 ``title``, ``layout``), so that tools and tests can read what each column shows.
+
+1-D signals ((N, C, L) where images are (N, C, H, W), one dimension fewer) are drawn as line plots by
+:mod:`pseudovideo.signal_pictures`: each function below hands them over, so callers draw both modalities alike.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ def save_image_grid(images: Tensor, path: str | os.PathLike, *, nrow: int = 8, u
     """
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
+    if images.ndim == 3:  # signals (N, C, L): line plots
+        from pseudovideo.signal_pictures import save_signal_grid
+
+        return save_signal_grid(images, path, nrow=nrow)
     path = _prepare(path)
     _to_pil(_grid(images, nrow, upscale)).save(path, format="PNG")
     return path
@@ -100,7 +107,17 @@ def save_image_grid(images: Tensor, path: str | os.PathLike, *, nrow: int = 8, u
 
 def save_images(images: Tensor, directory: str | os.PathLike) -> list[Path]:
     """Save each image (N, C, H, W) in [-1, 1], C in (1, 3), as its own PNG ``00000.png``, ... at its own size
-    (no border, no upscaling), as outside metric tools expect; returns the paths."""
+    (no border, no upscaling), as outside metric tools expect; returns the paths. Signals (N, C, L) are saved as
+    float32 ``00000.npy`` files of shape (C, L) (what a ``series:PATH`` folder reads)."""
+    if images.ndim == 3:
+        import numpy as np
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / f"{i:05d}.npy" for i in range(images.shape[0])]
+        for path, signal in zip(paths, images.detach().float().cpu().numpy()):
+            np.save(path, signal)
+        return paths
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
     directory = Path(directory)
@@ -128,8 +145,8 @@ def save_video_grid(
     The last column is frame T-1, the clean image of each pseudo video, marked in green. ``column_labels``
     (T strings, default :func:`frame_labels` without levels) head the columns; see :func:`save_labelled_grid`.
     """
-    if videos.ndim != 5:
-        raise ValueError(f"videos must have shape (B, T, C, H, W), got {tuple(videos.shape)}")
+    if videos.ndim not in (4, 5):
+        raise ValueError(f"videos must have shape (B, T, C, H, W) or (B, T, C, L), got {tuple(videos.shape)}")
     steps = videos.shape[1]
     labels = list(column_labels) if column_labels is not None else frame_labels(steps)
     return save_labelled_grid(videos, path, column_labels=labels, row_labels=row_labels, marked_columns=[steps - 1],
@@ -193,6 +210,15 @@ def _place_columns(
     return xs, widths, spans
 
 
+def _signal_frames(tiles: Tensor, path: str | os.PathLike, column_labels: Sequence[str], row_labels: Sequence[str] | None,
+                   groups: Sequence[tuple[str, int]] | None, marked_columns: Sequence[int], title: str) -> Path:
+    """:func:`pseudovideo.signal_pictures.save_signal_frames` of pseudo sequences tiles (R, K, C, L)."""
+    from pseudovideo.signal_pictures import save_signal_frames
+
+    return save_signal_frames(tiles, path, column_labels=column_labels, row_labels=row_labels, groups=groups,
+                              marked_columns=marked_columns, title=title)
+
+
 def save_labelled_grid(
     tiles: Tensor,
     path: str | os.PathLike,
@@ -210,8 +236,11 @@ def save_labelled_grid(
     rows; ``groups``: ``[(name, count), ...]`` summing to K, each named above its columns and separated from the
     next by a gap (e.g. inputs | reconstructions); ``marked_columns``: columns outlined and labelled in green (the
     clean frame); ``title``: text above everything. A column is as wide as its widest label. The labels and the
-    tile positions are written as PNG text chunks (see the module docstring).
+    tile positions are written as PNG text chunks (see the module docstring). Signals (R, K, C, L) are drawn as
+    line plots with the K frames as rows (:func:`pseudovideo.signal_pictures.save_signal_frames`).
     """
+    if tiles.ndim == 4:  # signals: line plots with the frames as rows
+        return _signal_frames(tiles, path, column_labels, row_labels, groups, marked_columns, title)
     groups = _checked_groups(tiles, column_labels, row_labels, groups)
     rows, cols = tiles.shape[:2]
     pixels = _upscale(to_uint8(tiles), upscale).expand(-1, -1, 3, -1, -1)  # (R, K, 3, h, w) uint8
@@ -281,6 +310,10 @@ def save_video_gif(
     last (clean) one ``hold_last_ms``. Pillow merges consecutive identical frames into one longer
     frame, so a GIF of identical frames has fewer than T frames.
     """
+    if videos.ndim == 4:  # pseudo sequences of signals (B, T, C, L)
+        from pseudovideo.signal_pictures import save_signal_gif
+
+        return save_signal_gif(videos, path, frame_ms=frame_ms, hold_last_ms=hold_last_ms)
     if videos.ndim != 5:
         raise ValueError(f"videos must have shape (B, T, C, H, W), got {tuple(videos.shape)}")
     if frame_ms <= 0 or hold_last_ms <= 0:
@@ -311,6 +344,10 @@ def save_side_by_side(
         raise ValueError(f"got {len(rows)} rows but {len(labels)} labels; expected one label per row")
     if len(rows) == 0:
         raise ValueError("rows is empty: nothing to draw")
+    if rows[0].ndim == 3:  # signals (N, C, L): overlaid line plots
+        from pseudovideo.signal_pictures import save_signal_overlay
+
+        return save_signal_overlay(rows, labels, path)
     strips = [_to_pil(_grid(row, row.shape[0] if row.ndim == 4 else 1, upscale)) for row in rows]
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -19,6 +19,7 @@ from pseudovideo.config import (
     save_config,
     validate_config,
 )
+from pseudovideo.config.modality import modality_name, spatial_dims
 from pseudovideo.interop.trust import check_trusted
 
 
@@ -122,7 +123,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     grid = save_video_grid(video, out / f"{stem}.png", upscale=upscale, column_labels=builder.frame_labels())
     gif = save_video_gif(video, out / f"{stem}.gif", upscale=upscale)
     save_config(config, out / "config.yaml")
-    print(f"pseudo-video grid (rows = images, columns = frames, last column clean): {grid}")
+    layout = ("rows = frames, last row clean; columns = signals" if spatial_dims(config.data) == 1  # line plots
+              else "rows = images, columns = frames, last column clean")
+    print(f"pseudo-video grid ({layout}): {grid}")
     print(f"pseudo-video animation: {gif}")
     return 0
 
@@ -270,7 +273,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if videos.shape[1] > 1:
         print(f"pseudo videos: {save_generated_grid(videos[:16], config, out / 'pseudo_videos.png', upscale=upscale)}")
         print(f"animation: {save_video_gif(videos[:16], out / 'pseudo_videos.gif', upscale=upscale)}")
-    print(f"{len(images)} images in {out / 'images'}; sampling: {info}")
+    print(f"{len(images)} {modality_name(config.data)} in {out / 'images'}; sampling: {info}")
     return 0
 
 

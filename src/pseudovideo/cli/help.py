@@ -20,7 +20,8 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "examples:\n"
         "  pseudovideo show pseudo_video.num_frames=8 --n 4\n"
         "  pseudovideo show -c configs/digits_cvivit.yaml              # -> runs/show/digits_cvivit/\n"
-        "  pseudovideo show data.dataset=folder:.data/cifar10-jpeg data.resolution=32",
+        "  pseudovideo show data.dataset=folder:.data/cifar10-jpeg data.resolution=32\n"
+        "  pseudovideo show data.dataset=sktime:ItalyPowerDemand data.length=24   # 1-D signals: line plots, frames as rows",
     ),
     "diagnose": (
         "Paper sec. 4.1: how well the last k frames linearly predict the clean frame, first vs higher order.",
@@ -48,7 +49,8 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "  pseudovideo train -c configs/digits_cvivit.yaml\n"
         "  pseudovideo train -c configs/digits_cvivit.yaml model.cvivit.clean_frame_context=own name=cvivit_own\n"
         "  pseudovideo train model.family=unet train.steps=200 \"eval.metrics=[swd,cfd]\"\n"
-        "  pseudovideo train --resume runs/digits_cvivit train.steps=2000     # continue exactly",
+        "  pseudovideo train --resume runs/digits_cvivit train.steps=2000     # continue exactly\n"
+        "  pseudovideo train data.dataset=sktime:ItalyPowerDemand data.length=24 model.family=lifted   # 1-D signals",
     ),
     "eval": (
         "Evaluate a trained run on the clean frame (PSNR, SSIM, LPIPS, SWD, CFD, FID, KID), protocol included.",

@@ -58,10 +58,11 @@ MEANINGS: dict[str, str] = {
     "pseudo_video.learned.from_file": "a learned corruption (.safetensors) written by search-corruptions or a run: trained on as it is",
     "pseudo_video.learned.searched_by": "recorded, not read: what produced the explicit levels (written by search-corruptions)",
     "pseudo_video.frames_as_images": "image model trained on every pseudo-video frame as a separate image (data control; loss.last_frame_weight weighs them as in the video model)",
-    "data.dataset": "digits (embedded) | cifar10 | mnist | celeba | folder:PATH",
+    "data.dataset": "digits (embedded) | cifar10 | mnist | celeba | folder:PATH (images); sktime:NAME (a dataset bundled "
+                    "with sktime, pip install '.[timeseries]') | series:PATH (a folder of .npy / .csv series) (1-D signals)",
     "data.root": "local root of a torchvision dataset (its own layout)",
     "data.resolution": "side H = W the images are resized and centre-cropped to",
-    "data.channels": "1 or 3 to convert the images; null keeps the dataset's own",
+    "data.channels": "1 or 3 to convert the images; null keeps the dataset's own (signals: their channel count, checked, never converted)",
     "data.random_flip": "random horizontal flips of training images",
     "data.download": "let torchvision download cifar10 / mnist / celeba into data.root",
     "data.skip_bad_files": "skip unreadable image files (and sub-folders) of a folder dataset instead of failing: "
@@ -69,6 +70,10 @@ MEANINGS: dict[str, str] = {
     "data.max_images": "deterministic evenly spread subset of the training split (null: all)",
     "data.train_split": "split trained on (train, test, or a folder's sub-folder name)",
     "data.eval_split": "held-out split evaluated on (test by default)",
+    "data.length": "signals only, required: samples L per series (or window); each is resampled to it (antialiased linear) "
+                   "when its length differs",
+    "data.window": "signals only: cut every series into windows of this many samples (a series stays in its split); null: whole series",
+    "data.stride": "signals only: samples between window starts (null: the window, no overlap)",
     "model.unet.level_conditioning": "image UNet on every frame (frames_as_images): learn a frame-level embedding and sample at the clean level",
     "train.divergence_factor": "a loss above the median of recent healthy losses by this many times its magnitude counts as diverged (0: only NaN/inf)",
     "model.lifted.base": "the image network to lift: unet | vqvae (ours) | run:RUN_DIR | diffusers:PATH | "
@@ -173,9 +178,11 @@ MEANINGS: dict[str, str] = {
     "eval.num_images": "held-out images reconstructed, or images generated",
     "eval.batch_size": "batch of evaluation",
     "eval.use_ema": "evaluate the EMA weights (false: the raw ones)",
-    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid, cfd, ckd, probe); cfd/ckd are skipped, with "
-    "the reason, for a dataset without class labels (decided before training); probe: linear-probe accuracy of frozen "
-    "features beside the same model with random weights, see pseudovideo.evaluation.probe",
+    "eval.metrics": "metrics to compute (psnr, ssim, swd, lpips, fid, kid, cfd, ckd, probe, mse, snr); cfd/ckd are "
+    "skipped, with the reason, for a dataset without class labels (decided before training); probe: linear-probe "
+    "accuracy of frozen features beside the same model with random weights, see pseudovideo.evaluation.probe; mse, "
+    "snr: a tokenizer's reconstruction error and signal-to-noise ratio in dB; on signals the image metrics are "
+    "skipped with the reason: use mse, snr, cfd, ckd, probe",
     "eval.inception_weights": "local path of torch-fidelity's Inception weights (FID/KID)",
     "eval.lpips_weights": "local path of the LPIPS backbone's ImageNet weights",
     "eval.cache_dir": "cache of reference statistics for FID/KID and of the cfd/ckd feature nets (shared by runs)",

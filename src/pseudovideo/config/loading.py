@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import yaml
 
 from pseudovideo.config.learned import validate_learned
+from pseudovideo.config.modality import sample_size, spatial_dims, validate_modality
 from pseudovideo.config.safe_yaml import YAMLRefused, load_yaml, quote
 from pseudovideo.config.sections import (
     EVAL_METRICS,
@@ -302,6 +303,15 @@ def _validate_first_order_downsample(pv: PseudoVideoConfig, resolution: int) -> 
                                   f"T={pv.num_frames}, data.resolution={resolution}) with construction first_order: {problem}")
 
 
+def _validate_modality(config: RunConfig) -> None:
+    """The data's modality (images or 1-D signals) and the keys and models that belong to it; the channels."""
+    data = config.data
+    problems = validate_modality(data, config)
+    _require(not problems, problems[0] if problems else "")
+    _require(data.channels in (None, 1, 3) or spatial_dims(data) == 1,
+             f"data.channels: expected 1, 3 or null, got {data.channels}")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express; raises ConfigError naming the key."""
     pv, data, train = config.pseudo_video, config.data, config.train
@@ -323,10 +333,10 @@ def validate_config(config: RunConfig) -> None:
         if corruption.name == "mask":
             _require(corruption.max_level <= 1, f"{key}.max_level: a mask probability must be <= 1, got {corruption.max_level}")
     _require(data.resolution >= 4, f"data.resolution: expected an integer >= 4, got {data.resolution}")
+    _validate_modality(config)
     if pv.construction == "first_order":
-        _validate_first_order_downsample(pv, data.resolution)
+        _validate_first_order_downsample(pv, sample_size(data))
     validate_learned(pv)
-    _require(data.channels in (None, 1, 3), f"data.channels: expected 1, 3 or null, got {data.channels}")
     _require(0 < data.held_out_fraction < 1,
              f"data.held_out_fraction: expected a number in (0, 1) (e.g. 0.1), got {data.held_out_fraction}")
     validate_train_config(train)

@@ -85,7 +85,7 @@ class PseudoVideoConfig:
 class DataConfig:
     """Which images to train and evaluate on."""
 
-    dataset: str = "digits"  # digits | cifar10 | mnist | celeba | folder:PATH
+    dataset: str = "digits"  # digits | cifar10 | mnist | celeba | folder:PATH | sktime:NAME | series:PATH
     root: str | None = None  # local root for torchvision datasets (their own layout)
     resolution: int = 16
     channels: int | None = None  # 1 or 3 to convert; None keeps the dataset's own
@@ -99,6 +99,10 @@ class DataConfig:
     # without train/ + test/ sub-folders, MNIST with one split file): chosen by a hash of the relative
     # path (MNIST: index), the rest is the train split.
     held_out_fraction: float = 0.1
+    # 1-D signals (sktime:NAME, series:PATH; pseudovideo.data.signals): samples (C, L).
+    length: int | None = None  # L: every series (or window) resampled to it; required for signals
+    window: int | None = None  # cut each series into windows of this many samples (a series stays in its split)
+    stride: int | None = None  # samples between window starts; null: the window (no overlap)
 
 
 @dataclass
@@ -277,8 +281,9 @@ class TrainConfig:
 
 
 # cfd / ckd: Fréchet / kernel distance in the features of a classifier trained on the dataset (feature_net.py);
-# probe: linear-probe accuracy of frozen features (pseudovideo.evaluation.probe)
-EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "ckd", "probe")
+# probe: linear-probe accuracy of frozen features (pseudovideo.evaluation.probe); mse / snr: reconstruction error and
+# signal-to-noise ratio (pseudovideo.metrics.signals)
+EVAL_METRICS = ("psnr", "ssim", "swd", "lpips", "fid", "kid", "cfd", "ckd", "probe", "mse", "snr")
 
 
 @dataclass

@@ -134,8 +134,8 @@ class GaussianDiffusion(nn.Module):
         uniform). Returns (scalar loss, detached stats: "mse" (unweighted), "mse_first_frame",
         "mse_last_frame", "t_mean").
         """
-        if x0.ndim != 5:
-            raise ValueError(f"expected x0 of shape (B, T, C, H, W), got {tuple(x0.shape)}")
+        if x0.ndim not in (4, 5):
+            raise ValueError(f"expected x0 of shape (B, T, C, H, W) or (B, T, C, L), got {tuple(x0.shape)}")
         batch, num_frames = x0.shape[:2]
         weights = self.normalise_frame_weights(frame_weights, num_frames, x0.device)
         gen_device = generator.device if generator is not None else x0.device
@@ -146,11 +146,12 @@ class GaussianDiffusion(nn.Module):
         if output.shape != x0.shape:
             raise ValueError(f"model output shape {tuple(output.shape)} differs from the input {tuple(x0.shape)}")
         error = (output.float() - self.target(x0, noise, t).float()).square()
-        per_frame = error.mean(dim=(0, 2, 3, 4))  # (T,)
+        sample_dims = tuple(range(2, error.ndim))  # (2, 3, 4) for images, (2, 3) for signals
+        per_frame = error.mean(dim=(0, *sample_dims))  # (T,)
         weighted = per_frame
         if sample_weights is not None:
             sample_weights = sample_weights.to(device=error.device, dtype=error.dtype)
-            weighted = (sample_weights[:, None] * error.mean(dim=(2, 3, 4))).sum(dim=0) / sample_weights.sum()  # (T,)
+            weighted = (sample_weights[:, None] * error.mean(dim=sample_dims)).sum(dim=0) / sample_weights.sum()  # (T,)
         loss = (weights * weighted).sum()
         stats = {
             "mse": per_frame.mean().detach(),

@@ -89,11 +89,11 @@ def _model_device(model: Model) -> torch.device:
         return torch.device("cpu")
 
 
-def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
-    """Validates a video shape (B, T, C, H, W) of positive ints."""
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Validates a video shape (B, T, C, H, W) (or (B, T, C, L) for signals) of positive ints."""
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 5 or min(shape) < 1:
-        raise ValueError(f"expected a video shape (B, T, C, H, W) of positive ints, got {shape}")
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise ValueError(f"expected a video shape (B, T, C, H, W) or (B, T, C, L) of positive ints, got {shape}")
     return shape  # type: ignore[return-value]
 
 
@@ -276,15 +276,15 @@ def sample_conditional(
     weight ``guidance_weight`` (Ho et al. 2022). ``steps`` is ignored by the DDPM sampler.
     """
     _check_choice("guidance", guidance, GUIDANCE_MODES)
-    if x_known.ndim != 5:
-        raise ValueError(f"expected x_known of shape (B, K, C, H, W), got {tuple(x_known.shape)}")
-    batch, num_known, channels, height, width = x_known.shape
+    if x_known.ndim not in (4, 5):
+        raise ValueError(f"expected x_known of shape (B, K, C, H, W) or (B, K, C, L), got {tuple(x_known.shape)}")
+    batch, num_known, channels, *sizes = x_known.shape
     if not 1 <= num_known < num_frames:
         raise ValueError(f"need 1 <= K < num_frames known frames, got K={num_known}, num_frames={num_frames}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     timesteps = sampler_timesteps(process, sampler, steps)
-    x = _initial_noise((batch, num_frames, channels, height, width), x_T, generator, x_known.device, model)
+    x = _initial_noise((batch, num_frames, channels, *sizes), x_T, generator, x_known.device, model)
     weight = float(guidance_weight) if guidance == "reconstruction" else 0.0
     return sample_loop(
         process, model, x, timesteps, sampler=sampler, eta=1.0 if sampler == "ddpm" else eta, clip=_clip_mode(clip_x0),
@@ -322,11 +322,11 @@ def sample_autoregressive(
     ``frames_per_step`` more frames, until all T are fixed; the last stage produces the clean last frame.
     Returns (video (B, T, C, H, W), info dict naming the mode, sampler, guidance and number of stages).
     """
-    batch, num_frames, channels, height, width = _check_shape(shape)
+    batch, num_frames, channels, *sizes = _check_shape(shape)
     _check_autoregressive(num_frames, sampler, guidance, first_stage, first_frames, frames_per_step, eta)
     timesteps = sampler_timesteps(process, sampler, steps)
     clip = _clip_mode(clip_x0)
-    first_shape = (batch, num_frames if first_stage == "full" else first_frames, channels, height, width)
+    first_shape = (batch, num_frames if first_stage == "full" else first_frames, channels, *sizes)
     x_T = _initial_noise(first_shape, None, generator, device, model)
     video = sample_loop(
         process, model, x_T, timesteps, sampler=sampler, eta=1.0 if sampler == "ddpm" else eta, clip=clip,

@@ -33,8 +33,9 @@ from torch import Tensor, nn
 from pseudovideo import metrics as M
 from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resolve_checkpoint
 from pseudovideo.config import EvalConfig, RunConfig
+from pseudovideo.config.modality import sample_protocol, unsupported_metric_reason
 from pseudovideo.data.datasets import spread_subset
-from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_set, reconstruct_clean_frames
+from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_data, held_out_set, reconstruct_clean_frames
 from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.evaluation.report import _task_description, format_eval_markdown, save_generated_grid, save_reconstruction_grid
 from pseudovideo.factory.datasets import ProbeSkipped
@@ -43,6 +44,7 @@ from pseudovideo.factory.models import is_tokenizer as tokenizer_run
 from pseudovideo.factory.models import load_run, model_frames
 from pseudovideo.factory.pseudo_videos import describe_pseudo_video
 from pseudovideo.factory.run_folder import keep_previous, load_run_config, read_train_summary
+from pseudovideo.metrics import signals as signal_metrics
 from pseudovideo.models.quantizer import CodeUsage
 from pseudovideo.pictures import picture_upscale, save_image_grid, save_side_by_side
 from pseudovideo.training.distributed import resolve_device
@@ -62,6 +64,14 @@ def _with_warning_text(build: Callable[[], Any]) -> tuple[Any, str]:
         warnings.simplefilter("always")
         result = build()
     return result, "; ".join(str(w.message) for w in caught)
+
+
+def _check_normalisation(run_dir: Path, normalisation: dict[str, Any] | None) -> None:
+    """ValueError when the data's normalisation differs from the one the run was trained with (train_summary.json)."""
+    trained = read_train_summary(run_dir).get("normalisation")
+    if normalisation is not None and trained is not None and json.loads(json.dumps(normalisation)) != trained:
+        raise ValueError(f"the data of {run_dir} normalise differently now ({normalisation}) than when the run was "
+                         f"trained ({trained}): the dataset changed; evaluate on the data it was trained on")
 
 
 def _distribution_metrics(
@@ -217,8 +227,13 @@ def evaluate_run(
     checkpoint = evaluated_checkpoint(run_dir, use_ema=eval_config.use_ema)
     config, model, channels = load_run(run_dir, use_ema=eval_config.use_ema, device=dev, checkpoint=checkpoint["folder"],
                                        trust_code=trust_code)
-    real, split_description = held_out_set(config, eval_config.num_images)  # (N, C, H, W)
+    # metrics the data's modality does not define (image metrics on signals) are skipped with the reason
+    unsupported = {m: r for m in eval_config.metrics if (r := unsupported_metric_reason(config.data, m)) is not None}
+    eval_config = dataclasses.replace(eval_config, metrics=[m for m in eval_config.metrics if m not in unsupported])
+    real, split_description, normalisation = held_out_data(config, eval_config.num_images)  # (N, C, H, W) or (N, C, L)
+    _check_normalisation(run_dir, normalisation)
     ev = _Evaluation(run_dir, config, eval_config, model, channels, dev, real)
+    ev.skipped.update(unsupported)
     is_tokenizer = tokenizer_run(config)
     ev.protocol = {
         "task": _task_description(is_tokenizer, model_frames(config)),
@@ -226,7 +241,8 @@ def evaluate_run(
         "eval_split": f"{config.data.eval_split} (images evenly spaced over the split)",
         "split": split_description,
         "num_images": int(real.shape[0]),
-        "resolution": config.data.resolution,
+        **sample_protocol(config.data),  # resolution, or a signal's length
+        **({"normalisation": normalisation} if normalisation is not None else {}),
         "pseudo_video": describe_pseudo_video(config.pseudo_video),
         "frames_seen_by_model": model_frames(config),
         "seed": eval_config.seed,
@@ -259,6 +275,11 @@ def _evaluate_tokenizer(ev: _Evaluation, checkpoint: dict[str, Any]) -> tuple[Te
         ev.results["psnr"] = float(M.psnr(fake, real).mean())
     if "ssim" in wanted:
         ev.results["ssim"] = float(M.ssim(fake, real).mean())
+    if "mse" in wanted:
+        ev.results["mse"] = float(signal_metrics.mse(fake, real).mean())
+    if "snr" in wanted:
+        ev.results["snr"] = float(signal_metrics.snr(fake, real).mean())
+        ev.protocol["snr"] = "10 log10(sum original^2 / sum error^2) per item in dB, in the data's [-1, 1] units, mean"
     if "lpips" in wanted:
         net = "alex" if config.data.resolution >= 31 else "vgg"
         lpips, reason = _with_warning_text(lambda: build_perceptual_loss(net, eval_config.lpips_weights))
@@ -286,6 +307,8 @@ def _evaluate_diffusion(ev: _Evaluation) -> Tensor:
                                    seed=eval_config.seed, device=ev.device, progress=config.train.progress,
                                    budget_s=read_train_summary(ev.run_dir).get("wall_time_s"))
     fake = videos[:, -1].clamp(-1, 1)
+    ev.skipped.update({m: "compares reconstructions with their originals; a diffusion run generates" for m in ("mse", "snr")
+                       if m in eval_config.metrics})
     ev.results["sampling_images_per_s"] = info.pop("images_per_s")
     ev.protocol["sampler"] = {k: v for k, v in info.items() if k != "seconds"}
     if getattr(ev.model, "num_levels", 0) > 0:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudovideo.config import RunConfig
+from pseudovideo.config.modality import sample_shape
 from pseudovideo.data.datasets import spread_images, spread_subset
 from pseudovideo.diffusion.samplers import ddim_timesteps
 from pseudovideo.evaluation.sampling_progress import SamplingProgress
@@ -36,8 +37,14 @@ def held_out_images(config: RunConfig, num_images: int) -> Tensor:
 
 def held_out_set(config: RunConfig, num_images: int) -> tuple[Tensor, str]:
     """:func:`held_out_images` and the description of the split they come from (for the protocol)."""
+    return held_out_data(config, num_images)[:2]
+
+
+def held_out_data(config: RunConfig, num_images: int) -> tuple[Tensor, str, dict[str, Any] | None]:
+    """:func:`held_out_set` and the dataset's normalisation record (signals, see pseudovideo.data.signals; None for
+    images)."""
     dataset = build_dataset_from_config(config, split=config.data.eval_split, spread=num_images)  # decodes those only
-    return spread_images(dataset, num_images), dataset.split_description
+    return spread_images(dataset, num_images), dataset.split_description, getattr(dataset, "normalisation", None)
 
 
 @torch.no_grad()
@@ -88,7 +95,7 @@ def generate_videos(
     """
     diffusion = build_diffusion(config).to(device)
     kwargs = diffusion_sample_kwargs(config)
-    res = config.data.resolution
+    shape = sample_shape(config.data)  # (R, R) images or (L,) signals
     generator = torch.Generator(device=device).manual_seed(seed)
     precision = resolve_precision(config.train.mixed_precision, device)  # sample as the model was trained
     calls = None  # model calls per batch; autoregressive sampling: learned from the first batch
@@ -102,7 +109,7 @@ def generate_videos(
         for first in range(0, num_videos, batch_size):
             count = min(batch_size, num_videos - first)
             with autocast(precision, device):
-                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, res, res), generator=generator, **kwargs)
+                video, info = diffusion.sample(denoiser, (count, model_frames(config), channels, *shape), generator=generator, **kwargs)
             videos.append(video.float().cpu())
             bar.batch_done(count)
     finally:

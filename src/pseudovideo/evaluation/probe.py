@@ -194,7 +194,8 @@ def frozen_features(
         t = torch.full((b,), step, device=device, dtype=torch.long)
         x_t = diffusion.q_sample(video, t, noise)
         h = _captured(layer, False, lambda: sampling_model(model)(x_t, t))  # ((B T), C, h, w)
-        features.append(h.float().reshape(b, frames, *h.shape[1:])[:, -1].mean(dim=(-2, -1)).cpu())
+        clean = h.float().reshape(b, frames, *h.shape[1:])[:, -1]  # (B, C, *spatial): h w, or the length of signals
+        features.append(clean.mean(dim=tuple(range(2, clean.ndim))).cpu())  # (B, C)
     return torch.cat(features)  # (N, D)
 
 

@@ -47,7 +47,7 @@ def save_generated_grid(videos: Tensor, config: RunConfig, path: Path, *, upscal
     """Generated pseudo videos (B, T, C, H, W), every frame drawn clamped to [-1, 1] alike; each column says
     which share of its pixels lie beyond [-1, 1] (frames the sampler does not clip may), so that a saturated
     corrupted frame reads as what it is."""
-    outside = (videos.abs() > 1).float().mean(dim=(0, 2, 3, 4))  # (T,)
+    outside = (videos.abs() > 1).float().mean(dim=(0, *range(2, videos.ndim)))  # (T,): every frame of images or signals
     labels = [f"{label}\nout {share:.0%}" for label, share in zip(_column_labels(config, videos.shape[1]), outside.tolist())]
     clip = config.diffusion.clip_x0
     title = (f"sampled with diffusion.clip_x0={clip}: {_CLIP_NOTE.get(clip, clip)}\n"

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from pseudovideo.config import RunConfig
+from pseudovideo.config.modality import sample_shape
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -52,8 +53,8 @@ def training_flops_per_image(
             task.discriminator.to(device).train()
         task.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
-        res = config.data.resolution
-        images = torch.rand(batch_size, channels, res, res, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
+        shape = sample_shape(config.data)  # (R, R) images or (L,) signals
+        images = torch.rand(batch_size, channels, *shape, generator=generator, device=device) * 2 - 1  # (B, C, H, W)
         step = max(config.train.steps - 1, 0)
 
         def one_step() -> None:

@@ -275,7 +275,10 @@ def describe_sizes(runs: Sequence[ExperimentRun]) -> str:
     of each variant (run names without their seed), e.g. ``train.steps: 300 (vqvae, cvivit), 150 (ddpm)``."""
     parts = []
     trees = [(run, config_to_dict(run.config)) for run in runs]
-    for key in SIZE_KEYS:
+    signals = [run.config.data.length is not None for run in runs]  # 1-D signals: their length (and no image side)
+    keys = SIZE_KEYS if not any(signals) else (*(k for k in SIZE_KEYS if k != "data.resolution" or not all(signals)),
+                                               "data.length")
+    for key in keys:
         by_value: dict[str, list[str]] = {}
         for run, tree in trees:
             labels = by_value.setdefault(json.dumps(_lookup(tree, key)), [])

@@ -205,7 +205,8 @@ def prepare_feature_nets(configs: Sequence[RunConfig], eval_config: EvalConfig, 
     seen = set()
     for config in configs:
         data = config.data
-        key = (data.dataset, data.root, data.resolution, data.channels, data.train_split, data.max_images)
+        key = (data.dataset, data.root, data.resolution, data.channels, data.train_split, data.max_images, data.length,
+               data.window, data.stride)
         if key in seen:
             continue
         seen.add(key)

@@ -166,7 +166,7 @@ _DIFFERENCE_KEYS = ("name", "of", "minus", "match", "only_scales")
 _VARIANT_KEYS = ("name", "overrides", "labels", "scales", "only_scales", "grid")
 _PLOT_KEYS = ("x", "group_by", "panels", "kind")
 _METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "kid_std", "swd_avg", "cfd", "ckd", "ckd_std", "probe",
-            "probe_random", "sampling_images_per_s")
+            "probe_random", "sampling_images_per_s", "mse", "snr")
 
 
 def _check_keys(data: dict[str, Any], valid: Sequence[str], where: str) -> None:

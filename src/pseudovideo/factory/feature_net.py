@@ -28,8 +28,11 @@ import torch
 from torch import Tensor
 
 from pseudovideo.config import RunConfig
+from pseudovideo.config.modality import spatial_dims
 from pseudovideo.data.datasets import TensorImageDataset, spread_images
 from pseudovideo.data.images import SplitSource, build_dataset, parse_dataset_spec, split_source
+from pseudovideo.data.signals import signal_labels_exist, signal_training_split
+from pseudovideo.factory.datasets import build_split, data_cache_name
 from pseudovideo.metrics.feature_net import (
     FEATURE_NET_VERSION,
     MIN_RESOLUTION,
@@ -43,6 +46,7 @@ from pseudovideo.metrics.feature_net import (
     save_feature_net,
     to_unit,
     train_feature_net,
+    resize_to,
 )
 
 __all__ = [
@@ -112,6 +116,11 @@ def feature_net_key(config: RunConfig, channels: int) -> FeatureNetKey:
     except for digits and MNIST. data.max_images plays no part: the net trains on the whole training split.
     """
     data, ev = config.data, config.eval
+    if spatial_dims(data) == 1:  # signals: the data's windows and length name the net, never flipped
+        steps = "auto" if ev.feature_net_steps is None else str(ev.feature_net_steps)
+        side = ev.feature_net_resolution or max(MIN_RESOLUTION, data.length)
+        return FeatureNetKey(data_cache_name(data), "", signal_training_split(data.dataset, data.train_split,
+                             data.held_out_fraction), side, channels, ev.feature_net_seed, steps, False)
     name, arg = parse_dataset_spec(data.dataset)
     facts = _split_facts(config)
     dataset = f"folder:{Path(arg).expanduser().resolve().name}" if name == "folder" else name
@@ -125,7 +134,14 @@ def feature_net_key(config: RunConfig, channels: int) -> FeatureNetKey:
 def feature_net_skip_reason(config: RunConfig) -> str | None:
     """Why ``cfd`` / ``ckd`` cannot be computed for a run config (the dataset has no class labels and no
     ``eval.feature_net`` is given), or None when they can. Cheap: decided before any training."""
-    if config.eval.feature_net or _split_facts(config, fingerprint=False).labelled:
+    if config.eval.feature_net:
+        return None
+    if spatial_dims(config.data) == 1:
+        data = config.data
+        labelled = signal_labels_exist(data.dataset, data.train_split, data.held_out_fraction)
+    else:
+        labelled = _split_facts(config, fingerprint=False).labelled
+    if labelled:
         return None
     return (f"dataset {config.data.dataset!r} has no class labels (labels exist for digits, cifar10, mnist with its "
             f"label files, and folder:PATH with one sub-folder per class), so no feature classifier can be trained "
@@ -161,6 +177,11 @@ def _labelled_training_split(config: RunConfig, side: int) -> tuple[Tensor, Tens
     """The whole training split at ``side`` px (no max_images subset, no flips), held-out fraction applied:
     images (N, C, side, side) as uint8 or float in [-1, 1], labels (N,), class count."""
     data = config.data
+    if spatial_dims(data) == 1:  # signals (N, C, L) at data.length, resampled to the net's side if it differs
+        signals = build_split(data, data.train_split)
+        if signals.labels is None or signals.class_names is None:
+            raise UnlabelledDatasetError(f"dataset {data.dataset!r} has no class labels in its {data.train_split!r} split")
+        return resize_to(signals.signals, side), signals.labels, len(signals.class_names)
     dataset = build_dataset(data.dataset, resolution=side, split=data.train_split, root=data.root,
                             channels=data.channels, download=data.download, skip_bad_files=data.skip_bad_files,
                             held_out_fraction=data.held_out_fraction)

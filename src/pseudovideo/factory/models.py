@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pseudovideo.config import ConfigError, RunConfig, model_kind
+from pseudovideo.config.modality import sample_size, spatial_dims
 from pseudovideo.diffusion.betas import beta_schedule
 from pseudovideo.diffusion.process import GaussianDiffusion
 from pseudovideo.factory.datasets import build_dataset_from_config
@@ -35,6 +36,7 @@ from pseudovideo.models.cvivit import CViViT
 from pseudovideo.models.lift import LiftedNet, LiftedTokenizer, LiftError, lift
 from pseudovideo.models.unet import image_unet, video_unet
 from pseudovideo.models.vqvae import VQVAE
+from pseudovideo.models.vqvae1d import SignalVQVAE
 
 __all__ = [
     "DIFFUSION_FAMILIES",
@@ -66,14 +68,17 @@ def model_frames(config: RunConfig) -> int:
 
 
 def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -> nn.Module:
-    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``.
+    """The network of ``model.family`` for images with ``channels`` channels at ``data.resolution``, or for signals
+    at ``data.length``: the data's modality (:mod:`pseudovideo.config.modality`) picks the 2-D or the 1-D network.
 
     A ``model.lifted.base: python:...`` base imports and calls user code: only with ``trust_code=True``, else
     :class:`~pseudovideo.interop.trust.UntrustedCodeError` before anything is imported (see :mod:`pseudovideo.interop.trust`).
     """
-    family, resolution = config.model.family, config.data.resolution
+    family, resolution, dims = config.model.family, sample_size(config.data), spatial_dims(config.data)
     if family == "lifted":
         return build_lifted_model(config, channels, model_frames(config), trust_code=trust_code)
+    if family == "vqvae" and dims == 1:
+        return SignalVQVAE(in_channels=channels, length=resolution, **_kwargs(config.model.vqvae))
     if family == "vqvae":
         return VQVAE(in_channels=channels, resolution=resolution, **_kwargs(config.model.vqvae))
     if family == "cvivit":
@@ -83,8 +88,8 @@ def build_model(config: RunConfig, channels: int, *, trust_code: bool = False) -
     if family == "unet":
         for key in ("causal_temporal", "frame_position", "temporal_layers", "temporal_mixer"):
             del unet[key]  # options of the temporal layers it does not have
-        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), **unet)
-    return video_unet(in_channels=channels, resolution=resolution, **unet)
+        return image_unet(in_channels=channels, resolution=resolution, num_levels=num_levels(config), spatial_dims=dims, **unet)
+    return video_unet(in_channels=channels, resolution=resolution, spatial_dims=dims, **unet)
 
 
 def num_levels(config: RunConfig) -> int:

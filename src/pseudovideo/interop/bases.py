@@ -25,6 +25,7 @@ from typing import Any, Iterator
 from torch import nn
 
 from pseudovideo.config import ConfigError, RunConfig, model_kind
+from pseudovideo.config.modality import sample_size
 from pseudovideo.interop.diffusers_scheduler import check_diffusers_scheduler, quiet_loading_kwargs
 from pseudovideo.interop.trust import refuse_untrusted
 from pseudovideo.models.tokenizer import VideoTokenizer
@@ -128,7 +129,7 @@ def load_external_base(config: RunConfig, channels: int, *, trust_code: bool = F
         if model_kind(config.model) == "diffusion":
             check_diffusers_scheduler(rest, config)  # its betas and prediction type
     elif kind == "python":
-        net = _from_python(rest, channels, config.data.resolution, trust_code)
+        net = _from_python(rest, channels, sample_size(config.data), trust_code)  # the image side or signal length
     else:
         raise ValueError(f"model.lifted.base={config.model.lifted.base} is not a diffusers: or python: base")
     check_base(net, config, channels)

@@ -10,7 +10,9 @@ between its pooled, standardised stage features of real and evaluated images are
 They are **not FID/KID**: the network is small and trained on the dataset itself, so values are only comparable
 between evaluations that use the same feature net (same weights hash, recorded in every eval.json). The net is
 trained at one side (``resolution``: by default the evaluated images' side, at most 32 px) and images of another
-side are resized to it before the features are taken.
+side are resized to it before the features are taken. For 1-D signals (N, C, L) the same net is built with 1-D
+convolutions, pooling and batch norm (``spatial_dims=1``, recorded in its file), trained with random shifts (crops
+of the reflect-padded signal) and no flips; signals of another length are resampled to its length.
 
 This module holds the network, its training and its file format; ``pseudovideo.factory.feature_net`` finds or
 trains the net of a run config (cache key, file lock, the label check).
@@ -57,16 +59,22 @@ MIN_RESOLUTION = 8  # three 2x poolings leave at least 1x1
 DEAD_STD = 1e-6  # a feature whose standard deviation over real images is below this is dead
 
 
-def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+_LAYERS = {2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d),  # images
+           1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d)}  # signals
+
+
+def _conv_bn_relu(cin: int, cout: int, spatial_dims: int = 2) -> list[nn.Module]:
+    conv, norm = _LAYERS[spatial_dims][:2]
+    return [conv(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU()]
 
 
 class ResidualBlock(nn.Module):
-    """x + (conv-BN-ReLU twice)(x): (N, C, H, W) -> (N, C, H, W)."""
+    """x + (conv-BN-ReLU twice)(x): (N, C, H, W) -> (N, C, H, W) (signals (N, C, L) with ``spatial_dims=1``)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn_relu(channels, channels), *_conv_bn_relu(channels, channels))
+        self.body = nn.Sequential(*_conv_bn_relu(channels, channels, spatial_dims),
+                                  *_conv_bn_relu(channels, channels, spatial_dims))
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W)."""
@@ -90,16 +98,18 @@ class FeatureClassifier(nn.Module):
     ends in a residual sum, so features do not die (``dead_features`` counts them; the file records the count).
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        layers: list[nn.Module] = _conv_bn_relu(channels, WIDTHS[0])
+        self.spatial_dims = spatial_dims  # 1: the same net on signals (N, C, L)
+        _, _, max_pool, average_pool = _LAYERS[spatial_dims]
+        layers: list[nn.Module] = _conv_bn_relu(channels, WIDTHS[0], spatial_dims)
         stage_ends = []
         for cin, cout in zip(WIDTHS[:-1], WIDTHS[1:]):
-            layers += [nn.MaxPool2d(2), *_conv_bn_relu(cin, cout), ResidualBlock(cout)]
+            layers += [max_pool(2), *_conv_bn_relu(cin, cout, spatial_dims), ResidualBlock(cout, spatial_dims)]
             stage_ends.append(len(layers))
         self.stage_ends = tuple(stage_ends)  # body[:end] is the net up to the end of each stage
         head_norm = nn.BatchNorm1d(WIDTHS[-1], affine=False)
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head_norm)  # (N, 256)
+        self.body = nn.Sequential(*layers, average_pool(1), nn.Flatten(), head_norm)  # (N, 256)
         self.head = nn.Linear(WIDTHS[-1], num_classes)
         self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
         self.register_buffer("feature_std", torch.ones(FEATURE_DIM))
@@ -114,7 +124,7 @@ class FeatureClassifier(nn.Module):
         pooled, x, start = [], images, 0
         for end in self.stage_ends:
             x = self.body[start:end](x)
-            pooled.append(x.mean(dim=(2, 3)))
+            pooled.append(x.mean(dim=tuple(range(2, x.ndim))))  # over H W (or L)
             start = end
         return torch.cat(pooled, dim=1)
 
@@ -174,8 +184,11 @@ def to_unit(batch: Tensor) -> Tensor:
 def augment(images: Tensor, generator: torch.Generator, *, flips: bool, padding: int) -> Tensor:
     """Random crops of the reflect-padded images and (if ``flips``) random left-right flips, drawn from ``generator``.
 
-    images: (B, C, H, W) float -> (B, C, H, W): each image shifted by up to ``padding`` pixels per axis.
+    images: (B, C, H, W) float -> (B, C, H, W): each image shifted by up to ``padding`` pixels per axis. Signals
+    (B, C, L) are shifted along their length (``flips`` must be False: a reversed signal runs backwards in time).
     """
+    if images.ndim == 3:
+        return _shift_signals(images, generator, padding)
     b, c, h, w = images.shape
     if padding > 0:
         padded = F.pad(images, (padding,) * 4, mode="reflect")
@@ -187,6 +200,17 @@ def augment(images: Tensor, generator: torch.Generator, *, flips: bool, padding:
         flip = torch.rand(b, generator=generator) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images
+
+
+def _shift_signals(signals: Tensor, generator: torch.Generator, padding: int) -> Tensor:
+    """Random crops of the reflect-padded signals (B, C, L): each shifted by up to ``padding`` samples."""
+    if padding <= 0:
+        return signals
+    b, c, length = signals.shape
+    padded = F.pad(signals, (padding, padding), mode="reflect")
+    shift = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
+    positions = (shift + torch.arange(length))[:, None, :].expand(b, c, length)  # (B, C, L)
+    return torch.gather(padded, 2, positions)
 
 
 def _one_cycle(step: int, steps: int, warmup_fraction: float) -> float:
@@ -219,22 +243,23 @@ def train_feature_net(
     global RNG is left untouched), so the same inputs, seed and thread count give bit-identical weights.
     ``progress`` shows a tqdm bar with the ETA.
     """
-    if images.ndim != 4 or labels.shape != (images.shape[0],):
-        raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
-    if min(images.shape[-2:]) < MIN_RESOLUTION:
-        raise ValueError(f"the feature net needs images of at least {MIN_RESOLUTION} px, got {tuple(images.shape[-2:])}")
+    if images.ndim not in (3, 4) or labels.shape != (images.shape[0],):
+        raise ValueError(f"expected images (N, C, H, W) or signals (N, C, L) and labels (N,), got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if min(images.shape[2:]) < MIN_RESOLUTION:
+        raise ValueError(f"the feature net needs images of at least {MIN_RESOLUTION} px, got {tuple(images.shape[2:])}")
     held_out = held_out_mask(images.shape[0])
     train_x, train_y = images[~held_out].cpu(), labels[~held_out].long().cpu()
     if train_x.shape[0] < 2 or train_y.unique().numel() < 2:
         raise ValueError(f"a classifier needs at least 2 training images of 2 classes, got {train_x.shape[0]} images")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FeatureClassifier(images.shape[1], num_classes)
+        model = FeatureClassifier(images.shape[1], num_classes, spatial_dims=images.ndim - 2)
     model = model.to(memory_format=torch.channels_last)  # ~15 % faster convolutions on CPU, same determinism
     generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(model, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _one_cycle(s, steps, recipe.warmup_fraction))
-    padding = max(1, round(recipe.crop_padding_fraction * min(images.shape[-2:])))
+    padding = max(1, round(recipe.crop_padding_fraction * min(images.shape[2:])))
     batch_size = min(recipe.batch_size, train_x.shape[0])
     order = torch.empty(0, dtype=torch.long)
     model.train()
@@ -243,7 +268,7 @@ def train_feature_net(
             order = torch.randperm(train_x.shape[0], generator=generator)
         batch, order = order[:batch_size], order[batch_size:]
         x = augment(to_unit(train_x[batch]), generator, flips=flips, padding=padding)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.contiguous_format)
         loss = F.cross_entropy(model(x), train_y[batch], label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -273,7 +298,12 @@ def epochs_of(steps: int, num_images: int, batch_size: int = RECIPE.batch_size) 
 
 
 def resize_to(images: Tensor, side: int) -> Tensor:
-    """(N, C, H, W) -> (N, C, side, side), bilinear with antialiasing; unchanged when already that size."""
+    """(N, C, H, W) -> (N, C, side, side), bilinear with antialiasing; unchanged when already that size. Signals
+    (N, C, L) -> (N, C, side), linear with antialiasing (bilinear on one row)."""
+    if images.ndim == 3:
+        if images.shape[-1] == side:
+            return images
+        return F.interpolate(images[:, :, None], size=(1, side), mode="bilinear", antialias=True)[:, :, 0]
     if images.shape[-2:] == (side, side):
         return images
     return TF.resize(images, [side, side], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
@@ -336,7 +366,8 @@ class FeatureNet:
         return {"file": str(self.path), "version": meta.get("version", ""), "weights_sha256": self.sha256,
                 "file_sha256": self.file_sha256, "held_out_accuracy": self.accuracy,
                 "dead_features": int(meta.get("dead_features", -1)),
-                "features": f"{FEATURE_DIM}-d: the global averages of the 3 stages of a residual CNN "
+                "features": f"{FEATURE_DIM}-d: the global averages of the 3 stages of a residual "
+                f"{'1-D CNN (signals)' if meta.get('spatial_dims') == '1' else 'CNN'} "
                 f"({FEATURE_NET_VERSION}), each standardised over held-out training images and scaled to unit RMS "
                 "per image",
                 "resize": resize,
@@ -374,7 +405,8 @@ def save_feature_net(model: FeatureClassifier, accuracy: float, path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**metadata, "accuracy": repr(float(accuracy)), "num_classes": str(model.head.out_features),
-            "channels": str(model.in_channels), "version": FEATURE_NET_VERSION}
+            "channels": str(model.in_channels), "version": FEATURE_NET_VERSION,
+            **({"spatial_dims": "1"} if model.spatial_dims == 1 else {})}  # signals' 1-D net (images' files unchanged)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -397,7 +429,7 @@ def load_feature_net(path: str | Path, expected: dict[str, str] | None = None) -
             state = {k: f.get_tensor(k) for k in f.keys()}
         if meta.get("version") != FEATURE_NET_VERSION:
             raise ValueError(f"it holds version {meta.get('version')!r}")
-        model = FeatureClassifier(int(meta["channels"]), int(meta["num_classes"]))
+        model = FeatureClassifier(int(meta["channels"]), int(meta["num_classes"]), int(meta.get("spatial_dims", "2")))
         model.load_state_dict(state)
         accuracy = float(meta["accuracy"])
         int(meta["resolution"])

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["group_norm", "Upsample", "multi_head_attention", "count_parameters", "maybe_checkpoint"]
+__all__ = ["group_norm", "conv_nd", "Upsample", "multi_head_attention", "count_parameters", "maybe_checkpoint"]
 
 
 def group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
@@ -20,15 +20,25 @@ def group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=eps)
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a 3x3 conv: (N, C, H, W) -> (N, C, 2H, 2W)."""
+def conv_nd(spatial_dims: int, *args: Any, **kwargs: Any) -> nn.Module:
+    """``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` for 1, 2 or 3 spatial dimensions, with the given arguments."""
+    if spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1 (signals), 2 (images) or 3, got {spatial_dims!r}")
+    return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims](*args, **kwargs)
 
-    def __init__(self, channels: int) -> None:
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 upsampling followed by a 3x3 conv: (N, C, H, W) -> (N, C, 2H, 2W).
+
+    ``spatial_dims=1``: a 3-tap conv on signals, (N, C, L) -> (N, C, 2L).
+    """
+
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = conv_nd(spatial_dims, channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, 2H, 2W)."""
+        """(N, C, H, W) -> (N, C, 2H, 2W) (signals: (N, C, L) -> (N, C, 2L))."""
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 

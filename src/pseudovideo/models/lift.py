@@ -1,4 +1,4 @@
-"""Lift any 2-D image network to its video counterpart by inserting temporal mixing layers after its blocks.
+"""Lift any 2-D image network (or 1-D signal network) to its video counterpart by inserting temporal mixing layers.
 
 The recipe of AnimateDiff / Make-A-Video motion modules, for any ``nn.Module`` that runs on frames:
 the video (B, T, C, H, W) goes through the image network as a batch of B*T frames ((B T), C, H, W),
@@ -20,6 +20,8 @@ image network on every frame**; training then learns how frames should talk to e
   computes the image model) and :meth:`LiftedNet.unlift` removes them. No library class is changed.
 - ``causal=True`` masks the temporal attention (and pads the temporal convolution) so that frame t only
   sees frames <= t.
+- Networks on 1-D signals lift the same way: the video (B, T, C, L) runs as (B*T, C, L) frames and the temporal
+  layers mix the T frames at every position of the length (blocks with 3-D ((B T), C, L) activations).
 """
 
 from __future__ import annotations
@@ -84,14 +86,14 @@ class TemporalConv(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
-        h, w = x.shape[-2:]
-        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)  # ((B H W), T, C)
+        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W) (signals: ((B T), C, L))."""
+        positions = x.shape[2:].numel()  # H W (or L)
+        tokens = rearrange(x.flatten(2), "(b t) c s -> (b s) t c", t=num_frames)  # ((B H W), T, C)
         seq = rearrange(self.norm(tokens), "n t c -> n c t")  # ((B H W), C, T)
         pad = self.kernel_size - 1
         seq = F.pad(seq, (pad, 0) if self.causal else (pad // 2, pad - pad // 2))
         tokens = tokens + rearrange(self.conv(seq), "n c t -> n t c")  # ((B H W), T, C)
-        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
+        return rearrange(tokens, "(b s) t c -> (b t) c s", s=positions).reshape(x.shape)
 
 
 class TemporalMixer(nn.Module):
@@ -161,7 +163,7 @@ def _output_channels(module: nn.Module) -> int | None:
             return value
     last = None
     for sub in module.modules():
-        if isinstance(sub, nn.Conv2d):
+        if isinstance(sub, (nn.Conv1d, nn.Conv2d)):
             last = sub.out_channels
         elif isinstance(sub, nn.Linear):
             last = sub.out_features
@@ -189,13 +191,14 @@ class _TemporalHook:
             return output
         if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
             return (self._mix(mixer, output[0], frames), *output[1:])
-        raise LiftError(f"block {self.name!r} returns {type(output).__name__}, not a ((B T), C, H, W) tensor; "
+        raise LiftError(f"block {self.name!r} returns {type(output).__name__}, not a ((B T), C, H, W) or ((B T), C, L) tensor; "
                         "choose other blocks with where=")
 
     def _mix(self, mixer: TemporalMixer, x: Tensor, frames: int) -> Tensor:
-        if x.ndim != 4:
+        if x.ndim not in (3, 4):
             raise LiftError(f"block {self.name!r} returns activations of shape {tuple(x.shape)}, not 4-D "
-                            "((B T), C, H, W); only blocks on 2-D feature maps can be lifted: choose others with where=")
+                            "((B T), C, H, W) or 3-D ((B T), C, L); only blocks on 2-D feature maps or 1-D sequences "
+                            "can be lifted: choose others with where=")
         if x.shape[1] != mixer.channels:
             raise LiftError(f"block {self.name!r} returns {x.shape[1]} channels but its temporal layer was built for "
                             f"{mixer.channels} (read from its layers); pass channels={{{self.name!r}: {x.shape[1]}}} to lift")
@@ -206,6 +209,8 @@ class _TemporalHook:
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.ndim != 4:
+        return torch.contiguous_format
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
 
 
@@ -274,6 +279,8 @@ class _LiftedLayers(nn.Module):
 class LiftedNet(_LiftedLayers):
     """A frame network lifted to videos: ``forward(video (B, T, C, H, W), *inputs, **kw) -> (B, T, ...)``.
 
+    A network on signals takes videos of signals (B, T, C, L) the same way.
+
     The video runs through the image network as (B*T, C, H, W) frames. Tensor inputs of shape (B, T, ...) are
     per frame (flattened to (B*T, ...)), other tensors with leading dimension B are repeated for every frame
     (e.g. the diffusion timestep t (B,)), anything else is passed unchanged. A tensor output (B*T, ...) comes
@@ -293,13 +300,13 @@ class LiftedNet(_LiftedLayers):
         self.gradient_checkpointing = bool(enabled)
 
     def forward(self, video: Tensor, *inputs: Any, **kw_inputs: Any) -> Tensor:
-        """video (B, T, C, H, W) and per-frame or broadcast inputs -> (B, T, ...) output of every frame."""
-        if video.ndim != 5:
-            raise ValueError(f"expected a video of shape (B, T, C, H, W), got shape {tuple(video.shape)}")
+        """video (B, T, C, H, W) (or (B, T, C, L)) and per-frame or broadcast inputs -> (B, T, ...) output of every frame."""
+        if video.ndim not in (4, 5):
+            raise ValueError(f"expected a video of shape (B, T, C, H, W) or (B, T, C, L), got shape {tuple(video.shape)}")
         b, t = video.shape[:2]
         if isinstance(self.image, UNet) and not any(_is_per_frame(x, b, t) for x in (*inputs, *kw_inputs.values())):
             return self._video_forward(video, *inputs, **kw_inputs)  # our UNet takes videos: same op order
-        frames = rearrange(video, "b t c h w -> (b t) c h w")
+        frames = rearrange(video, "b t c ... -> (b t) c ...")
         inputs = tuple(_per_frame(x, b, t) for x in inputs)
         kw_inputs = {k: _per_frame(v, b, t) for k, v in kw_inputs.items()}
         if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -18,6 +18,9 @@ noise or v prediction). T = 1 is the image setting.
   every temporal layer starts at zero, so a fresh video UNet computes exactly the image UNet's function and
   :meth:`UNet.load_spatial_state_dict` can start it from a trained image UNet.
 
+``spatial_dims=1`` builds the same networks for 1-D signals (B, T, C, L): Conv1d instead of Conv2d, attention
+over the L positions, temporal layers at every position; the 1-D DDPM UNet and its video counterpart.
+
 Temporal layers live in sub-modules named ``temporal``: removing the keys containing ``.temporal.`` from a
 video UNet's state_dict leaves exactly the keys of the image UNet of the same configuration.
 """
@@ -30,7 +33,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from pseudovideo.models.layers import count_parameters, group_norm, maybe_checkpoint
+from pseudovideo.models.layers import conv_nd, count_parameters, group_norm, maybe_checkpoint
 from pseudovideo.models.unet_blocks import (
     Downsample,
     UNetBlock,
@@ -82,6 +85,7 @@ class UNet(nn.Module):
             [0, num_levels), the corruption level of each sample (0 = clean), embedded by a learned table
             and added to the timestep embedding. Used when an image UNet trains on every pseudo-video
             frame as a separate image; 0 (default) builds exactly the unconditional UNet.
+        spatial_dims: 2 for images (B, T, C, H, W); 1 for signals (B, T, C, L) (``resolution`` is then the length L).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class UNet(nn.Module):
         temporal_layers: str = "every_block",
         temporal_mixer: str = "attention",
         num_levels: int = 0,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -111,6 +116,7 @@ class UNet(nn.Module):
         )
         _validate_temporal_choices(temporal_layers, temporal_mixer)
         self.in_channels = in_channels
+        self.spatial_dims = spatial_dims
         self.base_channels = base_channels
         self.channel_mult = channel_mult
         self.resolution = resolution
@@ -124,11 +130,11 @@ class UNet(nn.Module):
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
         emb_dim = 4 * base_channels
         spec = UNetBlockSpec(emb_dim, dropout, num_heads, temporal, temporal_layers, temporal_mixer, max_frames,
-                             frame_position, causal_temporal, len(channel_mult))
+                             frame_position, causal_temporal, len(channel_mult), spatial_dims)
         self.time_embed = nn.Sequential(
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.input_conv = conv_nd(spatial_dims, in_channels, base_channels, 3, padding=1)
         widths = [base_channels * mult for mult in channel_mult]
         self.down, skip_channels = _down_path(spec, base_channels, widths, num_res_blocks, attention_resolutions,
                                               resolution)
@@ -137,7 +143,7 @@ class UNet(nn.Module):
         self.middle = nn.ModuleList([spec.make(ch, ch, True, None), spec.make(ch, ch, False, (-1, 1, 2))])
         self.up = _up_path(spec, widths, num_res_blocks, attention_resolutions, res, skip_channels)
         ch = widths[0]
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(conv_nd(spatial_dims, ch, in_channels, 3, padding=1)))
         # Created last and only when asked, so an unconditional UNet draws the same initial weights as before.
         self.num_levels = int(num_levels)
         self.level_embed = nn.Embedding(self.num_levels, emb_dim) if self.num_levels > 0 else None
@@ -146,11 +152,12 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, level: Tensor | int | None = None) -> Tensor:
         """Predicts noise (or v) for noisy videos x (B, T, C, H, W) at timesteps t (B,) -> (B, T, C, H, W).
 
-        Images x (B, C, H, W) are taken as videos of T = 1 frame and give (B, C, H, W) back.
+        Images x (B, C, H, W) are taken as videos of T = 1 frame and give (B, C, H, W) back. With
+        ``spatial_dims=1`` the same holds for signals: videos (B, T, C, L), signals (B, C, L).
         ``level`` (B,) or a scalar: the corruption level of each sample, required by (and only accepted by)
         a level-conditioned UNet (``num_levels > 0``).
         """
-        if x.ndim == 4:  # an image batch: one frame per sample
+        if x.ndim == self.spatial_dims + 2:  # an image (or signal) batch: one frame per sample
             return self.forward(x[:, None], t, level)[:, 0]
         batch, num_frames = self._check_input(x)
         t = self._per_sample(t, batch, x.device, "timesteps t")
@@ -160,7 +167,7 @@ class UNet(nn.Module):
             emb = emb + level_emb
         emb = repeat(emb, "b d -> (b t) d", t=num_frames)  # ((B T), D): same timestep for every frame
 
-        h = self.input_conv(rearrange(x, "b t c h w -> (b t) c h w"))  # ((B T), C0, H, W)
+        h = self.input_conv(rearrange(x, "b t c ... -> (b t) c ..."))  # ((B T), C0, H, W)
         skips = [h]
         for layer in self.down:
             h = self._run(layer, h, emb, num_frames)
@@ -171,7 +178,7 @@ class UNet(nn.Module):
             if isinstance(layer, UNetBlock):
                 h = torch.cat([h, skips.pop()], dim=1)  # ((B T), C + C_skip, H', W')
             h = self._run(layer, h, emb, num_frames)
-        return rearrange(self.out(h), "(b t) c h w -> b t c h w", t=num_frames)
+        return rearrange(self.out(h), "(b t) c ... -> b t c ...", t=num_frames)
 
     @staticmethod
     def _per_sample(values: Tensor | int, batch: int, device: torch.device, what: str) -> Tensor:
@@ -204,15 +211,17 @@ class UNet(nn.Module):
 
     def _check_input(self, x: Tensor) -> tuple[int, int]:
         """Validates x (B, T, C, H, W) against the configuration; returns (B, T)."""
-        if x.ndim != 5:
-            raise ValueError(f"expected a video (B, T, C, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
-        batch, num_frames, channels, height, width = x.shape
+        if x.ndim != self.spatial_dims + 3:
+            shapes = "(B, T, C, H, W) or images (B, C, H, W)" if self.spatial_dims == 2 else "(B, T, C, L) or signals (B, C, L)"
+            raise ValueError(f"expected a video {shapes}, got shape {tuple(x.shape)}")
+        batch, num_frames, channels, *sizes = x.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels, got input of shape {tuple(x.shape)}")
-        if height % self.downsample_factor or width % self.downsample_factor:
+        if any(size % self.downsample_factor for size in sizes):
+            what = "height and width" if self.spatial_dims == 2 else "the length"
             raise ValueError(
-                f"height and width must be divisible by {self.downsample_factor} "
-                f"(2**(len(channel_mult)-1)), got {height}x{width}"
+                f"{what} must be divisible by {self.downsample_factor} "
+                f"(2**(len(channel_mult)-1)), got {'x'.join(map(str, sizes))}"
             )
         if num_frames < 1:
             raise ValueError(f"expected at least one frame, got T={num_frames}")
@@ -345,7 +354,7 @@ def _down_path(spec: UNetBlockSpec, base_channels: int, widths: list[int], num_r
             ch = width
             skip_channels.append(ch)
         if level != len(widths) - 1:
-            down.append(Downsample(ch))
+            down.append(Downsample(ch, spec.spatial_dims))
             skip_channels.append(ch)
             res //= 2
     return down, skip_channels
@@ -363,6 +372,6 @@ def _up_path(spec: UNetBlockSpec, widths: list[int], num_res_blocks: int, attent
             up.append(spec.make(c_in, widths[level], res in attention_resolutions, (level, index, num_res_blocks + 1)))
             ch = widths[level]
         if level != 0:
-            up.append(Upsample(ch))
+            up.append(Upsample(ch, spec.spatial_dims))
             res *= 2
     return up

@@ -2,7 +2,8 @@
 blocks with the timestep embedding, spatial attention, the temporal layers (attention or a 3-tap convolution across
 frames at every pixel, starting as the identity), down- and up-sampling, and where the temporal layers go.
 
-Every block takes frames ((B T), C, H, W); temporal layers also take T to see the frames of each video.
+Every block takes frames ((B T), C, H, W); temporal layers also take T to see the frames of each video. With
+``spatial_dims=1`` the same blocks take frames of signals ((B T), C, L) (Conv1d, attention over the L positions).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from pseudovideo.models import layers
-from pseudovideo.models.layers import group_norm, multi_head_attention
+from pseudovideo.models.layers import conv_nd, group_norm, multi_head_attention
 
 __all__ = [
     "Downsample",
@@ -47,22 +48,24 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, timestep embedding added in between, residual skip; ((B T), C, H, W) frames."""
+    """GroupNorm-SiLU-conv twice, timestep embedding added in between, residual skip; ((B T), C, H, W) frames
+    (((B T), C, L) with ``spatial_dims=1``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, spatial_dims: int = 2) -> None:
         super().__init__()
         self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv_nd(spatial_dims, in_channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_channels)
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.conv2 = _zero(conv_nd(spatial_dims, out_channels, out_channels, 3, padding=1))
+        self.skip = conv_nd(spatial_dims, in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x ((B T), C_in, H, W), emb ((B T), D) -> ((B T), C_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        e = self.emb(F.silu(emb))  # ((B T), C_out)
+        h = h + e.view(*e.shape, *([1] * (h.ndim - 2)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -78,11 +81,10 @@ class SpatialAttention(nn.Module):
         self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x ((B T), C, H, W) -> ((B T), C, H, W)."""
-        h, w = x.shape[-2:]
-        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # ((B T), H W, C)
+        """x ((B T), C, H, W) -> ((B T), C, H, W) (signals: ((B T), C, L), attention over the L positions)."""
+        tokens = rearrange(self.norm(x).flatten(2), "n c s -> n s c")  # ((B T), H W, C)
         out = self.proj(multi_head_attention(self.qkv(tokens), self.num_heads))  # ((B T), H W, C)
-        return x + rearrange(out, "n (h w) c -> n c h w", h=h, w=w)
+        return x + rearrange(out, "n s c -> n c s").reshape(x.shape)
 
 
 class TemporalAttention(nn.Module):
@@ -122,16 +124,16 @@ class TemporalAttention(nn.Module):
         return bias
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
-        h, w = x.shape[-2:]
-        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)  # ((B H W), T, C)
+        """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W) (signals: ((B T), C, L))."""
+        positions = x.shape[2:].numel()  # H W (or L)
+        tokens = rearrange(x.flatten(2), "(b t) c s -> (b s) t c", t=num_frames)  # ((B H W), T, C)
         normed = self.norm(tokens)
         if self.frame_position == "learned":
             normed = normed + self.frame_embedding[:num_frames].to(normed.dtype)
         bias = self.attention_bias(num_frames, normed.dtype)  # (heads, T, T) or None
         out = multi_head_attention(self.qkv(normed), self.num_heads, attn_mask=bias, is_causal=self.causal and bias is None)
         tokens = tokens + self.proj(out)  # ((B H W), T, C)
-        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
+        return rearrange(tokens, "(b s) t c -> (b t) c s", s=positions).reshape(x.shape)
 
 
 class TemporalConv(nn.Module):
@@ -144,24 +146,27 @@ class TemporalConv(nn.Module):
     The convolution starts at zero, so the layer starts as the identity.
     """
 
-    def __init__(self, channels: int, max_frames: int, frame_position: str, causal: bool) -> None:
+    def __init__(self, channels: int, max_frames: int, frame_position: str, causal: bool, spatial_dims: int = 2) -> None:
         super().__init__()
         self.causal = causal
         self.frame_position = frame_position
+        self.spatial_dims = spatial_dims
         self.norm = group_norm(channels)
-        self.conv = _zero(nn.Conv3d(channels, channels, (3, 1, 1), padding=(0 if causal else 1, 0, 0)))
+        kernel, padding = (3, *[1] * spatial_dims), (0 if causal else 1, *[0] * spatial_dims)  # (3, 1, 1) for images
+        self.conv = _zero(conv_nd(spatial_dims + 1, channels, channels, kernel, padding=padding))
         if frame_position == "learned":
             self.frame_embedding = nn.Parameter(0.02 * torch.randn(max_frames, channels))
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """x ((B T), C, H, W) with T = num_frames -> ((B T), C, H, W)."""
-        h = rearrange(self.norm(x), "(b t) c h w -> b c t h w", t=num_frames)  # (B, C, T, H, W)
+        h = rearrange(self.norm(x), "(b t) c ... -> b c t ...", t=num_frames)  # (B, C, T, H, W)
         if self.frame_position == "learned":
-            h = h + rearrange(self.frame_embedding[:num_frames].to(h.dtype), "t c -> c t 1 1")
+            embedding = rearrange(self.frame_embedding[:num_frames].to(h.dtype), "t c -> c t")
+            h = h + embedding.view(*embedding.shape, *([1] * self.spatial_dims))  # (C, T, 1, 1)
         h = F.silu(h)
         if self.causal:
-            h = F.pad(h, (0, 0, 0, 0, 2, 0))  # (B, C, T + 2, H, W): two zero frames before frame 0
-        return x + rearrange(self.conv(h), "b c t h w -> (b t) c h w")
+            h = F.pad(h, (0, 0) * self.spatial_dims + (2, 0))  # (B, C, T + 2, H, W): two zero frames before frame 0
+        return x + rearrange(self.conv(h), "b c t ... -> (b t) c ...")
 
 
 class UNetBlock(nn.Module):
@@ -186,11 +191,11 @@ class UNetBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 convolution: ((B T), C, H, W) -> ((B T), C, H/2, W/2)."""
+    """Stride-2 3x3 convolution: ((B T), C, H, W) -> ((B T), C, H/2, W/2) (signals: a 3-tap one, L -> L/2)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = conv_nd(spatial_dims, channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:
         """Halves the resolution; emb and num_frames are unused (uniform block signature)."""
@@ -242,6 +247,7 @@ class UNetBlockSpec:
     frame_position: str
     causal_temporal: bool
     num_resolutions: int
+    spatial_dims: int = 2  # 1: the blocks of the 1-D UNet (signals)
 
     def make(self, c_in: int, c_out: int, spatial_attention: bool, place: tuple[int, int, int] | None) -> UNetBlock:
         """A block from ``c_in`` to ``c_out`` channels; ``place`` = (level, index in the level, blocks in the level)
@@ -251,7 +257,7 @@ class UNetBlockSpec:
         if mixer == "attention":
             temp = TemporalAttention(c_out, self.num_heads, self.max_frames, self.frame_position, self.causal_temporal)
         elif mixer == "conv":
-            temp = TemporalConv(c_out, self.max_frames, self.frame_position, self.causal_temporal)
+            temp = TemporalConv(c_out, self.max_frames, self.frame_position, self.causal_temporal, self.spatial_dims)
         else:
             temp = None
-        return UNetBlock(ResBlock(c_in, c_out, self.emb_dim, self.dropout), attn, temp)
+        return UNetBlock(ResBlock(c_in, c_out, self.emb_dim, self.dropout, self.spatial_dims), attn, temp)

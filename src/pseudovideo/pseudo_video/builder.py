@@ -40,7 +40,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from pseudovideo.pseudo_video.corruptions import Compose, Corruption, Downsample, build_corruption
+from pseudovideo.pseudo_video.corruptions import Compose, Corruption, Downsample, as_image_rows, build_corruption
 from pseudovideo.pseudo_video.exact_composition import blur_noise_chain, first_order_exact
 from pseudovideo.pseudo_video.schedules import level_schedule
 
@@ -118,10 +118,16 @@ class PseudoVideoBuilder:
         return frame_labels(self.num_frames, self.levels, names, copies=self.construction == "copies", note=note)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Build pseudo videos from images x (B, C, H, W); returns (B, T, C, H, W) with [:, -1] == x exactly."""
+        """Build pseudo videos from images x (B, C, H, W); returns (B, T, C, H, W) with [:, -1] == x exactly.
+
+        Signals x (B, C, L) give pseudo sequences (B, T, C, L): they are built as one-row images (B, C, 1, L),
+        on which every operator is exactly its 1-D version (see :mod:`pseudovideo.pseudo_video.corruptions`).
+        """
+        if isinstance(x, Tensor) and x.dim() == 3:
+            return self(as_image_rows(x), generator)[:, :, :, 0]  # (B, T, C, L)
         if not isinstance(x, Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a 4-D image batch (B, C, H, W), got shape {shape}")
+            raise ValueError(f"x must be a 4-D image batch (B, C, H, W) or a 3-D signal batch (B, C, L), got shape {shape}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         if self.num_frames == 1 or self.construction == "copies":

@@ -1,7 +1,11 @@
-"""Image corruption operators used to build pseudo videos.
+"""Corruption operators used to build pseudo videos, for images and 1-D signals.
 
 Every operator corrupts a batch x of shape (N, C, H, W) with one level per sample, level of shape
-(N,), so frames of different levels are corrupted in one batched call. Level 0 returns the sample
+(N,), so frames of different levels are corrupted in one batched call. A batch of signals (N, C, L) is
+corrupted as the one-row images (N, C, 1, L) (:func:`as_image_rows`): every operator acts per axis and
+leaves an axis of size 1 exactly as it is (the blur matrix of a 1-pixel side is [1], downsampling keeps
+one row, a mask patch becomes a span of ``patch_size`` samples), so the same exact kernels, increments
+and compositions hold in 1-D. Level 0 returns the sample
 bit-identical. ``increment(level_from, level_to)`` gives the level to apply to a frame that is
 already at ``level_from`` so the result is at ``level_to``; it is what the first-order (recursive)
 pseudo video construction uses. Randomness comes only from the ``torch.Generator`` passed in.
@@ -20,6 +24,11 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 
+def as_image_rows(x: Tensor) -> Tensor:
+    """Signals (N, C, L) as one-row images (N, C, 1, L), a view; images (N, C, H, W) and anything else unchanged."""
+    return x[:, :, None] if isinstance(x, Tensor) and x.dim() == 3 else x
+
+
 def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tensor:
     """Validate x (N, C, H, W) and level (N,); return level as a float32 CPU tensor.
 
@@ -28,7 +37,7 @@ def _check_batch(x: Tensor, level: Tensor, name: str, max_level: float) -> Tenso
     """
     if not isinstance(x, Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: x must be a 4-D tensor (N, C, H, W), got shape {shape}")
+        raise ValueError(f"{name}: x must be a 4-D tensor (N, C, H, W) of images or a 3-D tensor (N, C, L) of signals, got shape {shape}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: x must be a floating-point tensor, got dtype {x.dtype}")
     level = torch.as_tensor(level).detach().to(device="cpu", dtype=torch.float32)
@@ -92,7 +101,12 @@ class Corruption(ABC):
     max_level: float = math.inf
 
     def apply(self, x: Tensor, level: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Corrupt each sample x[n] (N, C, H, W) at level[n] (N,); returns (N, C, H, W), same dtype/device."""
+        """Corrupt each sample x[n] (N, C, H, W) at level[n] (N,); returns (N, C, H, W), same dtype/device.
+
+        Signals (N, C, L) are corrupted as one-row images (module docstring) and returned as (N, C, L).
+        """
+        if isinstance(x, Tensor) and x.dim() == 3:
+            return self.apply(as_image_rows(x), level, generator)[:, :, 0]
         level_host = _check_batch(x, level, self.name, self.max_level)
         level = _on_device(level_host, x.device)
         out = self._apply(x, level, generator, level_host=level_host)
@@ -277,6 +291,8 @@ class Downsample(Corruption):
 class PatchMask(Corruption):
     """Random patch masking: each patch_size x patch_size patch is replaced by fill_value with prob. level.
 
+    On signals (one-row images) a patch is a span of patch_size samples.
+
     Masks are Bernoulli per patch (shared across channels), so masking composes: masking a frame at
     level p_from again with (p_to - p_from) / (1 - p_from) leaves each patch visible with
     probability 1 - p_to, the exact marginal of level p_to.
@@ -337,7 +353,12 @@ class Compose:
         return len(self.operators)
 
     def apply(self, x: Tensor, levels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Corrupt x (N, C, H, W) with operator k at levels[:, k] (N, K), in order; returns (N, C, H, W)."""
+        """Corrupt x (N, C, H, W) with operator k at levels[:, k] (N, K), in order; returns (N, C, H, W).
+
+        Signals (N, C, L) are corrupted as one-row images and returned as (N, C, L).
+        """
+        if isinstance(x, Tensor) and x.dim() == 3:
+            return self.apply(as_image_rows(x), levels, generator)[:, :, 0]
         levels = torch.as_tensor(levels)
         if levels.dim() != 2 or levels.shape[1] != self.num_operators:
             raise ValueError(

@@ -25,22 +25,26 @@ from einops import rearrange
 from torch import Tensor
 
 from pseudovideo.pseudo_video.builder import PseudoVideoBuilder
+from pseudovideo.pseudo_video.corruptions import as_image_rows
 
 
 def sample_patch_features(
-    video: Tensor, centres_y: Tensor, centres_x: Tensor, patch_size: int
+    video: Tensor, centres_y: Tensor, centres_x: Tensor, patch_size: int, patch_height: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Features and targets at pixel centres of pseudo videos.
 
     video (B, T, C, H, W); centres_y, centres_x (B, P) integer pixel coordinates at least
     patch_size // 2 away from the borders. Returns features (B*P, (T-1)*C*patch_size**2), ordered
     frame T-2 first, then T-3, ..., 0 (so the first k*C*patch_size**2 columns are the last k
-    corrupted frames), and targets (B*P, C), the clean centre pixel of frame T-1.
+    corrupted frames), and targets (B*P, C), the clean centre pixel of frame T-1. ``patch_height``
+    (odd, default ``patch_size``): patches of patch_height x patch_size pixels (1 for one-row images, signals).
     """
     b, t, _, _, _ = video.shape
     r = patch_size // 2
     offsets = torch.arange(-r, r + 1, device=video.device)
-    rows = centres_y[:, :, None, None] + offsets[None, None, :, None]  # (B, P, ps, 1)
+    r_rows = (patch_size if patch_height is None else patch_height) // 2
+    offsets_rows = torch.arange(-r_rows, r_rows + 1, device=video.device)
+    rows = centres_y[:, :, None, None] + offsets_rows[None, None, :, None]  # (B, P, ph, 1)
     cols = centres_x[:, :, None, None] + offsets[None, None, None, :]  # (B, P, 1, ps)
     batch = torch.arange(b, device=video.device)[:, None, None, None]  # (B, 1, 1, 1)
     corrupted = video[:, : t - 1].flip(1)  # (B, T-1, C, H, W): frames T-2, T-3, ..., 0
@@ -101,6 +105,7 @@ def markov_order_diagnostic(
 
     Builds pseudo videos, samples pixels_per_image centres per image, and regresses the clean
     centre pixel (C values) on the patch_size x patch_size x C patches of frames T-2, ..., T-1-k.
+    Signals (N, C, L) are one-row images: their patches are spans of patch_size samples.
     Images are split into train and held-out parts (holdout_fraction). The ridge penalty is
     ridge * |w|^2 on the per-row-averaged least squares (bias unpenalised); it only guards against
     collinear frames and must stay well below the corruption's noise variance between consecutive
@@ -108,10 +113,11 @@ def markov_order_diagnostic(
     for noise std 0.2 over 8 frames). Returns one row per k:
     {"k", "mse" (held-out), "mse_train", "num_features", "n_train", "n_test"}.
     """
+    images = as_image_rows(images)  # signals (N, C, L): one-row images, patches 1 x patch_size spans
     n_test = _check_diagnostic(images, builder, patch_size, ridge, pixels_per_image, holdout_fraction, batch_size)
     c, num_frames = images.shape[1], builder.num_frames
     stats = _accumulate(images, builder, n_test, patch_size, pixels_per_image, generator, batch_size)
-    per_frame = c * patch_size * patch_size
+    per_frame = c * _patch_height(images, patch_size) * patch_size
     rows = []
     for k in range(1, num_frames):
         num_columns = 1 + k * per_frame
@@ -165,7 +171,7 @@ def _check_diagnostic(images: Tensor, builder: PseudoVideoBuilder, patch_size: i
     """The number of held-out images; ValueError naming the first argument of the diagnostic that cannot be."""
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {shape}")
+        raise ValueError(f"images must be a 4-D tensor (N, C, H, W) or signals (N, C, L), got shape {shape}")
     n, c, h, w = images.shape
     num_frames = builder.num_frames
     if builder.construction == "copies":
@@ -175,8 +181,9 @@ def _check_diagnostic(images: Tensor, builder: PseudoVideoBuilder, patch_size: i
         )
     if num_frames < 2:
         raise ValueError(f"the diagnostic needs pseudo videos with at least 2 frames, got num_frames={num_frames}")
-    if patch_size < 1 or patch_size % 2 == 0 or patch_size > min(h, w):
-        raise ValueError(f"patch_size must be an odd integer in [1, min(H, W)={min(h, w)}], got {patch_size}")
+    side = w if h == 1 else min(h, w)  # a one-row image (a signal): patches along its length
+    if patch_size < 1 or patch_size % 2 == 0 or patch_size > side:
+        raise ValueError(f"patch_size must be an odd integer in [1, min(H, W)={side}], got {patch_size}")
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
     if ridge < 0:
@@ -191,6 +198,11 @@ def _check_diagnostic(images: Tensor, builder: PseudoVideoBuilder, patch_size: i
     return n_test
 
 
+def _patch_height(images: Tensor, patch_size: int) -> int:
+    """Rows of a patch: ``patch_size``, or 1 for one-row images (signals: spans along the length)."""
+    return 1 if images.shape[-2] == 1 else patch_size
+
+
 def _accumulate(images: Tensor, builder: PseudoVideoBuilder, n_test: int, patch_size: int, pixels_per_image: int,
                 generator: torch.Generator | None, batch_size: int) -> dict[str, _RidgeStats]:
     """The sufficient statistics of the train and held-out images' patch features, batch by batch (the held-out
@@ -200,8 +212,9 @@ def _accumulate(images: Tensor, builder: PseudoVideoBuilder, n_test: int, patch_
     gen_device = generator.device if generator is not None else torch.device("cpu")
     order = torch.randperm(n, generator=generator, device=gen_device).to(images.device)
     splits = {"test": order[:n_test], "train": order[n_test:]}
-    per_frame = c * patch_size * patch_size
-    r = patch_size // 2
+    patch_height = _patch_height(images, patch_size)
+    per_frame = c * patch_height * patch_size
+    r, r_rows = patch_size // 2, patch_height // 2
     stats = {}
     for split, indices in splits.items():
         stats[split] = _RidgeStats((num_frames - 1) * per_frame, c)
@@ -209,8 +222,8 @@ def _accumulate(images: Tensor, builder: PseudoVideoBuilder, n_test: int, patch_
             batch = images[indices[start : start + batch_size]]
             video = builder(batch, generator)  # (B, T, C, H, W)
             shape = (batch.shape[0], pixels_per_image)
-            ys = torch.randint(r, h - r, shape, generator=generator, device=gen_device).to(images.device)
+            ys = torch.randint(r_rows, h - r_rows, shape, generator=generator, device=gen_device).to(images.device)
             xs = torch.randint(r, w - r, shape, generator=generator, device=gen_device).to(images.device)
-            features, targets = sample_patch_features(video, ys, xs, patch_size)
+            features, targets = sample_patch_features(video, ys, xs, patch_size, patch_height)
             stats[split].update(features, targets)
     return stats

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from pseudovideo import metrics as M
+from pseudovideo.pseudo_video.corruptions import as_image_rows
 from pseudovideo.pseudo_video.diagnose import markov_order_diagnostic, sample_patch_features
 
 __all__ = ["frame_quality", "measure_informativeness", "plot_informativeness", "ridge_gain", "summary_numbers"]
@@ -100,13 +101,15 @@ def frame_quality(video: Tensor) -> dict[str, list[float | None]]:
 
 def measure_informativeness(images: Tensor, builder: Any, *, seed: int = 0, batch_size: int = 256,
                     rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The informativeness numbers (module docstring) of ``builder``'s pseudo videos of images (N, C, H, W).
+    """The informativeness numbers (module docstring) of ``builder``'s pseudo videos of images (N, C, H, W)
+    (or signals (N, C, L), measured as one-row images: PSNR per frame, no SSIM, 1 x 3 patches for the gain).
 
     ``builder``: a PseudoVideoBuilder or LearnedPseudoVideos (anything called as builder(x, generator=g) with
     ``num_frames`` and ``construction``). The gain needs T >= 2 and corrupted frames (None for copies and T = 1).
     The L*_k rows are those of ``markov_order_diagnostic(images, builder, generator seeded seed)`` (the same
     numbers as `diagnose` prints); pass them as ``rows`` when already computed.
     """
+    images = as_image_rows(images)  # signals (N, C, L) are measured as one-row images (N, C, 1, L)
     construction, frames = builder.construction, builder.num_frames
     out: dict[str, Any] = {"construction": construction, "num_frames": frames, "num_images": int(images.shape[0]),
                            "gain": None, "mse_k": []}

@@ -77,7 +77,7 @@ def builders_mismatch(first: PseudoVideoBuilder, higher: PseudoVideoBuilder, ima
     """:func:`marginal_mismatch` of two built constructions (same operators and levels) of ``images`` (N, C, H, W)."""
     residual_first = first(images, torch.Generator().manual_seed(seed)) - images[:, None]  # (N, T, C, H, W)
     residual_higher = higher(images, torch.Generator().manual_seed(seed + 1)) - images[:, None]
-    dims = (0, 2, 3, 4)
+    dims = (0, *range(2, residual_first.ndim))  # all but the frame axis: (0, 2, 3, 4) for images, (0, 2, 3) for signals
 
     def values(t: Tensor) -> tuple[float, ...]:
         return tuple(float(v) for v in t.double())

@@ -90,19 +90,20 @@ def reconstruction_loss(recon: Tensor, target: Tensor, weights: Tensor, kind: st
     """
     if kind not in RECONSTRUCTION_KINDS:
         raise ValueError(f"kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
-    if recon.ndim != 5 or recon.shape != target.shape:
+    if recon.ndim not in (4, 5) or recon.shape != target.shape:
         raise ValueError(
-            f"recon and target must both be (B, T, C, H, W) with equal shapes, got {tuple(recon.shape)} "
-            f"and {tuple(target.shape)}"
+            f"recon and target must both be (B, T, C, H, W) (or (B, T, C, L) signals) with equal shapes, got "
+            f"{tuple(recon.shape)} and {tuple(target.shape)}"
         )
     if weights.shape != (recon.shape[1],):
         raise ValueError(f"weights must have shape (T,) = ({recon.shape[1]},), got {tuple(weights.shape)}")
     diff = recon - target  # (B, T, C, H, W)
     err = torch.zeros((), dtype=recon.dtype, device=recon.device)
+    dims = (0, *range(2, diff.ndim))  # all but the frame axis
     if kind in ("l1", "l1+l2"):
-        err = err + diff.abs().mean(dim=(0, 2, 3, 4))  # (T,)
+        err = err + diff.abs().mean(dim=dims)  # (T,)
     if kind in ("l2", "l1+l2"):
-        err = err + diff.square().mean(dim=(0, 2, 3, 4))  # (T,)
+        err = err + diff.square().mean(dim=dims)  # (T,)
     return (err * weights.to(device=recon.device)).sum()  # weights stay float32 (bf16 would round 1/9 by 0.2 %)
 
 

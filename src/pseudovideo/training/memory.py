@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from pseudovideo.config import ConfigError, RunConfig
-from pseudovideo.data.images import parse_dataset_spec
+from pseudovideo.config.modality import sample_shape
 from pseudovideo.data.sources import DIGITS_TRAIN_SIZE
 
 __all__ = ["available_memory", "check_training_memory", "estimate_training_memory"]
@@ -55,9 +55,9 @@ def _first_layer_width(config: RunConfig) -> float:
 def estimate_training_memory(config: RunConfig, channels: int | None = None) -> dict[str, int]:
     """Lower bounds in bytes of what a training step of ``config`` holds: ``batch``, ``activations``, ``dataset``
     (see the module docstring for what each counts)."""
-    name, _ = parse_dataset_spec(config.data.dataset)
+    name = config.data.dataset.partition(":")[0].strip().lower()
     channels = channels or config.data.channels or _CHANNELS.get(name, 1)
-    pixels = config.data.resolution**2
+    pixels = math.prod(sample_shape(config.data))  # R x R pixels, or L samples of a signal
     world_size = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     batch = math.ceil(config.train.batch_size / world_size)
     frames = config.pseudo_video.num_frames  # frames_as_images: T one-frame samples per image, the same count

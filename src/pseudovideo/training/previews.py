@@ -58,12 +58,13 @@ def _save_previews(
 
     builder = getattr(task, "builder", None)  # the task's pseudo videos name the frame columns (levels)
     saved = []
+    sample_ndim = images.ndim - 1  # (C, H, W) images, or (C, L) signals: the data says
     for name, picture in pictures.items():
         picture = picture.detach().float().cpu()
         path = pictures_dir / f"{name}_step{step:07d}.png"
-        if picture.ndim == 4:  # (N, C, H, W)
+        if picture.ndim == sample_ndim + 1:  # (N, C, H, W)
             saved.append(save_image_grid(picture, path, nrow=min(8, picture.shape[0]), upscale=picture_upscale(picture.shape[-1])))
-        elif picture.ndim == 5:  # (B, T, C, H, W)
+        elif picture.ndim == sample_ndim + 2:  # (B, T, C, H, W)
             labels = builder.frame_labels() if builder is not None and builder.num_frames == picture.shape[1] else None
             saved.append(save_video_grid(picture, path, upscale=picture_upscale(picture.shape[-1]), column_labels=labels))
         else:

@@ -22,8 +22,7 @@ from pseudovideo.config import (
     dict_diff,
     load_config,
 )
-from pseudovideo.data.images import check_dataset_spec
-from pseudovideo.factory.datasets import build_dataset_from_config, unlabelled_reason
+from pseudovideo.factory.datasets import build_dataset_from_config, check_split, unlabelled_reason
 from pseudovideo.factory.feature_net import feature_net_skip_reason
 from pseudovideo.factory.run_folder import first_free_name, read_train_summary
 from pseudovideo.interop.trust import check_trusted
@@ -42,8 +41,7 @@ def check_run_inputs(config: RunConfig) -> None:
     file) before any long work."""
     data = config.data
     for split in dict.fromkeys((data.train_split, data.eval_split)):
-        check_dataset_spec(data.dataset, data.root, split, download=data.download, held_out_fraction=data.held_out_fraction,
-                           skip_bad_files=data.skip_bad_files)
+        check_split(data, split)  # image files or signal data, as the data's modality says
     net = config.eval.feature_net
     if {"cfd", "ckd"} & set(config.eval.metrics):
         if net and not Path(net).expanduser().is_file():
@@ -217,4 +215,6 @@ def _record_corruption(config: RunConfig, dataset: Any, builder: Any, learner: A
     summary = read_train_summary(config.run_dir)
     summary["corruption"] = corruption_record(config, builder)
     summary["informativeness"] = summary_informativeness(dataset, builder, seed=config.eval.seed)
+    if getattr(dataset, "normalisation", None) is not None:  # signals: what evaluation must normalise with
+        summary["normalisation"] = dataset.normalisation
     path.write_text(json.dumps(summary, indent=1))

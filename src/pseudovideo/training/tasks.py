@@ -183,7 +183,7 @@ def loss_terms(config: RunConfig, *, perceptual_active: bool, model: nn.Module |
 
 def _split_frames(video: Tensor, frames_as_images: bool) -> Tensor:
     """(B, T, C, H, W) -> itself, or (B*T, 1, C, H, W) when every frame is a separate image sample."""
-    return rearrange(video, "b t c h w -> (b t) 1 c h w") if frames_as_images else video
+    return rearrange(video, "b t c ... -> (b t) 1 c ...") if frames_as_images else video  # images or signals
 
 
 class TokenizerTask:
@@ -275,7 +275,7 @@ class TokenizerTask:
 
     def _as_videos(self, video: Tensor) -> Tensor:
         """(B, T, C, H, W) itself, or frame-images (B*T, 1, C, H, W) back in their videos (B, T, C, H, W)."""
-        return rearrange(video, "(b t) 1 c h w -> b t c h w", t=self.frames_per_image) if self.frames_as_images else video
+        return rearrange(video, "(b t) 1 c ... -> b t c ...", t=self.frames_per_image) if self.frames_as_images else video
 
     def _clean_frames(self, video: Tensor) -> Tensor:
         """The clean last frame of each pseudo video: (B, T, C, H, W) or (B*T, 1, C, H, W) -> (B, C, H, W)."""
