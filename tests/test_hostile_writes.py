@@ -104,7 +104,10 @@ def test_ctrl_c_prints_the_step_the_checkpoint_and_the_resume_command(tmp_path: 
     argv = [sys.executable, "-m", "pseudovideo", "train", *VQVAE, "train.steps=100000", "train.checkpoint_every=2",
             "train.image_every=100000", f"out_dir={tmp_path}", "name=r", "--no-eval"]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit that: restore it.
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=restore_sigint)
     try:
         deadline = time.monotonic() + 240
         while not list_checkpoints(run / "checkpoints") and process.poll() is None and time.monotonic() < deadline:

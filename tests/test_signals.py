@@ -26,7 +26,7 @@ from pseudovideo.pseudo_video.diagnose import markov_order_diagnostic
 from _unet_helpers import randomize
 
 pytest.importorskip("sktime", reason="the timeseries extra (sktime) is in the test extra")
-from pseudovideo.data.signals import Normalisation, build_signal_dataset  # noqa: E402
+from pseudovideo.data.signals import build_signal_dataset  # noqa: E402
 
 TINY_UNET_1D = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), resolution=16,
                     num_heads=2, spatial_dims=1)

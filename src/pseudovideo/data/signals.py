@@ -295,7 +295,7 @@ def _describe(description: str, kind: str, arg: str, series: list[np.ndarray], w
     if lengths != [length]:
         shown = f"{lengths[0]}..{lengths[-1]}" if len(lengths) > 1 else str(lengths[0])
         text += f", resampled from {shown} to {length} samples (antialiased linear)"
-    text += f"; normalised by the training split's per-channel min/max"
+    text += "; normalised by the training split's per-channel min/max"
     if split != "train" and clipped > 0:
         text += f" ({clipped:.2%} of values outside, clipped)"
     return text

@@ -35,7 +35,7 @@ from pseudovideo.checkpoint import EMA, MANIFEST, MODEL, list_checkpoints, resol
 from pseudovideo.config import EvalConfig, RunConfig
 from pseudovideo.config.modality import sample_protocol, unsupported_metric_reason
 from pseudovideo.data.datasets import spread_subset
-from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_data, held_out_set, reconstruct_clean_frames
+from pseudovideo.evaluation.inference import _batches, generate_videos, held_out_data, reconstruct_clean_frames
 from pseudovideo.evaluation.probe import probe_metrics
 from pseudovideo.evaluation.report import _task_description, format_eval_markdown, save_generated_grid, save_reconstruction_grid
 from pseudovideo.factory.datasets import ProbeSkipped
