@@ -529,3 +529,16 @@ def test_difference_names_repeat_only_for_disjoint_scales() -> None:
         E.parse_experiment(pair_experiment(differences=twice))
     twice[1]["only_scales"] = ["paper"]
     assert [d.only_scales for d in E.parse_experiment(pair_experiment(differences=twice)).differences] == [["cpu-small"], ["paper"]]
+
+
+def test_the_evaluation_line_names_every_dataset_of_a_grid() -> None:
+    """A grid over two datasets states both evaluation splits, each with its variants, not only the first run's."""
+    from pseudovideo.experiments.tables import _evaluation_line
+
+    def row(label: str, split: str) -> dict:
+        return {"run": f"{label}-s0", "_label": label, "_protocol": {"num_images": 200, "split": split, "seed": 1}}
+
+    one = _evaluation_line([row("vqvae", "A test"), row("ddpm", "A test")])
+    assert one.startswith("Evaluation: num_images=200, split=A test, seed=1;"), one
+    two = _evaluation_line([row("vqvae-a", "A test"), row("vqvae-b", "B test"), row("ddpm-b", "B test")])
+    assert "split=A test, seed=1 (vqvae-a)" in two and "split=B test, seed=1 (vqvae-b, ddpm-b)" in two, two

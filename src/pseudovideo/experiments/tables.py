@@ -316,14 +316,25 @@ def _markdown(spec: ExperimentSpec, scale: str, rows: Sequence[dict[str, Any]], 
     if rows:
         by_variant = {str(row.get("variant") or row["run"]): row.get("_loss_terms", "not recorded") for row in rows}
         lines += ["", "Loss terms: " + "; ".join(f"{variant}: {terms}" for variant, terms in by_variant.items())]
-        protocol = rows[0]["_protocol"]
-        keep = ("num_images", "eval_split", "split", "resolution", "model_weights", "seed")
-        lines += ["", "Evaluation: " + ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
-                  + "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."]
+        lines += ["", _evaluation_line(rows)]
     lines += _differences_markdown(spec, resolved, diff_rows)
     if unfinished:
         lines += ["", f"Not finished yet ({len(unfinished)}): {', '.join(unfinished)}"]
     return "\n".join(lines) + "\n"
+
+
+def _evaluation_line(rows: list[dict[str, Any]]) -> str:
+    """The evaluation protocol in one line; with several datasets or splits in a grid, each with its variants."""
+    keep = ("num_images", "eval_split", "split", "resolution", "model_weights", "seed")
+    runs_of: dict[str, dict[str, None]] = {}
+    for row in rows:
+        protocol = row["_protocol"]
+        text = ", ".join(f"{k}={protocol[k]}" for k in keep if k in protocol)
+        runs_of.setdefault(text, {})[str(row.get("_label") or row["run"])] = None
+    tail = "; tokenizers: reconstruction of the clean last frame; diffusion: generated images (last frames)."
+    if len(runs_of) == 1:
+        return "Evaluation: " + next(iter(runs_of)) + tail
+    return "Evaluation, by variant: " + " | ".join(f"{text} ({', '.join(runs)})" for text, runs in runs_of.items()) + tail
 
 
 def _as_number(value: Any) -> float | None:
