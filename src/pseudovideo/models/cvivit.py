@@ -193,16 +193,6 @@ class CViViT(VideoTokenizer):
         self.tubelet_unembed = nn.Linear(dim, tp * dim)
         self.to_pixels = nn.Linear(dim, self.in_channels * p * p)
 
-    @property
-    def codebook_size(self) -> int:
-        """Number of codes K."""
-        return self.quantizer.codebook_size
-
-    @property
-    def num_quantizers(self) -> int:
-        """Residual quantization stages Q (codes per token)."""
-        return self.quantizer.num_quantizers
-
     def rate(self, num_frames: int) -> TokenizerRate:
         """Codes the last frame of a ``num_frames``-frame video is decoded from: every time step's ("all")
         or the last step's only ("own"), h x w x Q codes per step."""

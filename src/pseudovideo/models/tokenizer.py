@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor, nn
 
 from pseudovideo.models.layers import count_parameters, maybe_checkpoint
+
+if TYPE_CHECKING:
+    from pseudovideo.models.quantizer import VectorQuantizer
 
 __all__ = ["TokenizerOutput", "TokenizerRate", "VideoTokenizer", "count_parameters"]
 
@@ -78,6 +81,7 @@ class VideoTokenizer(nn.Module):
 
     in_channels: int
     resolution: int
+    quantizer: VectorQuantizer  # set by subclasses with a quantizer of their own
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,6 +110,16 @@ class VideoTokenizer(nn.Module):
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        """Number of codes K of the tokenizer's ``quantizer``."""
+        return self.quantizer.codebook_size
+
+    @property
+    def num_quantizers(self) -> int:
+        """Residual quantization stages Q of its ``quantizer`` (codes per latent position or token)."""
+        return self.quantizer.num_quantizers
+
     def forward(self, video: Tensor) -> TokenizerOutput:
         """Reconstructs a (B, T, C, H, W) video through the quantized bottleneck; see :class:`TokenizerOutput`."""
         latents, indices, aux_losses, stats = self.encode(video)

@@ -140,16 +140,6 @@ class VQVAE(VideoTokenizer):
         self.dec_norm = group_norm(ch, eps=1e-6)
         self.dec_out = nn.Conv2d(ch, self.in_channels, 3, padding=1)
 
-    @property
-    def codebook_size(self) -> int:
-        """Number of codes K."""
-        return self.quantizer.codebook_size
-
-    @property
-    def num_quantizers(self) -> int:
-        """Residual quantization stages Q (codes per latent position)."""
-        return self.quantizer.num_quantizers
-
     def rate(self, num_frames: int = 1) -> TokenizerRate:
         """Frames are coded independently: the last frame is decoded from its own h x w x Q codes."""
         if num_frames < 1:

@@ -123,16 +123,6 @@ class SignalVQVAE(VideoTokenizer):
         self.dec_blocks = _decoder_blocks(widths, num_res_blocks)
         self.dec_out = nn.Sequential(nn.ELU(), nn.Conv1d(widths[0], in_channels, 7, padding=3))
 
-    @property
-    def codebook_size(self) -> int:
-        """Number of codes K."""
-        return self.quantizer.codebook_size
-
-    @property
-    def num_quantizers(self) -> int:
-        """Residual quantization stages Q (codes per latent position)."""
-        return self.quantizer.num_quantizers
-
     def rate(self, num_frames: int = 1) -> TokenizerRate:
         """Frames are coded independently: the last frame is decoded from its own L/f x Q codes."""
         if num_frames < 1:
