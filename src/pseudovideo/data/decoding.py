@@ -37,15 +37,20 @@ def resize_center_crop(image: Tensor, resolution: int) -> Tensor:
     return image
 
 
-def read_idx_images(path: str | os.PathLike) -> Tensor:
-    """Read an IDX image file (MNIST's raw format, optionally gzipped) into uint8 ``(N, H, W)``."""
-    path = Path(path)
+def _read_idx_bytes(path: Path) -> bytes:
+    """The whole content of an IDX file, gunzipped when its name ends in .gz; ValueError when unreadable."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except (OSError, EOFError) as err:
         raise ValueError(f"cannot read IDX file {str(path)!r}: {err}") from err
+
+
+def read_idx_images(path: str | os.PathLike) -> Tensor:
+    """Read an IDX image file (MNIST's raw format, optionally gzipped) into uint8 ``(N, H, W)``."""
+    path = Path(path)
+    data = _read_idx_bytes(path)
     if len(data) < 16:
         raise ValueError(f"IDX file {str(path)!r} is too short ({len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
@@ -62,12 +67,7 @@ def read_idx_images(path: str | os.PathLike) -> Tensor:
 def read_idx_labels(path: str | os.PathLike) -> Tensor:
     """Read an IDX label file (MNIST's raw format, optionally gzipped) into int64 ``(N,)``."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read IDX file {str(path)!r}: {err}") from err
+    data = _read_idx_bytes(path)
     if len(data) < 8 or data[:4] != bytes([0, 0, 8, 1]):
         raise ValueError(f"IDX file {str(path)!r} is not a uint8 label file (magic {data[:4].hex()}, expected 00000801)")
     (n,) = struct.unpack(">I", data[4:8])
